@@ -1,0 +1,150 @@
+"""Analytic and empirical kernels of a model, their blocks, and distances.
+
+A dataset with `n` training and `t` evaluation points is one sequence `[train; eval]` of
+`N = n + t` tokens with the training points as context (SPEC §2), so every kernel here is
+first an `(N, N)` matrix and then sliced into `Blocks(train (n, n), eval_train (t, n),
+eval (t, t))`.
+
+- `analytic_kernel`: NT's infinite-width `kernel_fn` (`'ntk'` or `'nngp'`); for the
+  models of `models.py` the NTK is the first-layer-only NTK (the readout is frozen).
+- `empirical_ntk`: the finite-width NTK `J Jᵀ` at given parameters, traced (averaged)
+  over outputs. `method='closed_form'` (default where it applies) uses
+  `Θ_m = (W_std²/d) (Z Zᵀ) ⊙ (S Sᵀ)/m`, `S = 1[h > 0]`, on the features `Z` of a
+  parameter-free prefix, `O(N²(d + m))`; `'jacobian_contraction'` and
+  `'ntk_vector_products'` use NT's generic `empirical_ntk_fn` for any composition.
+"""
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntk_attention import _nt
+from ntk_attention import layers
+from ntk_attention import models as models_lib
+
+METHODS = ('closed_form', 'jacobian_contraction', 'ntk_vector_products')
+
+
+class Blocks(NamedTuple):
+  """Kernel blocks: `train (n, n)`, `eval_train (t, n)`, `eval (t, t)`."""
+  train: jnp.ndarray
+  eval_train: jnp.ndarray
+  eval: jnp.ndarray
+
+
+def split_blocks(k, n_train: int) -> Blocks:
+  """`(N, N)` kernel over `[train; eval]` -> `Blocks`."""
+  return Blocks(k[:n_train, :n_train], k[n_train:, :n_train], k[n_train:, n_train:])
+
+
+def analytic_kernel(kernel_fn, x_train, x_eval=None, get: str = 'ntk'):
+  """Infinite-width kernel `(N, N)` over the sequence `[x_train; x_eval]`.
+
+  `kernel_fn` is a stax `kernel_fn` (or a `models.Model`). Computed in the dtype of the
+  inputs (float64 when x64 is enabled and the inputs are float64).
+  """
+  if isinstance(kernel_fn, models_lib.Model):
+    kernel_fn = kernel_fn.kernel_fn
+  seq, context = layers.as_sequence(x_train, x_eval)
+  k = kernel_fn(seq, None, get, context=(context, context))
+  return _check_finite(k[0, 0], f'analytic {get}')
+
+
+def closed_form_ntk(z1, w, W_std: float = 1.0, z2=None):
+  """Empirical NTK of `relu_head` w.r.t. its first layer, in closed form.
+
+  `Θ(z, z') = (W_std²/d)(z·z') · (1/m) Σ_r 1[h_r(z) > 0] 1[h_r(z') > 0]`, with
+  `h = W_std z W / √d` and the ±1 readout (`a² = 1`, so every output has this NTK and
+  the trace over outputs, NT's `trace_axes=(-1,)` mean, is the same).
+
+  Shapes: `z1 (N1, d)`, `w (d, m)`, `z2 (N2, d)` (default `z1`) -> `(N1, N2)`.
+  """
+  d, m = w.shape
+  z2 = z1 if z2 is None else z2
+  scale = W_std / jnp.sqrt(d).astype(w.dtype)
+  s1 = (z1 @ w * scale > 0).astype(w.dtype)
+  s2 = s1 if z2 is z1 else (z2 @ w * scale > 0).astype(w.dtype)
+  return (z1 @ z2.T) * (s1 @ s2.T) * (W_std ** 2 / (d * m))
+
+
+def empirical_ntk(model: models_lib.Model, params, x_train, x_eval=None,
+                  method: str = 'closed_form'):
+  """Finite-width NTK `(N, N)` over `[x_train; x_eval]` at `params`.
+
+  `closed_form` needs a parameter-free prefix (relu_mlp, mlp_attn); the generic NT
+  methods work for every model (the frozen readout contributes nothing: its
+  `apply_fn` stops its gradient).
+  """
+  if method not in METHODS:
+    raise ValueError(f'method must be one of {METHODS}, got {method!r}.')
+  seq, context = layers.as_sequence(x_train, x_eval)
+  if method == 'closed_form':
+    if model.prefix_trainable:
+      raise ValueError(f'closed_form needs a parameter-free prefix; {model.name} has '
+                       'a trainable one: use jacobian_contraction or ntk_vector_products.')
+    z = models_lib.features(model, params, seq, context)[0]
+    w = params[1][0][0]
+    return closed_form_ntk(z.astype(w.dtype), w, model.W_std)
+  ntk_fn = _nt.empirical_ntk_fn_generic(
+      model.apply_fn, trace_axes=(-1,), implementation=_nt.IMPLEMENTATIONS[method])
+  return ntk_fn(seq, None, params, context=(context, context))[0, 0]
+
+
+def default_method(model: models_lib.Model) -> str:
+  """The fastest exact method for `model`."""
+  return 'ntk_vector_products' if model.prefix_trainable else 'closed_form'
+
+
+def monte_carlo_ntk(model: models_lib.Model, keys, x_train, x_eval=None,
+                    method: Optional[str] = None, dtype=jnp.float32):
+  """Mean and per-draw empirical NTKs over initialisations, vmapped over `keys (S, 2)`.
+
+  Returns `(mean (N, N), draws (S, N, N))`.
+  """
+  method = method or default_method(model)
+  d = jnp.shape(x_train)[-1]
+  x_train = jnp.asarray(x_train, dtype)
+  x_eval = None if x_eval is None else jnp.asarray(x_eval, dtype)
+
+  def one(key):
+    params = models_lib.init_params(model, key, d, dtype)
+    return empirical_ntk(model, params, x_train, x_eval, method)
+
+  draws = jax.vmap(one)(keys)
+  return jnp.mean(draws, axis=0), draws
+
+
+def relative_distance(a, b) -> jnp.ndarray:
+  """`‖a − b‖_F / ‖b‖_F` (b is the reference)."""
+  a, b = jnp.asarray(a), jnp.asarray(b)
+  if a.shape != b.shape:
+    raise ValueError(f'shape mismatch: {a.shape} vs {b.shape}.')
+  return jnp.linalg.norm((a - b).ravel()) / jnp.linalg.norm(b.ravel())
+
+
+def gram_power(x, power: int = 3, normalized: bool = True) -> np.ndarray:
+  """The Gram-induced kernel `G^p` of unit-norm rows, float64 numpy.
+
+  `G = X̂ X̂ᵀ` with `x̂_i = x_i/‖x_i‖`; `normalized=True` returns
+  `K_ij / √(K_ii K_jj)` (what `Normalize` after attention produces). Shape `(n, n)`.
+  """
+  x = np.asarray(x, np.float64)
+  u = x / np.linalg.norm(x, axis=1, keepdims=True)
+  g = u @ u.T
+  k = np.linalg.matrix_power(g, power)
+  if normalized:
+    dg = np.sqrt(np.diag(k))
+    k = k / np.outer(dg, dg)
+  return k
+
+
+def _check_finite(k, what: str):
+  if not isinstance(k, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(k))):
+    raise FloatingPointError(f'{what} kernel has non-finite entries.')
+  return k
+
+
+__all__ = ['Blocks', 'METHODS', 'split_blocks', 'analytic_kernel', 'closed_form_ntk',
+           'empirical_ntk', 'default_method', 'monte_carlo_ntk', 'relative_distance',
+           'gram_power']

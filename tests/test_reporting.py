@@ -1,0 +1,246 @@
+"""Tests for ntk_attention.reporting: atomic files, the JSONL store, summaries, progress, tables, figures, HTML."""
+import base64
+import csv
+import json
+import math
+import os
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from ntk_attention import reporting
+
+
+# --- atomic files and JSON ---------------------------------------------------------------------
+
+def test_write_json_failure_keeps_old_file_and_leaves_no_temp(tmp_path):
+  p = tmp_path / 'r.json'
+  reporting.write_json(p, {'a': 1})
+  before = p.read_bytes()
+  with pytest.raises(TypeError):
+    reporting.write_json(p, {'b': object()})
+  assert p.read_bytes() == before
+  assert os.listdir(tmp_path) == ['r.json']
+
+
+def test_atomic_write_failure_after_temp_created_cleans_up(tmp_path, monkeypatch):
+  p = tmp_path / 'r.txt'
+  reporting.write_text(p, 'old')
+
+  def broken_replace(src, dst):
+    raise OSError('disk gone')
+
+  monkeypatch.setattr(reporting.os, 'replace', broken_replace)
+  with pytest.raises(OSError):
+    reporting.write_text(p, 'new')
+  monkeypatch.undo()
+  assert p.read_text() == 'old'
+  assert os.listdir(tmp_path) == ['r.txt']
+
+
+def test_json_round_trip_numpy_tuples_and_nonfinite(tmp_path):
+  obj = {'i': np.int64(3), 'f': np.float32(0.5), 'b': np.bool_(True), 'arr': np.arange(3.0).reshape(3, 1),
+         'tup': (1, 2), 'inf': math.inf, 'ninf': -np.inf, 'nan': float('nan'), 'nested': [{'x': np.float64(2.25)}]}
+  p = tmp_path / 'o.json'
+  reporting.write_json(p, obj)
+  raw = p.read_text()
+  json.loads(raw, parse_constant=lambda c: pytest.fail(f'non-strict JSON token {c}'))
+  back = reporting.read_json(p)
+  assert back['i'] == 3 and isinstance(back['i'], int)
+  assert back['f'] == 0.5 and back['b'] is True
+  assert back['arr'] == [[0.0], [1.0], [2.0]]
+  assert back['tup'] == [1, 2]
+  assert back['inf'] == math.inf and back['ninf'] == -math.inf and math.isnan(back['nan'])
+  assert back['nested'] == [{'x': 2.25}]
+
+
+def test_csv_round_trip(tmp_path):
+  rows = [{'model': 'attn', 'width': 64, 'err': 0.125}, {'model': 'relu', 'err': np.float64(-1.5), 'extra': 'z'}]
+  p = tmp_path / 't.csv'
+  reporting.write_csv(p, rows)
+  with open(p, newline='') as f:
+    reader = csv.DictReader(f)
+    back = list(reader)
+  assert reader.fieldnames == ['model', 'width', 'err', 'extra']
+  assert back[0] == {'model': 'attn', 'width': '64', 'err': '0.125', 'extra': ''}
+  assert back[1] == {'model': 'relu', 'width': '', 'err': '-1.5', 'extra': 'z'}
+  reporting.write_csv(p, rows, columns=['err'])
+  with open(p, newline='') as f:
+    assert [float(r['err']) for r in csv.DictReader(f)] == [0.125, -1.5]
+
+
+# --- JSONL store -------------------------------------------------------------------------------
+
+def _cells():
+  return [{'model': m, 'width': w, 'seed': s, 'd': 0.1 * w + s} for m in ('a', 'b') for w in (8, 16) for s in (0, 1)]
+
+
+def test_jsonl_store_append_records_done_keys_reset(tmp_path):
+  store = reporting.JsonlStore(tmp_path / 'sub' / 'res.jsonl')
+  assert store.records() == []
+  cells = _cells()
+  for c in cells[:5]:
+    store.append({**c, 'w64': np.int64(c['width']), 'big': math.inf})
+  recs = store.records()
+  assert [{k: r[k] for k in ('model', 'width', 'seed', 'd')} for r in recs] == cells[:5]
+  assert all(r['big'] == math.inf and r['w64'] == r['width'] for r in recs)
+  keys = store.done_keys(['model', 'width', 'seed'])
+  assert keys == {(c['model'], c['width'], c['seed']) for c in cells[:5]}
+  assert ('b', 16, 1) not in keys
+  with pytest.raises(ValueError):
+    store.done_keys(['model', 'missing'])
+  store.reset()
+  assert store.records() == [] and os.path.getsize(store.path) == 0
+
+
+def test_jsonl_store_torn_last_line(tmp_path):
+  store = reporting.JsonlStore(tmp_path / 'res.jsonl')
+  store.append({'k': 1})
+  store.append({'k': 2})
+  with open(store.path, 'a') as f:
+    f.write('{"k": 3, "v"')  # Crash mid-write.
+  with pytest.warns(UserWarning, match='torn'):
+    assert [r['k'] for r in store.records()] == [1, 2]
+  with pytest.warns(UserWarning, match='torn'):
+    store.append({'k': 4})  # Must not glue onto the torn line.
+  assert [r['k'] for r in store.records()] == [1, 2, 4]
+
+
+def test_jsonl_store_corrupt_middle_line_raises(tmp_path):
+  p = tmp_path / 'res.jsonl'
+  p.write_text('{"k": 1}\nnot json\n{"k": 2}\n')
+  with pytest.raises(ValueError, match=':2:'):
+    reporting.JsonlStore(p).records()
+
+
+def test_jsonl_store_unserialisable_record_writes_nothing(tmp_path):
+  store = reporting.JsonlStore(tmp_path / 'res.jsonl')
+  store.append({'k': 1})
+  with pytest.raises(TypeError):
+    store.append({'k': object()})
+  assert store.records() == [{'k': 1}]
+
+
+# --- summarize ---------------------------------------------------------------------------------
+
+def test_summarize_against_numpy():
+  rng = np.random.default_rng(0)
+  recs = [{'model': m, 'width': w, 'seed': s, 'd': float(rng.standard_normal()), 'acc': float(rng.uniform())}
+          for w in (np.int64(16), 8) for m in ('b', 'a') for s in range(4)]
+  recs.append({'model': 'c', 'width': 4, 'seed': 0, 'd': 2.5, 'acc': 1.0})
+  rows = reporting.summarize(recs, ['model', 'width'], ['d', 'acc'])
+  assert [(r['model'], r['width']) for r in rows] == [('b', 16), ('a', 16), ('b', 8), ('a', 8), ('c', 4)]
+  assert type(rows[0]['width']) is int
+  for row in rows[:4]:
+    for m in ('d', 'acc'):
+      vals = np.array([r[m] for r in recs if r['model'] == row['model'] and r['width'] == row['width']])
+      assert row[f'{m}_mean'] == pytest.approx(np.mean(vals), rel=1e-12)
+      assert row[f'{m}_std'] == pytest.approx(np.std(vals, ddof=1), rel=1e-12)
+      assert row[f'{m}_count'] == 4
+  assert rows[4]['d_mean'] == 2.5 and rows[4]['d_std'] == 0.0 and rows[4]['d_count'] == 1
+
+
+@pytest.mark.parametrize('bad', [float('nan'), np.float64('nan'), math.inf, 'oops'])
+def test_summarize_rejects_bad_values(bad):
+  recs = [{'g': 1, 'm': 1.0}, {'g': 1, 'm': 2.0}, {'g': 2, 'm': bad}]
+  with pytest.raises(ValueError, match='record 2'):
+    reporting.summarize(recs, ['g'], ['m'])
+  with pytest.raises(ValueError, match='no metric'):
+    reporting.summarize([{'g': 1}], ['g'], ['m'])
+
+
+# --- progress ----------------------------------------------------------------------------------
+
+def test_progress_lines_with_fake_clock(monkeypatch):
+  now = [1000.0]
+  monkeypatch.setattr(reporting.time, 'monotonic', lambda: now[0])
+  lines = []
+  prog = reporting.Progress(10, 'ntk_distance', log_fn=lines.append)
+  prog.skip(2)
+  now[0] += 12.3
+  prog.update()
+  assert lines == ['[ntk_distance] 2/10 cells already done (resumed)',
+                   '[ntk_distance] 3/10 cells, 12.3 s/cell, ~1m26s left']  # 7 * 12.3 s = 86.1 s.
+  now[0] += 12.3 * 7
+  prog.update(7)
+  assert lines[-1] == f'[ntk_distance] 10/10 cells, 12.3 s/cell, done in {reporting.format_duration(12.3 * 8)}'
+
+
+def test_format_duration():
+  assert reporting.format_duration(4.21) == '4.2s'
+  assert reporting.format_duration(42.4) == '42s'
+  assert reporting.format_duration(86.1) == '1m26s'
+  assert reporting.format_duration(2 * 3600 + 5 * 60 + 7) == '2h05m'
+  assert reporting.format_duration(3 * 86400 + 4 * 3600) == '3d04h'
+  with pytest.raises(ValueError):
+    reporting.format_duration(-1)
+
+
+# --- markdown table ----------------------------------------------------------------------------
+
+def test_markdown_table_exact():
+  rows = [{'a': 1, 'b': 0.123456, 'c': 'x|y'}, {'a': np.int64(2), 'b': math.inf}]
+  got = reporting.markdown_table(rows, ['a', 'b', 'c'], headers=['A', 'B', 'C'])
+  assert got == ('| A | B | C |\n'
+                 '|---|---|---|\n'
+                 '| 1 | 0.123 | x\\|y |\n'
+                 '| 2 | inf |  |')
+  with pytest.raises(ValueError):
+    reporting.markdown_table(rows, ['a', 'b'], headers=['A'])
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+def _assert_png(path, returned):
+  assert returned == str(path)
+  img = matplotlib.image.imread(path)
+  assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+  assert img.std() > 0  # Something was drawn.
+
+
+def test_plots_write_readable_pngs(tmp_path):
+  x = np.array([8, 16, 32, 64])
+  p = tmp_path / 'lines.png'
+  _assert_png(p, reporting.plot_lines(p, {'attn': (x, 1 / x, 0.1 / x), 'relu': (x, 2 / x, None)},
+                                      'width', 'distance', 'd vs width', logx=True, logy=True))
+  p = tmp_path / 'bars.png'
+  _assert_png(p, reporting.plot_bars(p, ['fgsm', 'pgd'], {'a': ([1.0, 2.0], [0.1, 0.2]), 'b': ([1.5, 0.5], None)},
+                                     'influence change', 'attacks'))
+  p = tmp_path / 'scatter.png'
+  rng = np.random.default_rng(1)
+  _assert_png(p, reporting.plot_scatter(p, rng.standard_normal(50), rng.standard_normal(50), 'before', 'after', 's'))
+  p = tmp_path / 'spectra.png'
+  _assert_png(p, reporting.plot_spectra(p, {'ntk': np.array([1e-3, 3.0, 0.2, -1e-12]), 'nngp': [2.0, 1.0]}, 'sp'))
+  assert sorted(os.listdir(tmp_path)) == ['bars.png', 'lines.png', 'scatter.png', 'spectra.png']
+
+
+def test_plots_reject_nan(tmp_path):
+  with pytest.raises(ValueError):
+    reporting.plot_lines(tmp_path / 'x.png', {'a': ([1, 2], [1.0, np.nan], None)}, 'x', 'y', 't')
+  with pytest.raises(ValueError):
+    reporting.plot_spectra(tmp_path / 'x.png', {'a': [1.0, np.nan]}, 't')
+  assert not (tmp_path / 'x.png').exists()
+
+
+# --- HTML --------------------------------------------------------------------------------------
+
+def test_html_report_self_contained(tmp_path):
+  img = reporting.plot_scatter(tmp_path / 'fig.png', [0, 1, 2], [0, 1, 3], 'x', 'y', 't')
+  table = reporting.markdown_table([{'n': 1, 'v': 0.5}, {'n': 2, 'v': 1.5}], ['n', 'v'])
+  md = (f'# Report <script>\n\nWe check that a < b & **bold** and `k<2>` hold.\n\n'
+        f'## Table\n\n{table}\n\n- first item\n- second with **bold**\n\n![influence](fig.png)\n')
+  out = reporting.html_report(md, tmp_path)
+  assert isinstance(out, str)
+  assert out.count('<table>') == 1 and out.count('<tr>') == 3 and '<td>1.5</td>' in out
+  assert '<h1>Report &lt;script&gt;</h1>' in out and '<script>' not in out
+  assert 'a &lt; b &amp; <strong>bold</strong>' in out and '<code>k&lt;2&gt;</code>' in out
+  assert out.count('<li>') == 2
+  data = base64.b64encode(open(img, 'rb').read()).decode('ascii')
+  assert f'src="data:image/png;base64,{data}"' in out
+  assert 'src="fig.png"' not in out
+
+
+def test_html_report_missing_image_raises(tmp_path):
+  with pytest.raises(FileNotFoundError):
+    reporting.html_report('![x](nope.png)', tmp_path)
