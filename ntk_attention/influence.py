@@ -118,7 +118,7 @@ def _loo_influence(k_train, k_eval_train, y_train, y_eval, ridge, return_delta):
   b = jsl.cho_solve(chol, k_eval_train.T).T                              # (t, n) = K_eval A^-1
   f = k_eval_train @ alpha                                               # (t, C)
   e = f - y_eval                                                         # (t, C)
-  matrix = -b * (e @ r.T) - 0.5 * (b * b) * jnp.sum(r * r, axis=1)[None, :]
+  matrix = -b * (e @ r.T) + 0.5 * (b * b) * jnp.sum(r * r, axis=1)[None, :]
   scores = jnp.mean(matrix, axis=0)
   delta = -b[:, :, None] * r[None, :, :] if return_delta else None
   return Influence(matrix=matrix, scores=scores, loo_residuals=r, delta=delta, predictions=f)

@@ -1,0 +1,203 @@
+"""Training with optax, every seed of a width in one compiled, vmapped program.
+
+Defaults follow the study (SPEC §6): Adam, lr 1e-3, batch 128, 500 epochs, L2 weight
+decay 1e-3 on the trained weights (added to the gradient, as PyTorch's Adam does), the ±1
+readout frozen; cross-entropy for C > 2 classes and MSE on ±1 targets for binary tasks.
+
+The model is transductive: the training set is one sequence and every token attends to
+it. When the prefix is parameter-free (relu_mlp, mlp_attn) its features are computed once
+and each step trains the per-token head on a minibatch of rows; a trainable prefix
+(mlp_attn_qkv) is re-applied to the whole training sequence every step, and the loss is
+taken on the minibatch rows.
+
+Seeds: seed `s` owns one PRNG key, split into an initialisation key and a shuffling key,
+so a seed trains to the same parameters alone or vmapped with others. With several JAX
+devices the seed axis is sharded across them.
+
+Losses (per step, over the B minibatch rows and C outputs):
+  mse:  ½ · mean_{b,c} (f_bc − y_bc)²      (NT's `gradient_descent_mse` normalisation)
+  xent: mean_b −log softmax(f_b)[y_b]
+"""
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ntk_attention import layers
+from ntk_attention import models as models_lib
+
+OPTIMIZERS = ('adam', 'sgd')
+LOSSES = ('auto', 'mse', 'xent')
+
+
+class TrainConfig(NamedTuple):
+  """[choice] defaults of SPEC §6; every field is a script flag."""
+  optimizer: str = 'adam'
+  lr: float = 1e-3
+  epochs: int = 500
+  batch_size: int = 128
+  weight_decay: float = 1e-3
+  loss: str = 'auto'
+
+
+class TrainResult(NamedTuple):
+  """Stacked over seeds `S`: `params` and `init_params` pytrees with a leading S axis;
+  `losses (S, epochs)`, the mean training loss of each epoch."""
+  init_params: object
+  params: object
+  losses: jnp.ndarray
+
+
+def validate(config: TrainConfig, n_train: Optional[int] = None) -> None:
+  """ValueError for settings that cannot train."""
+  if config.optimizer not in OPTIMIZERS:
+    raise ValueError(f'optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}.')
+  if config.loss not in LOSSES:
+    raise ValueError(f'loss must be one of {LOSSES}, got {config.loss!r}.')
+  if not (config.lr > 0 and np.isfinite(config.lr)):
+    raise ValueError(f'lr must be > 0, got {config.lr}.')
+  if int(config.epochs) != config.epochs or config.epochs < 1:
+    raise ValueError(f'epochs must be a positive integer, got {config.epochs}.')
+  if int(config.batch_size) != config.batch_size or config.batch_size < 1:
+    raise ValueError(f'batch_size must be a positive integer, got {config.batch_size}.')
+  if not config.weight_decay >= 0:
+    raise ValueError(f'weight_decay must be >= 0, got {config.weight_decay}.')
+  if n_train is not None and n_train < 1:
+    raise ValueError('no training points.')
+
+
+def loss_kind(config: TrainConfig, num_outputs: int) -> str:
+  """'auto' -> cross-entropy for C > 2 outputs, MSE for one (±1 binary) output."""
+  if config.loss != 'auto':
+    return config.loss
+  return 'xent' if num_outputs > 2 else 'mse'
+
+
+def loss_value(kind: str, outputs, targets):
+  """Mean loss of `outputs (B, C)` against `targets (B, C)` (one-hot or ±1)."""
+  if kind == 'mse':
+    return 0.5 * jnp.mean((outputs - targets) ** 2)
+  if kind == 'xent':
+    return jnp.mean(optax.softmax_cross_entropy(outputs, targets))
+  raise ValueError(f'unknown loss {kind!r}.')
+
+
+def make_optimizer(config: TrainConfig, mask) -> optax.GradientTransformation:
+  """Coupled L2 weight decay on the trained leaves (`mask`), then Adam or SGD;
+  frozen leaves get zero updates."""
+  scale = (optax.scale_by_adam() if config.optimizer == 'adam' else optax.identity())
+  trained = optax.chain(optax.add_decayed_weights(config.weight_decay), scale,
+                        optax.scale(-config.lr))
+  labels = jax.tree_util.tree_map(lambda m: 'trained' if m else 'frozen', mask)
+  return optax.multi_transform({'trained': trained, 'frozen': optax.set_to_zero()}, labels)
+
+
+def outputs(model: models_lib.Model, params, x_train, x_eval=None):
+  """Transductive predictions: `(f_train (n, C), f_eval (t, C) or None)`."""
+  seq, context = layers.as_sequence(x_train, x_eval)
+  out = model.apply_fn(params, seq, context=context)[0]
+  n = jnp.shape(x_train)[0]
+  return out[:n], (None if x_eval is None else out[n:])
+
+
+def accuracy(out, labels) -> jnp.ndarray:
+  """Fraction correct: argmax for C > 1 outputs, sign (+1 ↔ label 0) for one output."""
+  out = jnp.asarray(out)
+  pred = jnp.argmax(out, -1) if out.shape[-1] > 1 else (out[:, 0] < 0).astype(jnp.int32)
+  return jnp.mean(pred == jnp.asarray(labels))
+
+
+def _batches(key, n: int, batch_size: int):
+  """Shuffled minibatch indices `(n_batches, B)`; the remainder `n mod B` is dropped
+  (different points each epoch); a batch larger than n trains full-batch."""
+  b = min(batch_size, n)
+  perm = jax.random.permutation(key, n)
+  n_batches = n // b
+  return perm[:n_batches * b].reshape(n_batches, b)
+
+
+def train(model: models_lib.Model, keys, x_train, y_train, config: TrainConfig = TrainConfig(),
+          dtype=jnp.float32) -> TrainResult:
+  """Trains one network per key, all seeds in one jitted, vmapped program.
+
+  Args:
+    model: a `models.Model`.
+    keys: `(S, 2)` PRNG keys, one per seed.
+    x_train: `(n, d)` pixels; y_train: `(n, C)` targets (one-hot or ±1).
+    config: `TrainConfig`.
+
+  Returns:
+    `TrainResult` with parameters stacked over the S seeds.
+  """
+  validate(config, len(x_train))
+  x_train = jnp.asarray(x_train, dtype)
+  y_train = jnp.asarray(y_train, dtype)
+  if y_train.ndim != 2 or y_train.shape[0] != x_train.shape[0]:
+    raise ValueError(f'y_train must be (n, C) with n={x_train.shape[0]}; got {y_train.shape}.')
+  if y_train.shape[1] != model.out_dim:
+    raise ValueError(f'model has {model.out_dim} outputs but targets have {y_train.shape[1]}.')
+  kind = loss_kind(config, y_train.shape[1])
+  n, d = x_train.shape
+  seq, _ = layers.as_sequence(x_train)
+  feats = None
+  if not model.prefix_trainable:   # parameter-free prefix: its (empty) params from any key
+    any_params = models_lib.init_params(model, jax.random.PRNGKey(0), d, dtype)
+    feats = models_lib.features(model, any_params, seq)[0]
+
+  def batch_outputs(params, idx):
+    if feats is not None:
+      return models_lib.head_apply(model, params[1], feats[idx])
+    return model.apply_fn(params, seq)[0][idx]
+
+  def one_seed(key):
+    k_init, k_shuffle = jax.random.split(key)
+    params0 = models_lib.init_params(model, k_init, d, dtype)
+    opt = make_optimizer(config, models_lib.trainable_mask(params0))
+
+    def step(carry, idx):
+      params, state = carry
+      loss, grads = jax.value_and_grad(
+          lambda p: loss_value(kind, batch_outputs(p, idx), y_train[idx]))(params)
+      updates, state = opt.update(grads, state, params)
+      return (optax.apply_updates(params, updates), state), loss
+
+    def epoch(carry, k):
+      carry, losses = jax.lax.scan(step, carry, _batches(k, n, config.batch_size))
+      return carry, jnp.mean(losses)
+
+    epoch_keys = jax.random.split(k_shuffle, config.epochs)
+    (params, _), losses = jax.lax.scan(epoch, (params0, opt.init(params0)), epoch_keys)
+    return params0, params, losses
+
+  keys = _shard_seeds(jnp.asarray(keys))
+  params0, params, losses = jax.jit(jax.vmap(one_seed))(keys)
+  if not bool(jnp.all(jnp.isfinite(losses))):
+    raise FloatingPointError('training loss became non-finite; lower --lr.')
+  return TrainResult(params0, params, losses)
+
+
+def seed_keys(seeds, base_seed: int = 0):
+  """`(S, 2)` keys for integer seeds: `PRNGKey(base_seed + s)`."""
+  return jnp.stack([jax.random.PRNGKey(base_seed + int(s)) for s in seeds])
+
+
+def unstack(tree, i: int):
+  """The i-th seed of a pytree stacked over seeds."""
+  return jax.tree_util.tree_map(lambda a: a[i], tree)
+
+
+def _shard_seeds(keys):
+  """Shards the seed axis over the local devices when it divides evenly."""
+  devices = jax.devices()
+  if len(devices) < 2 or keys.shape[0] % len(devices):
+    return keys
+  mesh = jax.sharding.Mesh(np.array(devices), ('seeds',))
+  spec = jax.sharding.PartitionSpec('seeds')
+  return jax.device_put(keys, jax.sharding.NamedSharding(mesh, spec))
+
+
+__all__ = ['OPTIMIZERS', 'LOSSES', 'TrainConfig', 'TrainResult', 'validate', 'loss_kind',
+           'loss_value', 'make_optimizer', 'outputs', 'accuracy', 'train', 'seed_keys',
+           'unstack']
