@@ -48,7 +48,7 @@ def analytic_kernel(kernel_fn, x_train, x_eval=None, get: str = 'ntk'):
     kernel_fn = kernel_fn.kernel_fn
   seq, context = layers.as_sequence(x_train, x_eval)
   k = kernel_fn(seq, None, get, context=(context, context))
-  return _check_finite(k[0, 0], f'analytic {get}')
+  return _check_finite(k[0, 0], f'analytic {get} kernel')
 
 
 def closed_form_ntk(z1, w, W_std: float = 1.0, z2=None):
@@ -115,6 +115,27 @@ def monte_carlo_ntk(model: models_lib.Model, keys, x_train, x_eval=None,
   return jnp.mean(draws, axis=0), draws
 
 
+def ntk_predictor(blocks: Blocks, y_train, ridge: float = 1e-3, t=None,
+                  learning_rate: float = 1.0, f0_train=None, f0_eval=None):
+  """Infinite-width NTK predictions on the evaluation points, `(t, C)`.
+
+  NT's `gradient_descent_mse` on the kernel blocks, loss `½·mean (f − y)²`:
+    - `t=None`: kernel ridge regression `f = Θ_et (Θ_tt + λ·mean(diag Θ_tt) I)⁻¹ (Y − f0) + f0`;
+    - `t` a number of steps: gradient flow for time `learning_rate·t` from `f0`
+      (`ridge` then adds λ to the dynamics; pass 0 for plain gradient descent).
+  `f0_train (n, C)`, `f0_eval (t, C)` default to zero (the mean infinite-width function).
+  """
+  y_train = jnp.asarray(y_train, blocks.train.dtype)
+  f0_train = jnp.zeros_like(y_train) if f0_train is None else jnp.asarray(f0_train, y_train.dtype)
+  n_eval = blocks.eval_train.shape[0]
+  f0_eval = (jnp.zeros((n_eval, y_train.shape[1]), y_train.dtype) if f0_eval is None
+             else jnp.asarray(f0_eval, y_train.dtype))
+  predict_fn = _nt.predict.gradient_descent_mse(
+      blocks.train, y_train, learning_rate=learning_rate, diag_reg=ridge)
+  _, f_eval = predict_fn(t, f0_train, f0_eval, blocks.eval_train)
+  return _check_finite(f_eval, 'NTK predictor')
+
+
 def relative_distance(a, b) -> jnp.ndarray:
   """`‖a − b‖_F / ‖b‖_F` (b is the reference)."""
   a, b = jnp.asarray(a), jnp.asarray(b)
@@ -141,10 +162,10 @@ def gram_power(x, power: int = 3, normalized: bool = True) -> np.ndarray:
 
 def _check_finite(k, what: str):
   if not isinstance(k, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(k))):
-    raise FloatingPointError(f'{what} kernel has non-finite entries.')
+    raise FloatingPointError(f'{what} has non-finite entries.')
   return k
 
 
 __all__ = ['Blocks', 'METHODS', 'split_blocks', 'analytic_kernel', 'closed_form_ntk',
-           'empirical_ntk', 'default_method', 'monte_carlo_ntk', 'relative_distance',
+           'empirical_ntk', 'default_method', 'monte_carlo_ntk', 'ntk_predictor', 'relative_distance',
            'gram_power']

@@ -1,0 +1,149 @@
+"""Flags and start-up shared by every script: data selection, seed, output folder.
+
+Each script does `from _common import ...` (the scripts folder is on sys.path when a
+script runs), defines its own flags at the top, and calls `setup()` first in `main`.
+"""
+import json
+import os
+import platform
+import sys
+import time
+
+from absl import flags
+from absl import logging
+
+# neural-tangents pulls in tensorflow; keep its C++ logs quiet.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+flags.DEFINE_string('dataset', 'digits',
+                    "'digits' (bundled, offline), 'mnist', 'fashion_mnist', 'cifar10' "
+                    "(tensorflow-datasets), or 'npz:PATH' (arrays x (N,H,W[,C]), y (N,)).")
+flags.DEFINE_string('classes', '', "Class ids to keep, e.g. '3,8' (binary task); '' = all.")
+flags.DEFINE_integer('n_train', 1000, 'Training points (stratified, seeded subsample).')
+flags.DEFINE_integer('n_test', 500, 'Test / evaluation points (stratified, seeded subsample).')
+flags.DEFINE_integer('seed', 0, 'Seed of the data subsample (and the base of model seeds).')
+flags.DEFINE_string('data_dir', None, 'tensorflow-datasets data folder.')
+flags.DEFINE_string('output_dir', 'results', 'Folder for JSON, CSV and figures.')
+
+FLAGS = flags.FLAGS
+
+
+def parse_int_list(text: str, name: str, positive: bool = True):
+  """'16,64,256' -> [16, 64, 256]; ValueError naming the flag otherwise."""
+  try:
+    values = [int(v) for v in str(text).split(',') if v.strip()]
+  except ValueError:
+    raise ValueError(f'--{name} must be comma-separated integers, got {text!r}.') from None
+  if not values:
+    raise ValueError(f'--{name} is empty.')
+  if positive and min(values) < 1:
+    raise ValueError(f'--{name} values must be >= 1, got {values}.')
+  return values
+
+
+def parse_float_list(text: str, name: str):
+  try:
+    values = [float(v) for v in str(text).split(',') if v.strip()]
+  except ValueError:
+    raise ValueError(f'--{name} must be comma-separated numbers, got {text!r}.') from None
+  if not values:
+    raise ValueError(f'--{name} is empty.')
+  return values
+
+
+def parse_names(text: str, name: str, allowed):
+  values = [v.strip() for v in str(text).split(',') if v.strip()]
+  if not values:
+    raise ValueError(f'--{name} is empty.')
+  unknown = [v for v in values if v not in allowed]
+  if unknown:
+    raise ValueError(f'--{name}: unknown {unknown}; choose from {tuple(allowed)}.')
+  return values
+
+
+def check_data_flags():
+  """Validates the shared data flags without loading anything."""
+  from ntk_attention import data
+  data.validate_dataset_name(FLAGS.dataset)
+  classes = data.parse_classes(FLAGS.classes)
+  if FLAGS.n_train < 2:
+    raise ValueError(f'--n_train must be >= 2, got {FLAGS.n_train}.')
+  if FLAGS.n_test < 1:
+    raise ValueError(f'--n_test must be >= 1, got {FLAGS.n_test}.')
+  return classes
+
+
+def setup(x64: bool = True):
+  """Enables float64 (spectra, influence and analytic kernels need it) and the output dir."""
+  import jax
+  if x64:
+    jax.config.update('jax_enable_x64', True)
+  os.makedirs(FLAGS.output_dir, exist_ok=True)
+  logging.set_verbosity(logging.INFO)
+  # JAX logs its backend probing (rocm, tpu) at INFO; it is noise on CPU machines.
+  import logging as std_logging
+  std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
+
+
+def load_data(classes):
+  from ntk_attention import data
+  t0 = time.time()
+  ds = data.load(FLAGS.dataset, classes=classes, n_train=FLAGS.n_train,
+                 n_test=FLAGS.n_test, seed=FLAGS.seed, data_dir=FLAGS.data_dir)
+  logging.info('data %s: %d train, %d test, d=%d, %d classes (%.1fs)', ds.name,
+               len(ds.x_train), len(ds.x_test), ds.d, ds.num_classes, time.time() - t0)
+  return ds
+
+
+def provenance(flag_names=()):
+  """Versions, device and the flags that matter, for results files."""
+  import jax
+  from ntk_attention import _nt
+  out = {
+      'argv': sys.argv,
+      'python': platform.python_version(),
+      'jax': jax.__version__,
+      'neural_tangents': _nt.nt_version(),
+      'backend': jax.default_backend(),
+      'devices': [str(d) for d in jax.devices()],
+      'x64': bool(jax.config.jax_enable_x64),
+      'time': time.strftime('%Y-%m-%d %H:%M:%S'),
+  }
+  names = ('dataset', 'classes', 'n_train', 'n_test', 'seed') + tuple(flag_names)
+  out['flags'] = {n: _jsonable(FLAGS[n].value) for n in names}
+  return out
+
+
+def _jsonable(v):
+  try:
+    json.dumps(v)
+    return v
+  except TypeError:
+    return str(v)
+
+
+def out_path(name: str) -> str:
+  return os.path.join(FLAGS.output_dir, name)
+
+
+def open_store(basename: str, settings: dict, resume: bool):
+  """The JSONL results store `D/basename.jsonl`, emptied unless `resume`.
+
+  `settings` (everything that changes the numbers) is kept beside it in
+  `D/basename_settings.json`; resuming with different settings is an error rather than a
+  silently mixed table.
+  """
+  from ntk_attention import reporting
+  store = reporting.JsonlStore(out_path(basename + '.jsonl'))
+  settings_file = out_path(basename + '_settings.json')
+  settings = json.loads(json.dumps(settings, default=str))
+  if resume and os.path.exists(settings_file):
+    old = reporting.read_json(settings_file)
+    if old != settings:
+      changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+      raise ValueError(f'--resume: {settings_file} was written with different settings '
+                       f'({", ".join(changed)}); use another --output_dir or drop --resume.')
+  if not resume:
+    store.reset()
+  reporting.write_json(settings_file, settings)
+  return store

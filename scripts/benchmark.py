@@ -1,0 +1,424 @@
+"""Speed benchmarks: each entry times an old path and a new one in the same run.
+
+This is the only place speed is measured; tests check correctness, never time. Every entry
+also reports how far the new result is from the old one (`max_rel_diff` or `agreement`), so
+a speed-up never hides a wrong answer.
+
+  python scripts/benchmark.py                        # every entry, full sizes
+  python scripts/benchmark.py --quick --only=ntk     # small sizes (CI, tests)
+
+Timing: a jitted function is lowered and compiled ahead of time (`compile_s`), called once
+to warm up, then called `--repeats` times; the row reports the median, each call wrapped
+in `jax.block_until_ready`. A function that is not a `jax.jit` object (numpy, or a public
+function that jits inside) is called once untimed-for-the-median; its first-call overhead
+over the median is reported as `compile_s` when it compiles. A case whose warm-up call is
+so slow that the repeats would overrun `--max_case_s` is timed fewer times (the row's
+`timed_calls` says how many; 1 means the warm-up call itself).
+
+Rows: {'entry', 'case', 'sizes', 'baseline', 'baseline_s', 'baseline_compile_s', 'new',
+'new_s', 'new_compile_s', 'speedup' (baseline_s / new_s), 'max_rel_diff' or 'agreement',
+'note', ...}. They go to `--output` (JSON with provenance) and a CSV next to it, and a
+fixed-width table is printed at the end.
+
+Adding an entry: write `entry(args) -> list[dict]` and decorate it, e.g.
+
+  @register('training')
+  def bench_training(args):
+    '''vmapped seeds vs a sequential loop over seeds.'''
+    seeds = 2 if args.quick else 8
+    ...                                        # build inputs outside the timed calls
+    old = measure(jax.jit(train_one), (params0, x, y), args, ...)   # per seed, in a loop
+    new = measure(jax.jit(jax.vmap(train_one)), (params, x, y), args)
+    return [make_row('training', f'{seeds} seeds', sizes, 'sequential', old, 'vmap', new,
+                     max_rel_diff=max_rel_diff(new.result, old.result))]
+
+Entry-specific flags go at the top with the others, and into `Args` below.
+"""
+import dataclasses
+import math
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402  (flags and provenance shared by the scripts)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ntk_attention import influence  # noqa: E402
+from ntk_attention import kernels  # noqa: E402
+from ntk_attention import models  # noqa: E402
+from ntk_attention import reporting  # noqa: E402
+
+flags.DEFINE_string('only', '', "Comma list of entries to run ('' = all): see REGISTRY.")
+flags.DEFINE_bool('quick', False, 'Small sizes (CI and tests); full sizes otherwise.')
+flags.DEFINE_integer('repeats', 3, 'Timed calls per function after one warm-up; the median '
+                     'is reported.')
+flags.DEFINE_float('max_case_s', 300.0, 'Time budget (s) for the timed calls of one function: '
+                   'when the warm-up call shows the repeats would overrun it, fewer are timed.')
+flags.DEFINE_string('output', 'results/benchmark.json', 'JSON output; a .csv goes next to it.')
+flags.DEFINE_integer('bench_seed', 0, 'Seed of the random inputs and parameters.')
+# ntk entry
+flags.DEFINE_integer('ntk_out_dim', 1, 'Outputs C of the ntk-entry models.')
+flags.DEFINE_string('ntk_models', 'relu_mlp,mlp_attn', 'Models of the ntk entry (parameter-'
+                    'free prefix: relu_mlp, mlp_attn).')
+flags.DEFINE_integer('ntk_generic_max_n', 0, 'Cap on the points given to the generic NT '
+                     'methods (0 = none); above it both methods run on the first points '
+                     'and the row says so.')
+flags.DEFINE_float('ntk_max_jacobian_gb', 12.0, 'A generic method whose full Jacobian '
+                   '(N*C*P float32) would exceed this many GB runs on fewer points instead '
+                   'of risking the out-of-memory killer; the row says so.')
+
+FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+  """What an entry may read; built from the flags (tests may build it directly)."""
+  quick: bool = False
+  repeats: int = 3
+  max_case_s: float = 300.0
+  seed: int = 0
+  ntk_out_dim: int = 1
+  ntk_models: tuple = ('relu_mlp', 'mlp_attn')
+  ntk_generic_max_n: int = 0
+  ntk_max_jacobian_gb: float = 12.0
+
+
+REGISTRY: Dict[str, Callable[[Args], List[dict]]] = {}
+
+
+def register(name: str):
+  """Decorator: adds `entry(args) -> list[dict]` to REGISTRY under `name`."""
+  def wrap(fn):
+    if name in REGISTRY:
+      raise ValueError(f'benchmark entry {name!r} registered twice.')
+    REGISTRY[name] = fn
+    return fn
+  return wrap
+
+
+# ------------------------------------------------------------------------------------- timing
+
+@dataclasses.dataclass
+class Timing:
+  """`median_s` of the timed calls, `compile_s` (None: nothing compiled), the last result."""
+  median_s: float
+  compile_s: Optional[float]
+  times: List[float]
+  result: Any
+
+
+def _timed(call, args):
+  t0 = time.perf_counter()
+  out = jax.block_until_ready(call(*args))
+  return time.perf_counter() - t0, out
+
+
+def measure(fn, args: tuple, bench: Args, compiles: bool = True) -> Timing:
+  """Times `fn(*args)` after compilation and one warm-up call (module docstring).
+
+  `fn` with `.lower` (a `jax.jit` object) is compiled ahead of time and `compile_s` is the
+  lower+compile time. Otherwise the first call is the warm-up, and when `compiles` its
+  overhead over the median is `compile_s` (else None).
+  """
+  compile_s = None
+  if hasattr(fn, 'lower'):
+    t0 = time.perf_counter()
+    call = fn.lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    warm_s, out = _timed(call, args)
+  else:
+    call = fn
+    warm_s, out = _timed(call, args)
+  # Fewer repeats when they would overrun the budget; none: the warm-up call is the sample.
+  n = min(bench.repeats, int(max(bench.max_case_s - warm_s, 0.0) // max(warm_s, 1e-9)))
+  times = []
+  for _ in range(n):
+    dt, out = _timed(call, args)
+    times.append(dt)
+  if not times:
+    times = [warm_s]
+  median = statistics.median(times)
+  if not hasattr(fn, 'lower') and compiles:
+    compile_s = max(warm_s - median, 0.0) if n else None
+  return Timing(median, compile_s, times, out)
+
+
+def max_rel_diff(a, b) -> float:
+  """`max|a − b| / max|b|` in float64 (b is the reference)."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.shape != b.shape:
+    raise ValueError(f'shape mismatch: {a.shape} vs {b.shape}.')
+  return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def make_row(entry: str, case: str, sizes: str, baseline: str, old: Optional[Timing],
+             new_name: str, new: Timing, **extra) -> dict:
+  """One result row; `old=None` for a case with no baseline timing."""
+  row = {'entry': entry, 'case': case, 'sizes': sizes,
+         'baseline': baseline,
+         'baseline_s': None if old is None else old.median_s,
+         'baseline_compile_s': None if old is None else old.compile_s,
+         'new': new_name, 'new_s': new.median_s, 'new_compile_s': new.compile_s,
+         'speedup': None if old is None else old.median_s / new.median_s,
+         'timed_calls': f'{"-" if old is None else len(old.times)}/{len(new.times)}'}
+  row.update(extra)
+  return row
+
+
+# ---------------------------------------------------------------------------------- entry: ntk
+
+NTK_SIZES = {  # (n, d, m) per model; quick for CI
+    'full': {'relu_mlp': (512, 784, 4096), 'mlp_attn': (256, 784, 2048)},
+    'quick': {'relu_mlp': (64, 64, 256), 'mlp_attn': (48, 64, 256)},
+}
+NTK_TARGET = {'model': 'relu_mlp', 'sizes': (512, 784, 4096), 'speedup': 100.0, 'rel': 1e-4}
+
+
+def _generic_n(n: int, d: int, m: int, c: int, bench: Args):
+  """Points the generic methods get, and why they get fewer than n (or None)."""
+  cap = n
+  if bench.ntk_generic_max_n:
+    cap = min(cap, bench.ntk_generic_max_n)
+  per_point_gb = c * d * m * 4 / 1e9          # one row block of the float32 Jacobian
+  if cap * per_point_gb > bench.ntk_max_jacobian_gb:
+    cap = max(1, int(bench.ntk_max_jacobian_gb / per_point_gb))
+  if cap >= n:
+    return n, None
+  return cap, (f'generic methods on the first {cap} of {n} points (Jacobian '
+               f'{n * per_point_gb:.1f} GB at full n; --ntk_max_jacobian_gb, '
+               '--ntk_generic_max_n)')
+
+
+@register('ntk')
+def bench_ntk(args: Args) -> List[dict]:
+  """Closed-form empirical NTK vs NT's generic jacobian_contraction / ntk_vector_products.
+
+  Same float32 inputs (uniform [0, 1]) and parameters for all three; each is a jitted
+  function of `(params, x)` closed over the model. Per model: one row per generic method
+  and one against the faster of the two.
+  """
+  rows = []
+  sizes_table = NTK_SIZES['quick' if args.quick else 'full']
+  for name in args.ntk_models:
+    n, d, m = sizes_table[name]
+    c = args.ntk_out_dim
+    model = models.build(name, m, c)
+    key = jax.random.PRNGKey(args.seed)
+    params = models.init_params(model, key, d, dtype=jnp.float32)
+    x = np.random.default_rng(args.seed).uniform(size=(n, d)).astype(np.float32)
+    n_gen, note = _generic_n(n, d, m, c, args)
+    sizes = f'n={n} d={d} m={m} C={c} float32'
+
+    def fn(method):
+      return jax.jit(lambda p, xx: kernels.empirical_ntk(model, p, xx, None, method))
+
+    closed = measure(fn('closed_form'), (params, x), args)
+    if closed.result.dtype != jnp.float32:
+      raise TypeError(f'closed form ran in {closed.result.dtype}, expected float32.')
+    if n_gen < n:   # time the closed form on the same points as the generic methods
+      closed_sub = measure(fn('closed_form'), (params, x[:n_gen]), args)
+    else:
+      closed_sub = closed
+    gen = {}
+    for method in ('jacobian_contraction', 'ntk_vector_products'):
+      gen[method] = measure(fn(method), (params, x[:n_gen]), args)
+    gen_sizes = sizes if n_gen == n else f'n={n_gen} d={d} m={m} C={c} float32'
+    target = (name == NTK_TARGET['model'] and (n, d, m) == NTK_TARGET['sizes']
+              and n_gen == n)
+    fastest = min(gen, key=lambda k: gen[k].median_s)
+    for method in list(gen) + ['fastest']:
+      old = gen[fastest if method == 'fastest' else method]
+      label = f'fastest generic ({fastest})' if method == 'fastest' else method
+      rel = max_rel_diff(closed_sub.result, old.result)
+      extra = {'model': name, 'max_rel_diff': rel, 'note': note or ''}
+      if n_gen < n:
+        extra['closed_form_full_n_s'] = closed.median_s
+      if method == 'fastest' and target:
+        extra['target'] = (f">={NTK_TARGET['speedup']:g}x, max_rel_diff<="
+                           f"{NTK_TARGET['rel']:g}")
+        extra['meets_target'] = bool(old.median_s / closed_sub.median_s >= NTK_TARGET['speedup']
+                                     and rel <= NTK_TARGET['rel'])
+      rows.append(make_row('ntk', f'{name}: closed_form vs {label}', gen_sizes, label, old,
+                           'closed_form', closed_sub, **extra))
+  return rows
+
+
+# ---------------------------------------------------------------------------- entry: influence
+
+INFLUENCE_SIZES = {  # (n_train, n_eval, C): exact-vs-bruteforce case, then the large case
+    'full': {'small': (200, 50, 10), 'large': (5000, 1000, 10)},
+    'quick': {'small': (40, 10, 3), 'large': (400, 100, 10)},
+}
+INFLUENCE_TARGET_S = 10.0
+RIDGE = 1e-3
+
+
+def _psd_problem(n_train: int, n_eval: int, c: int, seed: int):
+  """Kernel `F Fᵀ/p + 1e-6 I` of random features (p = n_train/2: low rank, like real
+  kernels) over train + eval points, and Gaussian targets; float64 numpy."""
+  rng = np.random.default_rng(seed)
+  p = max(n_train // 2, 1)
+  f = rng.standard_normal((n_train + n_eval, p))
+  k = f @ f.T / p + 1e-6 * np.eye(n_train + n_eval)
+  y = rng.standard_normal((n_train + n_eval, c))
+  return k[:n_train, :n_train], k[n_train:, :n_train], y[:n_train], y[n_train:]
+
+
+def _full_fit(k, ke, y, ridge):
+  """KRR predictions at the evaluation points with every training point, numpy float64."""
+  a = k + ridge * np.mean(np.diag(k)) * np.eye(len(k))
+  return ke @ np.linalg.solve(a, y)
+
+
+@register('influence')
+def bench_influence(args: Args) -> List[dict]:
+  """Exact LOO influence (one Cholesky) vs brute-force leave-one-out refits (float64).
+
+  Small case: both in full; agreement = max |Δ_closed − Δ_brute| over the (n_eval,
+  n_train, C) predicted leave-one-out changes Δ_ti = f_{−i}(x_t) − f(x_t). Large case:
+  the exact path alone (target < 10 s); its brute-force time is extrapolated from a few
+  refits (n_train × the median refit), and those refits spot-check its influence columns
+  I_{:,i} and LOO residuals r_i.
+  """
+  if not jax.config.jax_enable_x64:
+    raise ValueError('the influence benchmark needs jax_enable_x64 (the script enables it).')
+  sizes_table = INFLUENCE_SIZES['quick' if args.quick else 'full']
+  rows = []
+
+  n, t, c = sizes_table['small']
+  k, ke, y, ye = _psd_problem(n, t, c, args.seed)
+
+  def brute(k, ke, y):
+    f_loo = influence.loo_predictions_bruteforce(k, ke, y, RIDGE)        # (n, t, C)
+    return np.transpose(f_loo, (1, 0, 2)) - _full_fit(k, ke, y, RIDGE)[:, None, :]
+
+  def exact(k, ke, y, ye):
+    return influence.loo_influence(k, ke, y, ye, ridge=RIDGE, return_delta=True).delta
+
+  old = measure(brute, (k, ke, y), args, compiles=False)
+  new = measure(exact, (k, ke, y, ye), args)
+  diff = float(np.max(np.abs(np.asarray(new.result) - old.result)))
+  rows.append(make_row(
+      'influence', 'loo_influence vs brute-force LOO refits', f'n_train={n} n_eval={t} '
+      f'C={c} float64', 'loo_predictions_bruteforce', old, 'loo_influence', new,
+      agreement=diff, agreement_what='max abs diff of LOO changes Delta (t, n, C)',
+      note=f'max |Delta| = {float(np.max(np.abs(old.result))):.3g}'))
+
+  n, t, c = sizes_table['large']
+  k, ke, y, ye = _psd_problem(n, t, c, args.seed + 1)
+  new = measure(lambda *a: influence.loo_influence(*a, ridge=RIDGE), (k, ke, y, ye), args)
+  out = new.result
+  # Brute-force spot check and extrapolation: refit without a few points.
+  spots = np.random.default_rng(args.seed).choice(n, size=2, replace=False)
+  f_full = np.asarray(out.predictions)
+  loss = lambda p: 0.5 * np.sum((p - ye) ** 2, axis=-1)
+  lam = RIDGE * np.mean(np.diag(0.5 * (k + k.T)))
+  refit_s, diffs = [], []
+  for i in spots:
+    keep = np.arange(n) != i
+    t0 = time.perf_counter()
+    kk = 0.5 * (k + k.T)[np.ix_(keep, keep)] + lam * np.eye(n - 1)
+    alpha = np.linalg.solve(kk, y[keep])
+    f_eval, f_self = ke[:, keep] @ alpha, (0.5 * (k + k.T))[i, keep] @ alpha
+    refit_s.append(time.perf_counter() - t0)
+    diffs.append(np.max(np.abs(np.asarray(out.matrix)[:, i] - (loss(f_eval) - loss(f_full)))))
+    diffs.append(np.max(np.abs(np.asarray(out.loo_residuals)[i] - (y[i] - f_self))))
+  brute_est = Timing(n * statistics.median(refit_s), None, refit_s, None)
+  rows.append(make_row(
+      'influence', 'loo_influence (large)', f'n_train={n} n_eval={t} C={c} float64',
+      f'brute force (extrapolated: {n} x median of {len(spots)} refits)', brute_est,
+      'loo_influence', new, agreement=float(max(diffs)),
+      agreement_what=f'max abs diff of I[:, i] and r_i vs {len(spots)} brute-force refits',
+      target=f'< {INFLUENCE_TARGET_S:g} s', meets_target=bool(new.median_s < INFLUENCE_TARGET_S),
+      note='baseline_s is an estimate, not a measurement'))
+  return rows
+
+
+# ---------------------------------------------------------------------------------- reporting
+
+TABLE_COLUMNS = (('case', 'case', 44), ('sizes', 'sizes', 34), ('baseline_s', 'old s', 9),
+                 ('new_s', 'new s', 9), ('speedup', 'speedup', 9),
+                 ('new_compile_s', 'compile', 8), ('diff', 'max diff', 9),
+                 ('timed_calls', 'timed', 6))
+
+
+def _cell(v) -> str:
+  if v is None:
+    return '-'
+  if isinstance(v, bool):
+    return str(v)
+  if isinstance(v, float):
+    return f'{v:.3g}' if abs(v) < 1e4 else f'{v:.3e}'
+  return str(v)
+
+
+def format_table(rows: List[dict]) -> str:
+  """Fixed-width text table; `max diff` is max_rel_diff or agreement, and notes follow."""
+  lines = ['  '.join(h.ljust(w) for _, h, w in TABLE_COLUMNS)]
+  lines.append('  '.join('-' * w for _, _, w in TABLE_COLUMNS))
+  notes = []
+  for row in rows:
+    r = dict(row, diff=row.get('max_rel_diff', row.get('agreement')))
+    lines.append('  '.join(_cell(r.get(k)).ljust(w)[:max(w, len(_cell(r.get(k))))]
+                           for k, _, w in TABLE_COLUMNS))
+    extra = [f"{k}={_cell(row[k])}" for k in ('target', 'meets_target', 'note')
+             if row.get(k) not in (None, '')]
+    if extra:
+      lines.append('    ' + '; '.join(extra))
+  return '\n'.join(lines + notes)
+
+
+def run(names: List[str], args: Args, log=print) -> List[dict]:
+  rows = []
+  for name in names:
+    t0 = time.perf_counter()
+    log(f'[benchmark] {name} ...')
+    rows.extend(REGISTRY[name](args))
+    log(f'[benchmark] {name} done in {reporting.format_duration(time.perf_counter() - t0)}')
+  return rows
+
+
+def main(argv):
+  del argv
+  jax.config.update('jax_enable_x64', True)
+  names = (list(REGISTRY) if not FLAGS.only.strip()
+           else _common.parse_names(FLAGS.only, 'only', REGISTRY))
+  if FLAGS.repeats < 1:
+    raise ValueError(f'--repeats must be >= 1, got {FLAGS.repeats}.')
+  if not FLAGS.max_case_s > 0:
+    raise ValueError(f'--max_case_s must be > 0, got {FLAGS.max_case_s}.')
+  if FLAGS.ntk_out_dim < 1 or FLAGS.ntk_generic_max_n < 0:
+    raise ValueError('--ntk_out_dim must be >= 1 and --ntk_generic_max_n >= 0.')
+  ntk_models = tuple(_common.parse_names(FLAGS.ntk_models, 'ntk_models',
+                                         NTK_SIZES['full']))
+  if not FLAGS.output.endswith('.json'):
+    raise ValueError(f'--output must end in .json, got {FLAGS.output!r}.')
+  args = Args(quick=FLAGS.quick, repeats=FLAGS.repeats, max_case_s=FLAGS.max_case_s,
+              seed=FLAGS.bench_seed, ntk_out_dim=FLAGS.ntk_out_dim, ntk_models=ntk_models,
+              ntk_generic_max_n=FLAGS.ntk_generic_max_n,
+              ntk_max_jacobian_gb=FLAGS.ntk_max_jacobian_gb)
+  rows = run(names, args)
+  for row in rows:
+    for key in ('baseline_s', 'new_s', 'max_rel_diff', 'agreement'):
+      if isinstance(row.get(key), float) and not math.isfinite(row[key]):
+        raise FloatingPointError(f'{row["case"]}: {key} is {row[key]}.')
+  flag_names = ('only', 'quick', 'repeats', 'max_case_s', 'bench_seed', 'ntk_out_dim',
+                'ntk_models', 'ntk_generic_max_n', 'ntk_max_jacobian_gb')
+  reporting.write_json(FLAGS.output, {'provenance': _common.provenance(flag_names),
+                                      'cpu_count': os.cpu_count(), 'rows': rows})
+  reporting.write_csv(FLAGS.output[:-len('.json')] + '.csv', rows)
+  print(format_table(rows))
+  print(f'[benchmark] wrote {FLAGS.output} and .csv')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,202 @@
+"""Spectral analysis of the sample Gram matrix G and of linearized attention's kernel G³ (SPEC §5).
+
+Everything is computed on the training subsample (`--n_train` points of `--dataset`), in float64:
+
+- κ(G) = λ_max/λ_min and κ_d(G) = λ₁/λ_r, r = min(n, d, numerical rank at `--rtol`);
+  κ(G³) = κ(G)³ from G's eigenvalues; the width thresholds log10 m_v1 (ε = `--eps`) and
+  log10 m_v2 (`spectral.summarize`).
+- κ measured directly on the attention features: the NNGP of `Normalize → LinearizedAttention`
+  (parameter-free, no final normalisation) over the training set, from the stax `kernel_fn` in
+  float64; this kernel is G³ up to a scale. When G is singular (κ = inf) the direct measurement is
+  of the effective κ_d (λ₁/λ_r of the measured spectrum, r from G), and the JSON says so. The
+  measurement is flagged reliable only when the predicted κ³ is within float64's reach (≲ 1e12).
+- κ and κ_d as a curve over nested seeded subsets of size `--n_grid` (`spectral.kappa_curve`).
+- Spectra of G, G³, the shared depth-k kernels G^{2k+1} (`--depths`) and the rank-r truncated
+  kernels (U_r Λ_r U_rᵀ)³ (`--ranks`). The powers are the exact powers of G's eigenvalues
+  (λ_i^p for i < numerical rank, 0 beyond): forming G^7 and diagonalising it would bury every
+  eigenvalue below 1e-16·λ₁^7 in round-off. G³ is also stored as measured on the attention features.
+
+Outputs in --output_dir: spectral.json, spectral_curve.csv, spectral_spectra.npz,
+spectral_spectra.png, spectral_kappa_vs_n.png.
+
+  python scripts/spectral.py --dataset=digits --n_train=1000 --output_dir=results
+"""
+import math
+import os
+import tempfile
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax.numpy as jnp
+import numpy as np
+
+import _common
+from ntk_attention import _nt
+from ntk_attention import layers
+from ntk_attention import reporting
+from ntk_attention import spectral
+
+flags.DEFINE_string('n_grid', '25,50,100,200,500,1000',
+                    'Subset sizes n of the κ(n) curve; values above --n_train are dropped.')
+flags.DEFINE_float('rtol', 1e-10, 'Relative tolerance of the numerical rank (λ > rtol·λ_max).')
+flags.DEFINE_float('eps', 0.3, 'ε of the v1 width threshold m = κ⁶/ε².')
+flags.DEFINE_string('depths', '1,2,3', 'Depths k of shared linearized attention: spectra of G^{2k+1}.')
+flags.DEFINE_string('ranks', '5,10,20', 'Ranks r of the truncated pattern: spectra of (U_r Λ_r U_rᵀ)³.')
+
+FLAGS = flags.FLAGS
+
+# The study's quoted κ(G) (v1); the number of samples behind them was not published.
+PAPER_KAPPA = {'mnist': 1.2e3, 'cifar10': 8.7e3}
+
+
+def _check_flags():
+  """Validates every flag before any data is loaded; returns (classes, n_grid, depths, ranks)."""
+  classes = _common.check_data_flags()
+  grid = _common.parse_int_list(FLAGS.n_grid, 'n_grid')
+  dropped = [n for n in grid if n > FLAGS.n_train]
+  grid = sorted(set(n for n in grid if n <= FLAGS.n_train))
+  if dropped:
+    logging.info('--n_grid: dropping %s (above --n_train=%d)', dropped, FLAGS.n_train)
+  if not grid:
+    raise ValueError(f'--n_grid: every value {dropped} is above --n_train={FLAGS.n_train}.')
+  if not 0.0 < FLAGS.rtol < 1.0:
+    raise ValueError(f'--rtol must be in (0, 1), got {FLAGS.rtol}.')
+  if not FLAGS.eps > 0.0:
+    raise ValueError(f'--eps must be > 0, got {FLAGS.eps}.')
+  depths = sorted(set(_common.parse_int_list(FLAGS.depths, 'depths')))
+  ranks = sorted(set(_common.parse_int_list(FLAGS.ranks, 'ranks')))
+  if max(ranks) > FLAGS.n_train:
+    raise ValueError(f'--ranks must be <= --n_train={FLAGS.n_train}, got {ranks}.')
+  return classes, grid, depths, ranks
+
+
+def _save_npz(path, **arrays):
+  """np.savez via a temp file and os.replace, so a crash never leaves half a file."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix='.npz')
+  os.close(fd)
+  try:
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  classes, grid, depths, ranks = _check_flags()
+  _common.setup()
+
+  ds = _common.load_data(classes)
+  x = np.asarray(ds.x_train, np.float64)
+  n, d = x.shape
+  out = FLAGS.output_dir
+
+  summary = spectral.summarize(x, eps=FLAGS.eps, rtol=FLAGS.rtol)
+  eigs = spectral.eigenvalues(spectral.gram(x))
+  rank, r = summary['rank'], summary['r']
+  logging.info('G: n=%d d=%d rank=%d r=%d kappa=%.4g kappa_eff=%.4g', n, d, rank, r,
+               summary['kappa'], summary['kappa_eff'])
+
+  # κ measured on the attention features: NNGP of Normalize -> LinearizedAttention (= G³ up to scale).
+  seq, _ = layers.as_sequence(jnp.asarray(x, jnp.float64))
+  kernel_fn = _nt.stax.serial(layers.Normalize(), layers.LinearizedAttention())[2]
+  k_attn = np.asarray(kernel_fn(seq, None, 'nngp')[0, 0])
+  if k_attn.dtype != np.float64:
+    raise RuntimeError(f'attention kernel came out as {k_attn.dtype}; float64 is required.')
+  eigs_attn = spectral.eigenvalues(k_attn)
+  direct_full = spectral.direct_kappa(k_attn, summary['log10_kappa_cubed'])
+  if math.isfinite(summary['kappa']):
+    kind, direct = 'full: lambda_max/lambda_min, predicted kappa(G)^3', direct_full
+  else:
+    # G is singular: compare the effective κ_d(G³) = λ₁/λ_r (r from G) with κ_d(G)³.
+    pred = summary['log10_kappa_eff_cubed']
+    lam_r = float(eigs_attn[r - 1])
+    kappa_d = float(eigs_attn[0]) / lam_r if lam_r > 0 else math.inf
+    direct = {'kappa': kappa_d, 'log10_kappa': math.log10(kappa_d) if lam_r > 0 else math.inf,
+              'lambda_max': float(eigs_attn[0]), 'lambda_r': lam_r, 'predicted_log10_kappa': pred,
+              'reliable': bool(pred <= spectral.MAX_RELIABLE_LOG10_KAPPA and lam_r > 0)}
+    kind = f'effective: lambda_1/lambda_r with r={r} (kappa(G) is inf), predicted kappa_d(G)^3'
+  logging.info('attention features: kappa %s = %.4g (predicted 10^%.3f), reliable=%s', kind,
+               direct['kappa'], direct['predicted_log10_kappa'], direct['reliable'])
+
+  # Spectra: exact powers of G's eigenvalues on its numerical range.
+  on_range = np.arange(n) < rank
+  lam = np.where(on_range, eigs, 0.0)
+  spectra = {'G': eigs}
+  variants = []
+  for p in sorted({3} | {2 * k + 1 for k in depths}):
+    spectra[f'G^{p}'] = lam ** p
+    if p == 3:
+      spectra['G^3 (attention features, measured)'] = eigs_attn
+    variants.append({'name': f'G^{p}', 'power': p,
+                     'depths': [k for k in depths if 2 * k + 1 == p],
+                     'log10_kappa': p * summary['log10_kappa'],
+                     'log10_kappa_eff': p * summary['log10_kappa_eff']})
+  for rk in ranks:
+    spectra[f'G_{rk}^3 (rank {rk})'] = np.where(np.arange(n) < rk, eigs, 0.0) ** 3
+    beyond = rk > rank
+    if beyond:
+      logging.warning('--ranks: rank %d exceeds the numerical rank %d of G; its kappa is noise.',
+                      rk, rank)
+    lam_rk = float(eigs[rk - 1])
+    variants.append({'name': f'G_{rk}^3', 'power': 3, 'rank': rk, 'beyond_numerical_rank': beyond,
+                     'log10_kappa_on_range': (3 * math.log10(eigs[0] / lam_rk)
+                                              if lam_rk > 0 else math.inf)})
+
+  curve = spectral.kappa_curve(x, grid, seed=FLAGS.seed, rtol=FLAGS.rtol)
+
+  result = {
+      **summary,
+      'kappa_attn_direct': direct['kappa'],
+      'kappa_attn_direct_reliable': direct['reliable'],
+      'kappa_attn_direct_kind': kind,
+      'attn_direct': direct,
+      'attn_direct_full': direct_full,
+      'variants': variants,
+      'curve': curve,
+      'curve_subsets': f'nested: first n of one permutation of the training set, seed={FLAGS.seed}',
+      'paper_reference': {'kappa_mnist': PAPER_KAPPA['mnist'],
+                          'kappa_cifar10': PAPER_KAPPA['cifar10'],
+                          'note': "the paper's quoted kappa(G) (v1); its sample count n was not "
+                                  'published'},
+      'provenance': _common.provenance(('n_grid', 'rtol', 'eps', 'depths', 'ranks')),
+  }
+  paths = [os.path.join(out, f) for f in ('spectral.json', 'spectral_curve.csv',
+                                           'spectral_spectra.npz', 'spectral_spectra.png',
+                                           'spectral_kappa_vs_n.png')]
+  reporting.write_json(paths[0], result)
+  reporting.write_csv(paths[1], curve)
+  _save_npz(paths[2], n=n, d=d, rank=rank, r=r,
+            **{name.split(' ')[0]: v for name, v in spectra.items() if 'measured' not in name},
+            G3_measured=eigs_attn)
+
+  # Beyond G's numerical rank there is only round-off: draw the range and 10 more eigenvalues.
+  shown = min(n, rank + 10)
+  top = {name: v[:shown] / v[0] for name, v in spectra.items()}
+  reporting.plot_spectra(paths[3], top, f'{ds.name}, n={n}: top {shown} eigenvalues / largest\n'
+                         f'(numerical rank of G: {rank}; powers from G\'s eigenvalues)')
+
+  ns = np.array([c['n'] for c in curve], np.float64)
+  kap = np.array([c['kappa'] for c in curve])
+  finite = np.isfinite(kap)
+  series = {}
+  if finite.any():
+    label = 'κ(G)' if finite.all() else f'κ(G) (∞ for n ≥ {int(ns[~finite][0])}, not drawn)'
+    series[label] = (ns[finite], kap[finite], None)
+  series[f'κ_d(G) (rank-r truncation, rtol {FLAGS.rtol:g})'] = (
+      ns, np.array([c['kappa_eff'] for c in curve]), None)
+  span = np.array([ns[0], ns[-1]])
+  series['paper (MNIST, n unknown)'] = (span, np.full(2, PAPER_KAPPA['mnist']), None)
+  series['paper (CIFAR-10, n unknown)'] = (span, np.full(2, PAPER_KAPPA['cifar10']), None)
+  reporting.plot_lines(paths[4], series, 'n (training points)', 'condition number',
+                       f'{ds.name}: condition number of G vs n', logx=True, logy=True)
+  for p in paths:
+    logging.info('wrote %s', p)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,123 @@
+"""Training (vmapped seeds), the kernel-regime check, sweeps and their resume."""
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntk_attention import data
+from ntk_attention import models
+from ntk_attention import reporting
+from ntk_attention import sweeps
+from ntk_attention import training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def small():
+  return data.load('digits', n_train=60, n_test=30, seed=0)
+
+
+@pytest.mark.parametrize('name', ['relu_mlp', 'mlp_attn'])
+def test_vmapped_training_equals_each_seed_alone(small, name):
+  y = data.targets(small.y_train, small.num_classes)
+  model = models.build(name, 32, small.num_classes)
+  config = training.TrainConfig(epochs=5, batch_size=16)
+  together = training.train(model, training.seed_keys([0, 1, 2]), small.x_train, y, config)
+  alone = training.train(model, training.seed_keys([1]), small.x_train, y, config)
+  for a, b in zip(jax.tree_util.tree_leaves(training.unstack(together.params, 1)),
+                  jax.tree_util.tree_leaves(training.unstack(alone.params, 0))):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+  # Different seeds really differ, and training moved the weights.
+  w = together.params[1][0][0]
+  assert float(jnp.abs(w[0] - w[2]).max()) > 1e-2
+  assert float(jnp.abs(w[0] - together.init_params[1][0][0][0]).max()) > 1e-4
+
+
+def test_readout_stays_frozen_and_loss_decreases(small):
+  y = data.targets(small.y_train, small.num_classes)
+  model = models.build('relu_mlp', 64, small.num_classes)
+  res = training.train(model, training.seed_keys([0]), small.x_train, y,
+                       training.TrainConfig(epochs=30, batch_size=20, lr=1e-2))
+  np.testing.assert_array_equal(res.params[1][-1], res.init_params[1][-1])
+  assert float(res.losses[0, -1]) < float(res.losses[0, 0])
+
+
+def test_qkv_model_trains(small):
+  y = data.targets(small.y_train, small.num_classes)
+  model = models.build('mlp_attn_qkv', 8, small.num_classes)
+  res = training.train(model, training.seed_keys([0]), small.x_train, y,
+                       training.TrainConfig(epochs=3, batch_size=30, lr=1e-2))
+  assert float(jnp.abs(res.params[0][1][0] - res.init_params[0][1][0]).max()) > 0
+
+
+def test_sgd_mse_kernel_regime_wide_is_closer_than_narrow():
+  # Textbook NTK theory: under gradient descent on MSE with a small learning rate, a wide
+  # ReLU net moves its kernel less and tracks the NTK gradient-flow predictor better.
+  ds = data.load('digits', classes=(3, 8), n_train=40, n_test=20, seed=0)
+  config = training.TrainConfig(optimizer='sgd', loss='mse', lr=0.5, epochs=40,
+                                batch_size=40, weight_decay=0.0)
+  recs = sweeps.ntk_distance_sweep(ds, ['relu_mlp'], [64, 4096], [0, 1], config)
+  assert {r['comparison'] for r in recs} == {'gradient_flow'}
+  by_width = {w: [r for r in recs if r['width'] == w] for w in (64, 4096)}
+  for metric in ('kernel_movement', 'function_distance'):
+    narrow = np.mean([r[metric] for r in by_width[64]])
+    wide = np.mean([r[metric] for r in by_width[4096]])
+    assert wide < narrow, (metric, narrow, wide)
+
+
+def _sweep_summary(ds, store, done_after=None):
+  config = training.TrainConfig(epochs=2, batch_size=16)
+  recs = []
+
+  class Stop(Exception):
+    pass
+
+  def on_record(r):
+    store.append(r)
+    recs.append(r)
+    if done_after is not None and len(recs) >= done_after:
+      raise Stop()
+
+  try:
+    sweeps.ntk_distance_sweep(ds, ['relu_mlp', 'mlp_attn'], [8, 16], [0, 1], config,
+                              on_record=on_record, done=store.done_keys(sweeps.KEY_FIELDS))
+  except Stop:
+    return None
+  records = store.records()
+  return reporting.summarize(records, ('model', 'width'), sweeps.METRICS), len(records)
+
+
+def test_resume_gives_the_same_summary(small, tmp_path):
+  full = reporting.JsonlStore(str(tmp_path / 'full.jsonl'))
+  summary_full, n_full = _sweep_summary(small, full)
+  part = reporting.JsonlStore(str(tmp_path / 'part.jsonl'))
+  assert _sweep_summary(small, part, done_after=3) is None      # interrupted mid-sweep
+  kept = len(part.records())
+  assert 0 < kept < n_full
+  summary_resumed, n_resumed = _sweep_summary(small, part)
+  assert n_resumed == n_full == 8
+  for a, b in zip(summary_full, summary_resumed):
+    assert a.keys() == b.keys()
+    for k in a:
+      if isinstance(a[k], float):
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-7, err_msg=k)
+      else:
+        assert a[k] == b[k]
+
+
+@pytest.mark.parametrize('flag,message', [
+    ('--widths=', 'widths'), ('--widths=16,0', 'widths'), ('--models=relu_mlp,cnn', 'models'),
+    ('--epochs=0', 'epochs'), ('--seeds=0', 'seeds'), ('--dataset=imagenet', 'imagenet')])
+def test_bad_flags_fail_before_training(tmp_path, flag, message):
+  out = tmp_path / 'out'
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'scripts', 'ntk_distance.py'), flag,
+       f'--output_dir={out}'], capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert message in proc.stderr
+  assert not (out / 'ntk_distance.jsonl').exists()
