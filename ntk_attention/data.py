@@ -161,7 +161,8 @@ def load(name: str,
          n_train: int = 1000,
          n_test: int = 500,
          seed: int = 0,
-         data_dir: str | None = None) -> Dataset:
+         data_dir: str | None = None,
+         fit_to_pool: bool = False) -> Dataset:
   """Loads a stratified, seeded subsample of a dataset (conventions in the module docstring).
 
   Args:
@@ -172,6 +173,9 @@ def load(name: str,
     n_test: test samples, >= 1.
     seed: seed of `np.random.default_rng`; the same arguments give the same arrays.
     data_dir: tensorflow-datasets data directory (tfds default where None).
+    fit_to_pool: when the (class-filtered) pool holds fewer samples than asked, shrink
+      n_train and n_test in proportion, with a warning, instead of raising (scripts use
+      it for their default sizes, e.g. digits 3 vs 8 has 357 images).
 
   Returns:
     Dataset with x_train (n_train, d), y_train (n_train,), x_test (n_test, d),
@@ -215,6 +219,8 @@ def load(name: str,
   x_tr, y_tr = _select(train_pool, classes, f'{name} train')
   rng = np.random.default_rng(seed)
   if test_pool is None:
+    if fit_to_pool and n_train + n_test > len(y_tr):
+      n_train, n_test = _shrink(n_train, n_test, len(y_tr), len(classes), name)
     if n_train + n_test > len(y_tr):
       raise ValueError(f'{name} has {len(y_tr)} usable samples of classes {list(classes)}; '
                        f'n_train + n_test = {n_train + n_test} requested.')
@@ -224,6 +230,9 @@ def load(name: str,
     x_te, y_te = x_tr, y_tr
   else:
     x_te, y_te = _select(test_pool, classes, f'{name} test')
+    if fit_to_pool:
+      n_train = _shrink(n_train, 0, len(y_tr), len(classes), name)[0]
+      n_test = _shrink(n_test, 0, len(y_te), 1, name)[0]
     for split, n, have in (('n_train', n_train, len(y_tr)), ('n_test', n_test, len(y_te))):
       if n > have:
         raise ValueError(f'{name} has {have} usable samples of classes {list(classes)} in '
@@ -238,6 +247,19 @@ def load(name: str,
                  y_test=y_te[test_idx].astype(np.int32),
                  classes=tuple(int(c) for c in classes),
                  image_shape=tuple(int(s) for s in image_shape))
+
+
+def _shrink(n_train: int, n_test: int, pool: int, min_train: int, name: str):
+  """`(n_train, n_test)` scaled down to fit `pool` samples, ratio kept."""
+  if n_train + n_test <= pool:
+    return n_train, n_test
+  scale = pool / (n_train + n_test)
+  new_train = max(min_train, int(n_train * scale))
+  new_test = min(pool - new_train, int(n_test * scale)) if n_test else 0
+  warnings.warn(f'{name}: {pool} usable samples; using n_train={new_train}'
+                + (f', n_test={new_test}' if n_test else '')
+                + f' instead of {n_train}' + (f' + {n_test}.' if n_test else '.'))
+  return new_train, new_test
 
 
 def targets(y: np.ndarray, num_classes: int) -> np.ndarray:

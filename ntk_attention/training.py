@@ -18,7 +18,7 @@ Losses (per step, over the B minibatch rows and C outputs):
   mse:  ½ · mean_{b,c} (f_bc − y_bc)²      (NT's `gradient_descent_mse` normalisation)
   xent: mean_b −log softmax(f_b)[y_b]
 """
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -119,7 +119,7 @@ def _batches(key, n: int, batch_size: int):
 
 
 def train(model: models_lib.Model, keys, x_train, y_train, config: TrainConfig = TrainConfig(),
-          dtype=jnp.float32) -> TrainResult:
+          dtype=jnp.float32, perturb: Optional[Callable] = None) -> TrainResult:
   """Trains one network per key, all seeds in one jitted, vmapped program.
 
   Args:
@@ -127,6 +127,10 @@ def train(model: models_lib.Model, keys, x_train, y_train, config: TrainConfig =
     keys: `(S, 2)` PRNG keys, one per seed.
     x_train: `(n, d)` pixels; y_train: `(n, C)` targets (one-hot or ±1).
     config: `TrainConfig`.
+    perturb: optional `perturb(params, x_train, idx, key) -> x_train'`, applied before
+      every step (adversarial training: the minibatch rows `idx` replaced by attacks
+      against the current parameters). The whole model, prefix included, is then
+      re-applied to the perturbed training sequence each step.
 
   Returns:
     `TrainResult` with parameters stacked over the S seeds.
@@ -146,7 +150,9 @@ def train(model: models_lib.Model, keys, x_train, y_train, config: TrainConfig =
     any_params = models_lib.init_params(model, jax.random.PRNGKey(0), d, dtype)
     feats = models_lib.features(model, any_params, seq)[0]
 
-  def batch_outputs(params, idx):
+  def batch_outputs(params, idx, x=None):
+    if x is not None:
+      return model.apply_fn(params, x[None])[0][idx]
     if feats is not None:
       return models_lib.head_apply(model, params[1], feats[idx])
     return model.apply_fn(params, seq)[0][idx]
@@ -156,15 +162,20 @@ def train(model: models_lib.Model, keys, x_train, y_train, config: TrainConfig =
     params0 = models_lib.init_params(model, k_init, d, dtype)
     opt = make_optimizer(config, models_lib.trainable_mask(params0))
 
-    def step(carry, idx):
+    def step(carry, batch):
       params, state = carry
+      idx, k = batch
+      x = None if perturb is None else jax.lax.stop_gradient(perturb(params, x_train, idx, k))
       loss, grads = jax.value_and_grad(
-          lambda p: loss_value(kind, batch_outputs(p, idx), y_train[idx]))(params)
+          lambda p: loss_value(kind, batch_outputs(p, idx, x), y_train[idx]))(params)
       updates, state = opt.update(grads, state, params)
       return (optax.apply_updates(params, updates), state), loss
 
     def epoch(carry, k):
-      carry, losses = jax.lax.scan(step, carry, _batches(k, n, config.batch_size))
+      k_perm, k_steps = jax.random.split(k)
+      idx = _batches(k_perm, n, config.batch_size)
+      step_keys = jax.random.split(k_steps, idx.shape[0])
+      carry, losses = jax.lax.scan(step, carry, (idx, step_keys))
       return carry, jnp.mean(losses)
 
     epoch_keys = jax.random.split(k_shuffle, config.epochs)

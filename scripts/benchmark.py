@@ -10,10 +10,10 @@ a speed-up never hides a wrong answer.
 Timing: a jitted function is lowered and compiled ahead of time (`compile_s`), called once
 to warm up, then called `--repeats` times; the row reports the median, each call wrapped
 in `jax.block_until_ready`. A function that is not a `jax.jit` object (numpy, or a public
-function that jits inside) is called once untimed-for-the-median; its first-call overhead
-over the median is reported as `compile_s` when it compiles. A case whose warm-up call is
-so slow that the repeats would overrun `--max_case_s` is timed fewer times (the row's
-`timed_calls` says how many; 1 means the warm-up call itself).
+function that jits inside) has its first call as the warm-up, and that call's overhead over
+the median is reported as `compile_s` when it compiles. When the warm-up call shows that the
+repeats would overrun `--max_case_s`, fewer are timed, never fewer than one (the row's
+`timed_calls` says how many, baseline/new).
 
 Rows: {'entry', 'case', 'sizes', 'baseline', 'baseline_s', 'baseline_compile_s', 'new',
 'new_s', 'new_compile_s', 'speedup' (baseline_s / new_s), 'max_rel_diff' or 'agreement',
@@ -62,7 +62,8 @@ flags.DEFINE_bool('quick', False, 'Small sizes (CI and tests); full sizes otherw
 flags.DEFINE_integer('repeats', 3, 'Timed calls per function after one warm-up; the median '
                      'is reported.')
 flags.DEFINE_float('max_case_s', 300.0, 'Time budget (s) for the timed calls of one function: '
-                   'when the warm-up call shows the repeats would overrun it, fewer are timed.')
+                   'when the warm-up call shows the repeats would overrun it, fewer are timed '
+                   '(at least one).')
 flags.DEFINE_string('output', 'results/benchmark.json', 'JSON output; a .csv goes next to it.')
 flags.DEFINE_integer('bench_seed', 0, 'Seed of the random inputs and parameters.')
 # ntk entry
@@ -72,9 +73,14 @@ flags.DEFINE_string('ntk_models', 'relu_mlp,mlp_attn', 'Models of the ntk entry 
 flags.DEFINE_integer('ntk_generic_max_n', 0, 'Cap on the points given to the generic NT '
                      'methods (0 = none); above it both methods run on the first points '
                      'and the row says so.')
-flags.DEFINE_float('ntk_max_jacobian_gb', 12.0, 'A generic method whose full Jacobian '
-                   '(N*C*P float32) would exceed this many GB runs on fewer points instead '
-                   'of risking the out-of-memory killer; the row says so.')
+# Peak memory of the generic methods over their float32 Jacobian (N*C*P): measured 3.0x for
+# jacobian_contraction (20 GB at n=512 d=784 m=4096 C=1) and 1.7x for ntk_vector_products.
+GENERIC_PEAK_OVER_JACOBIAN = 3.0
+flags.DEFINE_float('ntk_max_memory_gb', 0.0, 'Memory (GB) the generic NT methods may use '
+                   '(0 = 90% of physical memory). Their peak is estimated as '
+                   f'{GENERIC_PEAK_OVER_JACOBIAN:g} x the float32 Jacobian; above the limit '
+                   'they run on fewer points instead of meeting the out-of-memory killer, and '
+                   'the row says so.')
 
 FLAGS = flags.FLAGS
 
@@ -89,7 +95,7 @@ class Args:
   ntk_out_dim: int = 1
   ntk_models: tuple = ('relu_mlp', 'mlp_attn')
   ntk_generic_max_n: int = 0
-  ntk_max_jacobian_gb: float = 12.0
+  ntk_max_memory_gb: float = 0.0
 
 
 REGISTRY: Dict[str, Callable[[Args], List[dict]]] = {}
@@ -138,17 +144,15 @@ def measure(fn, args: tuple, bench: Args, compiles: bool = True) -> Timing:
   else:
     call = fn
     warm_s, out = _timed(call, args)
-  # Fewer repeats when they would overrun the budget; none: the warm-up call is the sample.
-  n = min(bench.repeats, int(max(bench.max_case_s - warm_s, 0.0) // max(warm_s, 1e-9)))
+  # Fewer repeats (at least one) when they would overrun the budget.
+  budget_n = int(max(bench.max_case_s - warm_s, 0.0) // max(warm_s, 1e-9))
   times = []
-  for _ in range(n):
+  for _ in range(max(1, min(bench.repeats, budget_n))):
     dt, out = _timed(call, args)
     times.append(dt)
-  if not times:
-    times = [warm_s]
   median = statistics.median(times)
   if not hasattr(fn, 'lower') and compiles:
-    compile_s = max(warm_s - median, 0.0) if n else None
+    compile_s = max(warm_s - median, 0.0)
   return Timing(median, compile_s, times, out)
 
 
@@ -183,19 +187,27 @@ NTK_SIZES = {  # (n, d, m) per model; quick for CI
 NTK_TARGET = {'model': 'relu_mlp', 'sizes': (512, 784, 4096), 'speedup': 100.0, 'rel': 1e-4}
 
 
-def _generic_n(n: int, d: int, m: int, c: int, bench: Args):
+def _memory_limit_gb(bench: Args) -> float:
+  if bench.ntk_max_memory_gb > 0:
+    return bench.ntk_max_memory_gb
+  try:
+    return 0.9 * os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1e9
+  except (ValueError, OSError, AttributeError):
+    return 16.0
+
+
+def _generic_n(n: int, n_params: int, c: int, bench: Args):
   """Points the generic methods get, and why they get fewer than n (or None)."""
-  cap = n
-  if bench.ntk_generic_max_n:
-    cap = min(cap, bench.ntk_generic_max_n)
-  per_point_gb = c * d * m * 4 / 1e9          # one row block of the float32 Jacobian
-  if cap * per_point_gb > bench.ntk_max_jacobian_gb:
-    cap = max(1, int(bench.ntk_max_jacobian_gb / per_point_gb))
+  cap = min(n, bench.ntk_generic_max_n) if bench.ntk_generic_max_n else n
+  limit = _memory_limit_gb(bench)
+  per_point_gb = GENERIC_PEAK_OVER_JACOBIAN * c * n_params * 4 / 1e9
+  if cap * per_point_gb > limit:
+    cap = max(1, int(limit / per_point_gb))
   if cap >= n:
     return n, None
-  return cap, (f'generic methods on the first {cap} of {n} points (Jacobian '
-               f'{n * per_point_gb:.1f} GB at full n; --ntk_max_jacobian_gb, '
-               '--ntk_generic_max_n)')
+  return cap, (f'generic methods on the first {cap} of {n} points: estimated peak '
+               f'{n * per_point_gb:.0f} GB at full n, limit {limit:.0f} GB '
+               '(--ntk_max_memory_gb, --ntk_generic_max_n)')
 
 
 @register('ntk')
@@ -215,7 +227,10 @@ def bench_ntk(args: Args) -> List[dict]:
     key = jax.random.PRNGKey(args.seed)
     params = models.init_params(model, key, d, dtype=jnp.float32)
     x = np.random.default_rng(args.seed).uniform(size=(n, d)).astype(np.float32)
-    n_gen, note = _generic_n(n, d, m, c, args)
+    mask = jax.tree_util.tree_leaves(models.trainable_mask(params))
+    n_params = sum(int(p.size) for p, trained in zip(jax.tree_util.tree_leaves(params), mask)
+                   if trained)
+    n_gen, note = _generic_n(n, n_params, c, args)
     sizes = f'n={n} d={d} m={m} C={c} float32'
 
     def fn(method):
@@ -239,7 +254,9 @@ def bench_ntk(args: Args) -> List[dict]:
       old = gen[fastest if method == 'fastest' else method]
       label = f'fastest generic ({fastest})' if method == 'fastest' else method
       rel = max_rel_diff(closed_sub.result, old.result)
-      extra = {'model': name, 'max_rel_diff': rel, 'note': note or ''}
+      notes = ([f'faster generic = {fastest}'] if method == 'fastest' else []) + (
+          [note] if note else [])
+      extra = {'model': name, 'max_rel_diff': rel, 'note': '; '.join(notes)}
       if n_gen < n:
         extra['closed_form_full_n_s'] = closed.median_s
       if method == 'fastest' and target:
@@ -247,7 +264,8 @@ def bench_ntk(args: Args) -> List[dict]:
                            f"{NTK_TARGET['rel']:g}")
         extra['meets_target'] = bool(old.median_s / closed_sub.median_s >= NTK_TARGET['speedup']
                                      and rel <= NTK_TARGET['rel'])
-      rows.append(make_row('ntk', f'{name}: closed_form vs {label}', gen_sizes, label, old,
+      case = f'{name}: closed_form vs ' + ('faster generic' if method == 'fastest' else method)
+      rows.append(make_row('ntk', case, gen_sizes, label, old,
                            'closed_form', closed_sub, **extra))
   return rows
 
@@ -317,21 +335,27 @@ def bench_influence(args: Args) -> List[dict]:
   k, ke, y, ye = _psd_problem(n, t, c, args.seed + 1)
   new = measure(lambda *a: influence.loo_influence(*a, ridge=RIDGE), (k, ke, y, ye), args)
   out = new.result
-  # Brute-force spot check and extrapolation: refit without a few points.
-  spots = np.random.default_rng(args.seed).choice(n, size=2, replace=False)
+  # Brute-force spot check and extrapolation: refit without a few points (after one
+  # untimed warm-up refit), exactly as loo_predictions_bruteforce does for every point.
+  spots = np.random.default_rng(args.seed).choice(n, size=4, replace=False)
+  k_sym = 0.5 * (k + k.T)
+  lam = RIDGE * np.mean(np.diag(k_sym))
+
+  def refit(i):
+    keep = np.arange(n) != i
+    alpha = np.linalg.solve(k_sym[np.ix_(keep, keep)] + lam * np.eye(n - 1), y[keep])
+    return ke[:, keep] @ alpha, k_sym[i, keep] @ alpha       # f_{-i}(x_eval), f_{-i}(x_i)
+
   f_full = np.asarray(out.predictions)
   loss = lambda p: 0.5 * np.sum((p - ye) ** 2, axis=-1)
-  lam = RIDGE * np.mean(np.diag(0.5 * (k + k.T)))
+  refit(spots[0])
   refit_s, diffs = [], []
-  for i in spots:
-    keep = np.arange(n) != i
-    t0 = time.perf_counter()
-    kk = 0.5 * (k + k.T)[np.ix_(keep, keep)] + lam * np.eye(n - 1)
-    alpha = np.linalg.solve(kk, y[keep])
-    f_eval, f_self = ke[:, keep] @ alpha, (0.5 * (k + k.T))[i, keep] @ alpha
-    refit_s.append(time.perf_counter() - t0)
+  for i in spots[1:]:
+    dt, (f_eval, f_self) = _timed(refit, (i,))
+    refit_s.append(dt)
     diffs.append(np.max(np.abs(np.asarray(out.matrix)[:, i] - (loss(f_eval) - loss(f_full)))))
     diffs.append(np.max(np.abs(np.asarray(out.loo_residuals)[i] - (y[i] - f_self))))
+  spots = spots[1:]
   brute_est = Timing(n * statistics.median(refit_s), None, refit_s, None)
   rows.append(make_row(
       'influence', 'loo_influence (large)', f'n_train={n} n_eval={t} C={c} float64',
@@ -345,7 +369,7 @@ def bench_influence(args: Args) -> List[dict]:
 
 # ---------------------------------------------------------------------------------- reporting
 
-TABLE_COLUMNS = (('case', 'case', 44), ('sizes', 'sizes', 34), ('baseline_s', 'old s', 9),
+TABLE_COLUMNS = (('case', 'case', 46), ('sizes', 'sizes', 34), ('baseline_s', 'old s', 9),
                  ('new_s', 'new s', 9), ('speedup', 'speedup', 9),
                  ('new_compile_s', 'compile', 8), ('diff', 'max diff', 9),
                  ('timed_calls', 'timed', 6))
@@ -405,14 +429,14 @@ def main(argv):
   args = Args(quick=FLAGS.quick, repeats=FLAGS.repeats, max_case_s=FLAGS.max_case_s,
               seed=FLAGS.bench_seed, ntk_out_dim=FLAGS.ntk_out_dim, ntk_models=ntk_models,
               ntk_generic_max_n=FLAGS.ntk_generic_max_n,
-              ntk_max_jacobian_gb=FLAGS.ntk_max_jacobian_gb)
+              ntk_max_memory_gb=FLAGS.ntk_max_memory_gb)
   rows = run(names, args)
   for row in rows:
     for key in ('baseline_s', 'new_s', 'max_rel_diff', 'agreement'):
       if isinstance(row.get(key), float) and not math.isfinite(row[key]):
         raise FloatingPointError(f'{row["case"]}: {key} is {row[key]}.')
   flag_names = ('only', 'quick', 'repeats', 'max_case_s', 'bench_seed', 'ntk_out_dim',
-                'ntk_models', 'ntk_generic_max_n', 'ntk_max_jacobian_gb')
+                'ntk_models', 'ntk_generic_max_n', 'ntk_max_memory_gb')
   reporting.write_json(FLAGS.output, {'provenance': _common.provenance(flag_names),
                                       'cpu_count': os.cpu_count(), 'rows': rows})
   reporting.write_csv(FLAGS.output[:-len('.json')] + '.csv', rows)

@@ -26,14 +26,7 @@ import _common  # noqa: E402
 flags.DEFINE_string('models', 'relu_mlp,mlp_attn', 'Comma list of models.')
 flags.DEFINE_string('widths', '16,64,256,1024,4096', 'Comma list of hidden widths m.')
 flags.DEFINE_integer('seeds', 3, 'Seeds per width (trained together, vmapped).')
-flags.DEFINE_integer('epochs', 500, 'Training epochs [choice: the study].')
-flags.DEFINE_integer('batch_size', 128, 'Minibatch size [choice: the study].')
-flags.DEFINE_float('lr', 1e-3, 'Learning rate [choice: the study].')
-flags.DEFINE_float('weight_decay', 1e-3, 'L2 weight decay on trained weights [choice].')
-flags.DEFINE_enum('optimizer', 'adam', ['adam', 'sgd'],
-                  "'adam' (the study) or 'sgd' (with --loss=mse: the kernel-regime check).")
-flags.DEFINE_enum('loss', 'auto', ['auto', 'mse', 'xent'],
-                  "'auto': cross-entropy for > 2 classes, MSE on ±1 targets for binary.")
+_common.define_training_flags()
 flags.DEFINE_float('ridge', 1e-3, 'Ridge λ (× mean diag) of the NTK ridge-regression f∞.')
 flags.DEFINE_bool('resume', False, 'Skip cells already in ntk_distance.jsonl.')
 
@@ -101,7 +94,6 @@ def plot(summary, model_names, comparison):
 
 def main(argv):
   del argv
-  from ntk_attention import training
   from ntk_attention import sweeps
   from ntk_attention import models
   classes = _common.check_data_flags()
@@ -109,9 +101,7 @@ def main(argv):
   widths = _common.parse_int_list(FLAGS.widths, 'widths')
   if FLAGS.seeds < 1:
     raise app.UsageError(f'--seeds must be >= 1, got {FLAGS.seeds}.')
-  config = training.TrainConfig(optimizer=FLAGS.optimizer, lr=FLAGS.lr, epochs=FLAGS.epochs,
-                                batch_size=FLAGS.batch_size, weight_decay=FLAGS.weight_decay,
-                                loss=FLAGS.loss)
+  config = _common.training_config()
   sweeps.validate_sweep(model_names, widths, list(range(FLAGS.seeds)), config)
   if not FLAGS.ridge > 0:
     raise app.UsageError(f'--ridge must be > 0, got {FLAGS.ridge}.')

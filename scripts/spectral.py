@@ -94,6 +94,13 @@ def main(argv):
   x = np.asarray(ds.x_train, np.float64)
   n, d = x.shape
   out = FLAGS.output_dir
+  # Default sizes may shrink to fit a small pool (_common.load_data): refit the grid and ranks.
+  if any(v > n for v in grid + ranks):
+    logging.info('only %d training points: dropping --n_grid %s and --ranks %s', n,
+                 [v for v in grid if v > n], [v for v in ranks if v > n])
+    grid, ranks = [v for v in grid if v <= n], [v for v in ranks if v <= n]
+    if not grid:
+      raise ValueError(f'--n_grid: every value is above the {n} training points available.')
 
   summary = spectral.summarize(x, eps=FLAGS.eps, rtol=FLAGS.rtol)
   eigs = spectral.eigenvalues(spectral.gram(x))
@@ -110,7 +117,7 @@ def main(argv):
   eigs_attn = spectral.eigenvalues(k_attn)
   direct_full = spectral.direct_kappa(k_attn, summary['log10_kappa_cubed'])
   if math.isfinite(summary['kappa']):
-    kind, direct = 'full: lambda_max/lambda_min, predicted kappa(G)^3', direct_full
+    kind, direct = 'full: lambda_max/lambda_min, compared with kappa(G)^3', direct_full
   else:
     # G is singular: compare the effective κ_d(G³) = λ₁/λ_r (r from G) with κ_d(G)³.
     pred = summary['log10_kappa_eff_cubed']
@@ -119,9 +126,9 @@ def main(argv):
     direct = {'kappa': kappa_d, 'log10_kappa': math.log10(kappa_d) if lam_r > 0 else math.inf,
               'lambda_max': float(eigs_attn[0]), 'lambda_r': lam_r, 'predicted_log10_kappa': pred,
               'reliable': bool(pred <= spectral.MAX_RELIABLE_LOG10_KAPPA and lam_r > 0)}
-    kind = f'effective: lambda_1/lambda_r with r={r} (kappa(G) is inf), predicted kappa_d(G)^3'
-  logging.info('attention features: kappa %s = %.4g (predicted 10^%.3f), reliable=%s', kind,
-               direct['kappa'], direct['predicted_log10_kappa'], direct['reliable'])
+    kind = f'effective: lambda_1/lambda_r with r={r} (kappa(G) is inf), compared with kappa_d(G)^3'
+  logging.info('attention features: measured kappa %.4g, predicted 10^%.3f, reliable=%s [%s]',
+               direct['kappa'], direct['predicted_log10_kappa'], direct['reliable'], kind)
 
   # Spectra: exact powers of G's eigenvalues on its numerical range.
   on_range = np.arange(n) < rank

@@ -1,0 +1,319 @@
+"""Influence malleability (SPEC §10): how much NTK influence moves under attack.
+
+Protocol, per trained model and seed:
+  1. influence scores `I` of every training point (exact KRR leave-one-out, `influence`),
+     from the empirical NTK at the trained parameters (or the analytic NTK);
+  2. `S` = the top-τ fraction of training points by |I|;
+  3. perturb the pixels of `S` (FGSM / PGD / MIM, or the influence-targeted attack),
+     recompute the kernel at the same parameters on the perturbed training set — the
+     attention context included — and the scores `I'` (with `retrain`, the model is first
+     retrained on the perturbed set from the same seed);
+  4. `flip_rate` = fraction of S whose influence changes sign, `spearman` = rank
+     correlation of I and I' over all training points, `topk_overlap` = |top-k(I) ∩
+     top-k(I')|/k with k = |S|.
+
+The attacks maximise the trained model's loss on the points of S, differentiating through
+the whole transductive model (S's pixels also change every point's attention context).
+The influence-targeted attack instead maximises `−Σ_{i∈S} sign(I_i) I'_i / Σ|I_i|` with
+PGD: it pushes each score of S towards the other sign directly, through the kernel.
+
+Interventions (each retrained from the same seed, then measured with the protocol):
+  curated (S removed), transformed (S replaced by its PGD versions), adversarial (PGD on
+  every training point); and PGD adversarial training, where each minibatch is replaced by
+  its PGD examples against the current parameters.
+"""
+from typing import NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ntk_attention import attacks as attacks_lib
+from ntk_attention import influence as influence_lib
+from ntk_attention import kernels
+from ntk_attention import layers
+from ntk_attention import models as models_lib
+from ntk_attention import training
+
+ATTACKS = attacks_lib.ATTACKS + ('influence',)
+KERNELS = ('empirical', 'analytic')
+INTERVENTIONS = ('curated', 'transformed', 'adversarial')
+METRICS = ('flip_rate', 'spearman', 'topk_overlap')
+
+
+class Setup(NamedTuple):
+  """What the protocol needs besides the model: [choice] defaults of SPEC §8–10."""
+  tau: float = 0.1
+  kernel: str = 'empirical'
+  ridge: float = 1e-3
+  attack: attacks_lib.AttackConfig = attacks_lib.AttackConfig()
+
+
+def validate(attack_names: Sequence[str], epsilons: Sequence[float], setup: Setup,
+             n_train: int, interventions: Sequence[str] = ()) -> None:
+  """ValueError before any training: τ ∉ (0, 1], ε < 0, unknown attack/kernel/intervention,
+  or n_train too small for τ."""
+  if not 0 < setup.tau <= 1:
+    raise ValueError(f'tau must be in (0, 1], got {setup.tau}.')
+  if setup.tau * n_train < 1:
+    raise ValueError(f'n_train={n_train} is too small for tau={setup.tau}: '
+                     'the top-tau set would be empty.')
+  if setup.kernel not in KERNELS:
+    raise ValueError(f'kernel must be one of {KERNELS}, got {setup.kernel!r}.')
+  if not setup.ridge > 0:
+    raise ValueError(f'ridge must be > 0, got {setup.ridge}.')
+  if not attack_names:
+    raise ValueError('no attacks given.')
+  for name in attack_names:
+    if name not in ATTACKS:
+      raise ValueError(f'unknown attack {name!r}; choose from {ATTACKS}.')
+  if not epsilons:
+    raise ValueError('no epsilons given.')
+  for eps in epsilons:
+    attacks_lib.validate('pgd', setup.attack._replace(eps=eps))
+  for name in interventions:
+    if name not in INTERVENTIONS:
+      raise ValueError(f'unknown intervention {name!r}; choose from {INTERVENTIONS}.')
+
+
+def kernel_blocks(model: models_lib.Model, params, x_train, x_eval, kernel: str = 'empirical'):
+  """NTK blocks over `[x_train; x_eval]` in float64: the empirical NTK at `params` (fastest
+  exact method for the model) or the analytic NTK (`params` unused)."""
+  n = jnp.shape(x_train)[0]
+  if kernel == 'analytic':
+    k = kernels.analytic_kernel(model, jnp.asarray(x_train, jnp.float64),
+                                jnp.asarray(x_eval, jnp.float64))
+  else:
+    k = kernels.empirical_ntk(model, params, x_train, x_eval, kernels.default_method(model))
+  return kernels.split_blocks(k.astype(jnp.float64), n)
+
+
+def influence(model, params, x_train, y_train, x_eval, y_eval, setup: Setup):
+  """`influence.Influence` of every training point on the evaluation set (SPEC §8)."""
+  blocks = kernel_blocks(model, params, x_train, x_eval, setup.kernel)
+  return influence_lib.loo_influence(blocks.train, blocks.eval_train, y_train, y_eval,
+                                     ridge=setup.ridge)
+
+
+def compare(before, after, subset) -> dict:
+  """`flip_rate` over `subset`, `spearman` over all points, `topk_overlap` with k = |S|."""
+  before, after = np.asarray(before), np.asarray(after)
+  return {
+      'flip_rate': influence_lib.flip_rate(before, after, subset),
+      'spearman': influence_lib.spearman(before, after),
+      'topk_overlap': influence_lib.topk_overlap(before, after, len(subset)),
+      'n_subset': int(len(subset)),
+      'n_flipped': int(round(influence_lib.flip_rate(before, after, subset) * len(subset))),
+  }
+
+
+def loss_objective(model, params, y_train, subset, kind: str):
+  """`x ↦` the model's mean loss on the rows `subset` of the transductive training sequence."""
+  subset = jnp.asarray(subset)
+
+  def loss_fn(x):
+    out = model.apply_fn(params, x[None])[0]
+    return training.loss_value(kind, out[subset], y_train[subset])
+
+  return loss_fn
+
+
+def influence_objective(model, params, y_train, x_eval, y_eval, subset, scores, setup: Setup):
+  """`x ↦ −Σ_{i∈S} sign(I_i) I'_i(x) / Σ_{i∈S} |I_i|`: large when S's scores change sign.
+
+  `I'(x)` is the influence recomputed from the kernel at `params` on training pixels `x`;
+  differentiable through the kernel (float64 when x64 is enabled).
+  """
+  subset = jnp.asarray(subset)
+  ref = jnp.asarray(scores)[subset]
+  sign, norm = jnp.sign(ref), jnp.sum(jnp.abs(ref))
+
+  def loss_fn(x):
+    after = influence(model, params, x, y_train, x_eval, y_eval, setup).scores[subset]
+    return -jnp.sum(sign * after) / norm
+
+  return loss_fn
+
+
+def perturb(name: str, loss_fn, x_train, subset, attack: attacks_lib.AttackConfig, key):
+  """Attack `name` on the rows `subset` of `x_train (n, d)` in [0, 1]; returns pixels."""
+  mask = jnp.zeros(x_train.shape[0], bool).at[jnp.asarray(subset)].set(True)
+  attack_name = 'pgd' if name == 'influence' else name
+  x_adv = jax.jit(lambda x, k: attacks_lib.attack(attack_name, loss_fn, x, attack, key=k,
+                                                  mask=mask))(x_train, key)
+  if not bool(jnp.all(jnp.isfinite(x_adv))):
+    raise FloatingPointError(f'{name} attack produced non-finite pixels.')
+  return x_adv
+
+
+def pgd_training_perturbation(model, y_train, kind: str, attack: attacks_lib.AttackConfig):
+  """`perturb` hook for `training.train`: the minibatch rows replaced by their PGD examples
+  against the current parameters (PGD adversarial training)."""
+
+  def fn(params, x, idx, key):
+    mask = jnp.zeros(x.shape[0], bool).at[idx].set(True)
+    loss_fn = loss_objective(model, params, y_train, idx, kind)
+    return attacks_lib.pgd(loss_fn, x, attack.eps, key, steps=attack.pgd_steps,
+                           step_size=attack.pgd_step_size,
+                           random_start=attack.pgd_random_start, mask=mask)
+
+  return fn
+
+
+def attack_one(model, params, x_train, y_train, x_eval, y_eval, before, attack_name, eps,
+               setup: Setup, key, kind: str):
+  """Steps 2–3 of the protocol for one attack and ε: `(subset, x_adv)`."""
+  subset = influence_lib.top_fraction(np.asarray(before.scores), setup.tau)
+  config = setup.attack._replace(eps=float(eps))
+  if attack_name == 'influence':
+    loss_fn = influence_objective(model, params, y_train, x_eval, y_eval, subset,
+                                  before.scores, setup)
+  else:
+    loss_fn = loss_objective(model, params, y_train, subset, kind)
+  return subset, perturb(attack_name, loss_fn, x_train, subset, config, key)
+
+
+KEY_FIELDS = ('task', 'model', 'setting', 'attack', 'eps', 'seed')
+
+
+def protocol(model, params, x_train, y_train, x_eval, y_eval, labels_eval, attack_names,
+             epsilons, setup: Setup, key, kind: str, retrain_fn=None, theta_inf=None,
+             skip=lambda attack, eps: False):
+  """The whole protocol on one trained model: `(records, arrays)`, one record per attack × ε.
+
+  Each record holds the metrics of `compare`, the clean test accuracy and (when
+  `theta_inf`, the analytic NTK over `[x_train; x_eval]`, is given) the kernel distance
+  `‖Θ_m − Θ∞‖/‖Θ∞‖` at `params`. `retrain_fn(x_adv) -> params'` retrains on the perturbed
+  set first (`--retrain`). `arrays` holds the clean kernel blocks, targets and `I`, and
+  `I'` per attack × ε, for `--save_arrays`.
+  """
+  x_train = jnp.asarray(x_train, jnp.float32)
+  x_eval = jnp.asarray(x_eval, jnp.float32)
+  blocks = kernel_blocks(model, params, x_train, x_eval, setup.kernel)
+  before = influence_lib.loo_influence(blocks.train, blocks.eval_train, y_train, y_eval,
+                                       ridge=setup.ridge)
+  _, f_eval = training.outputs(model, params, x_train, x_eval)
+  common = {'test_accuracy': float(training.accuracy(f_eval, labels_eval))}
+  if theta_inf is not None:
+    k = kernel_blocks(model, params, x_train, x_eval, 'empirical')
+    full = jnp.block([[k.train, k.eval_train.T], [k.eval_train, k.eval]])
+    common['kernel_distance'] = float(kernels.relative_distance(full, theta_inf))
+  arrays = {'k_train': blocks.train, 'k_eval_train': blocks.eval_train, 'y_train': y_train,
+            'y_eval': y_eval, 'influence_before': before.scores}
+  records = []
+  for a_i, name in enumerate(attack_names):
+    for e_i, eps in enumerate(epsilons):
+      if skip(name, eps):
+        continue
+      k_attack = jax.random.fold_in(jax.random.fold_in(key, a_i), e_i)
+      subset, x_adv = attack_one(model, params, x_train, y_train, x_eval, y_eval, before,
+                                 name, eps, setup, k_attack, kind)
+      p_after = params if retrain_fn is None else retrain_fn(x_adv)
+      after = influence(model, p_after, x_adv, y_train, x_eval, y_eval, setup)
+      rec = dict(common, attack=name, eps=float(eps),
+                 linf=float(jnp.max(jnp.abs(x_adv - x_train))),
+                 **compare(before.scores, after.scores, subset))
+      records.append(rec)
+      arrays[f'influence_after/{name}/{eps:g}'] = after.scores
+  return records, arrays
+
+
+def intervention_set(name, model, params, x_train, y_train, subset, setup: Setup, key, kind):
+  """Training set `(x, y)` of an intervention (see module docstring); PGD at `setup.attack`."""
+  n = x_train.shape[0]
+  if name == 'curated':
+    keep = np.setdiff1d(np.arange(n), np.asarray(subset))
+    return x_train[keep], y_train[keep]
+  rows = np.asarray(subset) if name == 'transformed' else np.arange(n)
+  loss_fn = loss_objective(model, params, y_train, rows, kind)
+  return perturb('pgd', loss_fn, x_train, rows, setup.attack, key), y_train
+
+
+def sweep(ds, model_names: Sequence[str], width: int, seeds: Sequence[int],
+          attack_names: Sequence[str], epsilons: Sequence[float], setup: Setup = Setup(),
+          train_config: training.TrainConfig = training.TrainConfig(), retrain: bool = False,
+          interventions: Sequence[str] = (), adversarial_training: bool = False,
+          on_record=lambda r: None, on_arrays=lambda key, arrays: None, done=(),
+          on_progress=lambda n: None, task: str = 'all', base_seed: int = 0) -> list:
+  """Malleability of every model × setting × attack × ε × seed; returns the new records.
+
+  Settings: 'standard' (or 'retrain' with `retrain`), each of `interventions`, and
+  'pgd_at' with `adversarial_training`. Records go to `on_record` as they exist; `done`
+  holds `KEY_FIELDS` tuples to skip; `on_arrays(key, arrays)` receives seed `seeds[0]`'s
+  kernels and influence vectors of each model and setting.
+  """
+  from ntk_attention import data as data_lib
+  validate(attack_names, epsilons, setup, len(ds.x_train), interventions)
+  training.validate(train_config)
+  done = set(done)
+  y_train = jnp.asarray(data_lib.targets(ds.y_train, ds.num_classes))
+  y_eval = jnp.asarray(data_lib.targets(ds.y_test, ds.num_classes))
+  x_train = jnp.asarray(ds.x_train, jnp.float32)
+  x_eval = jnp.asarray(ds.x_test, jnp.float32)
+  kind = training.loss_kind(train_config, y_train.shape[1])
+  settings = (['retrain' if retrain else 'standard'] + list(interventions)
+              + (['pgd_at'] if adversarial_training else []))
+  new = []
+
+  def todo(name, setting, seed):
+    return [(a, e) for a in attack_names for e in epsilons
+            if (task, name, setting, a, float(e), int(seed)) not in done]
+
+  for name in model_names:
+    model = models_lib.build(name, int(width), y_train.shape[1])
+    analytic = {}
+
+    def theta_inf(x):     # analytic NTK over [x; x_eval], per training set
+      key = (x.shape, float(jnp.sum(x)))
+      if key not in analytic:
+        analytic[key] = kernels.analytic_kernel(model, jnp.asarray(x, jnp.float64),
+                                                jnp.asarray(x_eval, jnp.float64))
+      return analytic[key]
+
+    def train(x, y, keys, perturb_fn=None):
+      return training.train(model, keys, x, y, train_config, perturb=perturb_fn)
+
+    for setting in settings:
+      seeds_left = [s for s in seeds if todo(name, setting, s)]
+      if not seeds_left:
+        continue
+      keys = training.seed_keys(seeds_left, base_seed)
+      if setting == 'pgd_at':
+        at = pgd_training_perturbation(model, y_train, kind, setup.attack)
+        result = train(x_train, y_train, keys, at)
+      else:
+        result = train(x_train, y_train, keys)
+      for i, seed in enumerate(seeds_left):
+        params = training.unstack(result.params, i)
+        x_s, y_s = x_train, y_train
+        key = jax.random.fold_in(jax.random.PRNGKey(base_seed + int(seed)), 7919)
+        if setting in INTERVENTIONS:
+          clean = influence(model, params, x_train, y_train, x_eval, y_eval, setup)
+          subset = influence_lib.top_fraction(np.asarray(clean.scores), setup.tau)
+          x_s, y_s = intervention_set(setting, model, params, x_train, y_train, subset, setup,
+                                      jax.random.fold_in(key, 1), kind)
+          params = training.unstack(train(x_s, y_s, keys[i:i + 1]).params, 0)
+        retrain_fn = None
+        if setting == 'retrain':
+          retrain_fn = lambda x_adv, k=keys[i:i + 1], y=y_s: training.unstack(
+              train(x_adv, y, k).params, 0)
+        skip = lambda a, e, s=setting, sd=seed: (task, name, s, a, float(e), int(sd)) in done
+        records, arrays = protocol(model, params, x_s, y_s, x_eval, y_eval, ds.y_test,
+                                   attack_names, epsilons, setup, key, kind, retrain_fn,
+                                   theta_inf(x_s), skip)
+        for rec in records:
+          rec.update(task=task, model=name, setting=setting, seed=int(seed), width=int(width),
+                     dataset=ds.name, n_train=int(x_s.shape[0]), tau=setup.tau,
+                     kernel=setup.kernel)
+          on_record(rec)
+          new.append(rec)
+        if seed == seeds[0]:
+          on_arrays(f'{name}/{setting}', arrays)
+        on_progress(len(records))
+  return new
+
+
+__all__ = ['KEY_FIELDS', 'protocol', 'intervention_set', 'sweep', 'ATTACKS', 'KERNELS', 'INTERVENTIONS', 'METRICS', 'Setup', 'validate',
+           'kernel_blocks', 'influence', 'compare', 'loss_objective', 'influence_objective',
+           'perturb', 'pgd_training_perturbation', 'attack_one']

@@ -1,0 +1,48 @@
+"""The study's reported numbers (arXiv 2603.13085 v1), for reports to print beside ours.
+
+Labelled as the paper's wherever shown; never used in a computation.
+"""
+
+CITATION = ('Miñoza, Medina, Ibañez, "Influence Malleability in Linearized Attention: Dual '
+            'Implications of Non-Convergent NTK Dynamics", arXiv 2603.13085 (v1, 2026)')
+
+# κ(G) quoted by the study; the sample count n was not published (SPEC §5: ~100 for MNIST).
+KAPPA = {'mnist': 1.2e3, 'cifar10': 8.7e3}
+
+# ‖f_m − f_NTK‖ at widths 16, 1024, 4096 (Table 1).
+NTK_DISTANCE_WIDTHS = (16, 1024, 4096)
+NTK_DISTANCE = {
+    ('mnist', 'relu_mlp'): (45.1, 39.9, 39.2),
+    ('mnist', 'mlp_attn'): (10.3, 33.3, 43.4),
+    ('cifar10', 'relu_mlp'): (246.2, 101.7, 56.9),
+    ('cifar10', 'mlp_attn'): (3.7, 10.4, 12.6),
+}
+
+# Flip rates (%) at ε = 0.3, τ = 0.1, attack -> (2L-ReLU, MLP-Attn) (Tables 2–3).
+FLIP_RATE = {
+    ('mnist', 'all'): {'fgsm': (4.1, 34.6), 'pgd': (3.3, 28.9), 'mim': (3.4, 21.9)},
+    ('cifar10', 'all'): {'fgsm': (3.3, 26.4), 'pgd': (3.1, 19.1), 'mim': (3.2, 20.5)},
+    ('mnist', '3,8'): {'fgsm': (8.4, 25.9), 'pgd': (8.4, 41.0), 'mim': (8.6, 40.5)},
+    ('cifar10', '1,0'): {'fgsm': (15.2, 14.3), 'pgd': (15.5, 14.0), 'mim': (15.3, 14.8)},
+}
+
+# PGD flip rate (%) after PGD adversarial training (Table 4): dataset -> (2L-ReLU, MLP-Attn).
+FLIP_RATE_AFTER_PGD_AT = {'mnist': (43.4, 42.2), 'cifar10': (36.5, 38.6)}
+
+MODEL_INDEX = {'relu_mlp': 0, 'mlp_attn': 1}
+
+
+def flip_rate(dataset: str, classes: str, attack: str, model: str):
+  """The paper's flip rate (%) for a setting, or None where it reported none."""
+  table = FLIP_RATE.get((dataset, classes or 'all'), {})
+  if attack not in table or model not in MODEL_INDEX:
+    return None
+  return table[attack][MODEL_INDEX[model]]
+
+
+def ntk_distance(dataset: str, model: str, width: int):
+  """The paper's ‖f_m − f_NTK‖ at a width it reported, else None."""
+  row = NTK_DISTANCE.get((dataset, model))
+  if row is None or width not in NTK_DISTANCE_WIDTHS:
+    return None
+  return row[NTK_DISTANCE_WIDTHS.index(width)]

@@ -1,0 +1,242 @@
+r"""Influence malleability of 2L-ReLU and MLP-Attn under FGSM / PGD / MIM (SPEC §8–10).
+
+The study's Tables 2–4: train each model (all seeds vmapped), compute exact NTK
+leave-one-out influence of every training point, attack the top-τ most influential
+points within ε, recompute kernel and influence, and report how many influence signs
+flip (plus Spearman and top-k overlap). Optional: --retrain, --interventions,
+--adversarial_training, and the influence-targeted attack (--attacks=...,influence).
+
+  python scripts/malleability.py --dataset=digits --output_dir=results/malleability
+  python scripts/malleability.py --dataset=digits --classes=3,8 --output_dir=results/m38
+
+Writes malleability.jsonl (one record per task × model × setting × attack × ε × seed,
+appended as computed; --resume skips them), malleability.json / .csv (mean ± std over
+seeds), malleability_table.md (laid out like the study, its numbers beside ours) and
+figures: flip rates by attack and model, flip rate against ε, influence before vs after.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+
+import _common  # noqa: E402
+
+flags.DEFINE_string('models', 'relu_mlp,mlp_attn', 'Comma list of models.')
+flags.DEFINE_integer('width', 1024, 'Hidden width m [choice].')
+flags.DEFINE_integer('seeds', 3, 'Seeds (trained together, vmapped).')
+flags.DEFINE_string('attacks', 'fgsm,pgd,mim',
+                    "Comma list of 'fgsm', 'pgd', 'mim', 'influence' (influence-targeted PGD).")
+flags.DEFINE_string('epsilons', '0.3', 'Comma list of l_inf budgets on [0,1] pixels [choice].')
+flags.DEFINE_float('tau', 0.1, 'Fraction of most influential training points attacked [choice].')
+flags.DEFINE_enum('kernel', 'empirical', ['empirical', 'analytic'],
+                  'Influence from the empirical NTK at the trained parameters, or the analytic.')
+flags.DEFINE_float('ridge', 1e-3, 'KRR ridge λ (× mean diag K) of the influence [choice].')
+flags.DEFINE_integer('pgd_steps', 20, 'PGD steps [choice].')
+flags.DEFINE_float('pgd_step_size', None, 'PGD step size; default 2.5·ε/steps [choice].')
+flags.DEFINE_bool('pgd_random_start', True, 'PGD uniform random start in the ε-ball [choice].')
+flags.DEFINE_integer('mim_steps', 10, 'MIM steps [choice].')
+flags.DEFINE_float('mim_step_size', None, 'MIM step size; default ε/steps [choice].')
+flags.DEFINE_float('mim_momentum', 1.0, 'MIM momentum μ [choice].')
+flags.DEFINE_bool('retrain', False, 'Retrain on the perturbed set before recomputing influence.')
+flags.DEFINE_string('interventions', '',
+                    "Comma list of 'curated', 'transformed', 'adversarial' (each retrained).")
+flags.DEFINE_bool('adversarial_training', False, 'Also run PGD adversarial training (pgd_at).')
+flags.DEFINE_string('save_arrays', '', 'FILE.npz: kernels, targets and influence vectors (seed 0).')
+flags.DEFINE_bool('resume', False, 'Skip records already in malleability.jsonl.')
+_common.define_training_flags()
+
+FLAGS = flags.FLAGS
+NAME = 'malleability'
+GROUP = ('task', 'model', 'setting', 'attack', 'eps')
+
+
+def task_name(classes) -> str:
+  return 'all' if not classes else ','.join(str(c) for c in classes)
+
+
+def attack_config():
+  from ntk_attention import attacks
+  return attacks.AttackConfig(pgd_steps=FLAGS.pgd_steps, pgd_step_size=FLAGS.pgd_step_size,
+                              pgd_random_start=FLAGS.pgd_random_start,
+                              mim_steps=FLAGS.mim_steps, mim_step_size=FLAGS.mim_step_size,
+                              mim_momentum=FLAGS.mim_momentum)
+
+
+def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, retrain,
+        interventions, adversarial_training, resume, task='all', save_arrays='', prefix=NAME):
+  """Runs the sweep into FLAGS.output_dir; writes summary, table and figures.
+
+  `task`: 'all' (every class) or the --classes text, e.g. '3,8'.
+  """
+  import numpy as np
+  from ntk_attention import malleability
+  from ntk_attention import reporting
+  settings = dict(dataset=ds.name, classes=list(ds.classes), n_train=len(ds.x_train),
+                  n_test=len(ds.x_test), data_seed=FLAGS.seed, width=width,
+                  tau=setup.tau, kernel=setup.kernel, ridge=setup.ridge,
+                  attack=setup.attack._asdict(), **config._asdict())
+  store = _common.open_store(prefix, settings, resume)
+  settings_list = ((['retrain' if retrain else 'standard'] + list(interventions)
+                    + (['pgd_at'] if adversarial_training else [])))
+  total = (len(model_names) * len(settings_list) * len(attack_names) * len(epsilons)
+           * len(seeds))
+  done = store.done_keys(malleability.KEY_FIELDS)
+  progress = reporting.Progress(total, prefix, log_fn=logging.info)
+  if done:
+    progress.skip(min(len(done), total))
+  arrays = {}
+
+  def on_arrays(key, arrs):
+    for k, v in arrs.items():
+      arrays[f'{key}/{k}'] = np.asarray(v)
+
+  malleability.sweep(ds, model_names, width, seeds, attack_names, epsilons, setup, config,
+                     retrain, interventions, adversarial_training, on_record=store.append,
+                     on_arrays=on_arrays, done=done, on_progress=progress.update, task=task,
+                     base_seed=FLAGS.seed)
+  if save_arrays and arrays:
+    np.savez_compressed(save_arrays, **arrays)
+    logging.info('arrays in %s', save_arrays)
+  records = store.records()
+  metrics = malleability.METRICS + ('test_accuracy', 'kernel_distance')
+  summary = reporting.summarize(records, GROUP, metrics)
+  for row in summary:
+    row['paper_flip_rate_pct'] = paper_value(ds.name, task, row)
+  reporting.write_json(_common.out_path(prefix + '.json'), {
+      'summary': summary, 'provenance': _common.provenance(
+          ('models', 'width', 'seeds', 'attacks', 'epsilons', 'tau', 'kernel', 'ridge',
+           'retrain', 'interventions', 'adversarial_training', 'epochs', 'lr'))})
+  reporting.write_csv(_common.out_path(prefix + '.csv'), summary)
+  reporting.write_text(_common.out_path(prefix + '_table.md'), table(summary))
+  plot(summary, records, arrays, model_names, prefix)
+  return summary
+
+
+def paper_value(dataset, task, row):
+  from ntk_attention import paper
+  if row['setting'] == 'pgd_at':
+    ref = paper.FLIP_RATE_AFTER_PGD_AT.get(dataset)
+    return ref[paper.MODEL_INDEX[row['model']]] if ref and row['attack'] == 'pgd' and \
+        row['model'] in paper.MODEL_INDEX and abs(row['eps'] - 0.3) < 1e-9 else None
+  if row['setting'] != 'standard' or abs(row['eps'] - 0.3) > 1e-9:
+    return None
+  return paper.flip_rate(dataset, task, row['attack'], row['model'])
+
+
+def _pct(row, metric='flip_rate'):
+  return f"{100 * row[metric + '_mean']:.1f} ± {100 * row[metric + '_std']:.1f}"
+
+
+def table(summary) -> str:
+  """Markdown tables in the study's layout: flip rate (%) per attack, models side by side,
+  ours (mean ± std over seeds) beside the paper's; then Spearman and top-k overlap."""
+  from ntk_attention import reporting
+  out = []
+  for (task, setting, eps) in sorted({(r['task'], r['setting'], r['eps']) for r in summary},
+                                     key=str):
+    rows = [r for r in summary if (r['task'], r['setting'], r['eps']) == (task, setting, eps)]
+    models = list(dict.fromkeys(r['model'] for r in rows))
+    table_rows = []
+    for attack in dict.fromkeys(r['attack'] for r in rows):
+      line = {'attack': attack.upper()}
+      for m in models:
+        match = [r for r in rows if r['model'] == m and r['attack'] == attack]
+        if match:
+          r = match[0]
+          line[f'{m} flip %'] = _pct(r)
+          line[f'{m} paper %'] = ('' if r.get('paper_flip_rate_pct') is None
+                                  else f"{r['paper_flip_rate_pct']:.1f}")
+          line[f'{m} spearman'] = f"{r['spearman_mean']:.3f}"
+          line[f'{m} top-k'] = f"{r['topk_overlap_mean']:.3f}"
+      table_rows.append(line)
+    columns = list(dict.fromkeys(k for line in table_rows for k in line))
+    acc = ', '.join(f"{m}: {100 * [r for r in rows if r['model'] == m][0]['test_accuracy_mean']:.1f}%"
+                    for m in models)
+    out.append(f'### task {task}, setting {setting}, ε = {eps:g}\n\n'
+               + reporting.markdown_table(table_rows, columns)
+               + f'\n\nClean test accuracy: {acc}. Flip rates: mean ± std over seeds; '
+               'paper: arXiv 2603.13085 v1 (blank where it reported none).\n')
+  return '\n'.join(out)
+
+
+def plot(summary, records, arrays, model_names, prefix):
+  import numpy as np
+  from ntk_attention import reporting
+  base = [r for r in summary if r['setting'] in ('standard', 'retrain')]
+  if not base:
+    return
+  eps0 = min(r['eps'] for r in base)
+  eps_main = 0.3 if any(abs(r['eps'] - 0.3) < 1e-9 for r in base) else eps0
+  attacks = list(dict.fromkeys(r['attack'] for r in base))
+  series = {}
+  for m in model_names:
+    rows = {r['attack']: r for r in base if r['model'] == m and abs(r['eps'] - eps_main) < 1e-9}
+    series[m] = ([100 * rows[a]['flip_rate_mean'] for a in attacks],
+                 [100 * rows[a]['flip_rate_std'] for a in attacks])
+  reporting.plot_bars(_common.out_path(prefix + '_flip_rates.png'), [a.upper() for a in attacks],
+                      series, 'influence sign flips in top-τ set (%)',
+                      f'Flip rate by attack and model (ε = {eps_main:g}, mean ± std over seeds)')
+  eps_values = sorted({r['eps'] for r in base})
+  if len(eps_values) > 1:
+    lines = {}
+    for m in model_names:
+      for a in attacks:
+        rows = sorted((r for r in base if r['model'] == m and r['attack'] == a),
+                      key=lambda r: r['eps'])
+        lines[f'{m} {a.upper()}'] = ([r['eps'] for r in rows],
+                                     [100 * r['flip_rate_mean'] for r in rows],
+                                     [100 * r['flip_rate_std'] for r in rows])
+    reporting.plot_lines(_common.out_path(prefix + '_eps.png'), lines,
+                         'ε (l_inf budget on [0, 1] pixels)', 'flip rate (%)',
+                         'Flip rate against ε (mean ± std over seeds)')
+  for m in model_names:
+    setting = base[0]['setting']
+    key = f'{m}/{setting}/influence_before'
+    after = [k for k in arrays if k.startswith(f'{m}/{setting}/influence_after/')]
+    if key in arrays and after:
+      pick = next((k for k in after if '/pgd/' in k), after[0])
+      reporting.plot_scatter(_common.out_path(f'{prefix}_influence_{m}.png'),
+                             np.asarray(arrays[key]), np.asarray(arrays[pick]),
+                             'influence I before attack (mean over test set)',
+                             'influence I′ after attack',
+                             f'{m}: influence before vs after ({pick.split("/", 3)[-1]}, seed 0)')
+
+
+def main(argv):
+  del argv
+  from ntk_attention import malleability
+  from ntk_attention import models
+  classes = _common.check_data_flags()
+  model_names = _common.parse_names(FLAGS.models, 'models', models.MODELS)
+  attack_names = _common.parse_names(FLAGS.attacks, 'attacks', malleability.ATTACKS)
+  epsilons = _common.parse_float_list(FLAGS.epsilons, 'epsilons')
+  interventions = ([] if not FLAGS.interventions else
+                   _common.parse_names(FLAGS.interventions, 'interventions',
+                                       malleability.INTERVENTIONS))
+  if FLAGS.width < 1:
+    raise app.UsageError(f'--width must be >= 1, got {FLAGS.width}.')
+  if FLAGS.seeds < 1:
+    raise app.UsageError(f'--seeds must be >= 1, got {FLAGS.seeds}.')
+  if FLAGS.save_arrays and not FLAGS.save_arrays.endswith('.npz'):
+    raise app.UsageError('--save_arrays must name a .npz file.')
+  config = _common.training_config()
+  setup = malleability.Setup(tau=FLAGS.tau, kernel=FLAGS.kernel, ridge=FLAGS.ridge,
+                             attack=attack_config())
+  # n_train is only known after loading; check τ against the size asked for first.
+  malleability.validate(attack_names, epsilons, setup, FLAGS.n_train, interventions)
+  _common.setup()
+  ds = _common.load_data(classes)
+  malleability.validate(attack_names, epsilons, setup, len(ds.x_train), interventions)
+  run(ds, model_names, FLAGS.width, list(range(FLAGS.seeds)), attack_names, epsilons, setup,
+      config, FLAGS.retrain, interventions, FLAGS.adversarial_training, FLAGS.resume,
+      task_name(classes), FLAGS.save_arrays)
+  print(open(_common.out_path(NAME + '_table.md')).read())
+  logging.info('results in %s', FLAGS.output_dir)
+
+
+if __name__ == '__main__':
+  app.run(main)

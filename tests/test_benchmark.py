@@ -1,0 +1,69 @@
+"""scripts/benchmark.py --quick end to end: rows, finite times, agreement. Never speed."""
+import csv
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ntk_attention import reporting
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'scripts', 'benchmark.py')
+GENERIC = ('jacobian_contraction', 'ntk_vector_products')
+
+
+def _start(args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  return subprocess.Popen([sys.executable, SCRIPT, *args], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """The quick benchmark and a bad --only, run concurrently to share start-up time."""
+  out = tmp_path_factory.mktemp('bench') / 'b.json'
+  procs = {'quick': _start(['--quick', '--only=ntk,influence', f'--output={out}']),
+           'bad': _start(['--quick', '--only=ntk,nope', f'--output={out}.bad.json'])}
+  logs = {k: (p.communicate(timeout=300)[0], p.returncode) for k, p in procs.items()}
+  return out, logs
+
+
+def test_quick_rows(runs):
+  out, logs = runs
+  log, rc = logs['quick']
+  assert rc == 0, log[-3000:]
+  rows = reporting.read_json(out)['rows']
+  ntk = [r for r in rows if r['entry'] == 'ntk']
+  inf = [r for r in rows if r['entry'] == 'influence']
+  # Per model: one row per generic method and one against the faster of them.
+  for model in ('relu_mlp', 'mlp_attn'):
+    mine = [r for r in ntk if r['model'] == model]
+    assert sorted(r['baseline'] for r in mine[:2]) == sorted(GENERIC)
+    assert len(mine) == 3 and mine[2]['baseline'].startswith('fastest generic')
+    fastest = min(mine[:2], key=lambda r: r['baseline_s'])
+    assert mine[2]['baseline_s'] == fastest['baseline_s']
+  assert len(inf) == 2
+  for r in rows:
+    for key in ('new_s', 'baseline_s'):
+      assert math.isfinite(r[key]) and r[key] > 0, (r['case'], key, r[key])
+    assert math.isclose(r['speedup'], r['baseline_s'] / r['new_s'], rel_tol=1e-12)
+  for r in ntk:
+    assert 'float32' in r['sizes']
+    assert 0 <= r['max_rel_diff'] <= 1e-4, r
+  for r in inf:
+    assert 0 <= r['agreement'] <= 1e-8, r
+  # The LOO changes compared are not trivially small (else agreement would mean nothing).
+  assert float(inf[0]['note'].split('=')[-1]) > 1e-2
+  # The CSV next to the JSON has the same rows, and the table was printed.
+  with open(str(out)[:-len('.json')] + '.csv', newline='') as f:
+    assert [r['case'] for r in csv.DictReader(f)] == [r['case'] for r in rows]
+  assert 'speedup' in log and rows[0]['case'] in log
+
+
+def test_unknown_entry_is_refused(runs):
+  out, logs = runs
+  log, rc = logs['bad']
+  assert rc != 0 and 'nope' in log and 'unknown' in log
+  assert not os.path.exists(f'{out}.bad.json')

@@ -1,0 +1,254 @@
+"""scripts/spectral.py and scripts/kernels.py end to end, on tiny digits subsamples.
+
+The scripts run as subprocesses (their real command line, absl flag parsing included), all three
+at once to share the jax/NT start-up; bad flags are also checked in-process, where each costs
+nothing. Every number read back is checked against an independent numpy computation on the same
+data subsample, loaded with `data.load` and the scripts' flags.
+"""
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntk_attention import data
+from ntk_attention import models
+from ntk_attention import reporting
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, 'scripts')
+N_TRAIN, N_TEST = 30, 20       # n = 30 < rank(digits) = 61: κ(G) is finite and κ³ < 1e12.
+DATA_FLAGS = ['--dataset=digits', f'--n_train={N_TRAIN}', f'--n_test={N_TEST}', '--seed=0']
+SPECTRAL_FLAGS = ['--n_grid=10,20,5000', '--depths=1,2', '--ranks=5,10']
+KERNEL_FLAGS = ['--models=relu_mlp,mlp_attn', '--widths=8,2048', '--seeds=2']
+
+
+def _start(script, args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  return subprocess.Popen([sys.executable, os.path.join(SCRIPTS, script), *args], cwd=ROOT,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """Runs spectral, kernels and one bad-flag kernels command concurrently; their output dirs."""
+  base = tmp_path_factory.mktemp('scripts')
+  dirs = {k: base / k for k in ('spectral', 'kernels', 'bad')}
+  procs = {
+      'spectral': _start('spectral.py', DATA_FLAGS + SPECTRAL_FLAGS +
+                         [f'--output_dir={dirs["spectral"]}']),
+      'kernels': _start('kernels.py', DATA_FLAGS + KERNEL_FLAGS +
+                        [f'--output_dir={dirs["kernels"]}',
+                         f'--save_kernels={dirs["kernels"] / "k.npz"}']),
+      'bad': _start('kernels.py', DATA_FLAGS + ['--widths=16,0', f'--output_dir={dirs["bad"]}']),
+  }
+  results = {}
+  for name, p in procs.items():
+    out, err = p.communicate(timeout=300)
+    results[name] = (p.returncode, out + err, dirs[name])
+  return results
+
+
+def _ok(runs, name):
+  rc, log, folder = runs[name]
+  assert rc == 0, log[-3000:]
+  return folder
+
+
+def _dataset():
+  return data.load('digits', n_train=N_TRAIN, n_test=N_TEST, seed=0)
+
+
+def _gram(x):
+  u = np.asarray(x, np.float64)
+  u = u / np.linalg.norm(u, axis=1, keepdims=True)
+  return u @ u.T
+
+
+def _kappa(k):
+  w = np.linalg.eigvalsh(k)
+  return math.inf if w[0] <= 0 else w[-1] / w[0]
+
+
+# ------------------------------------------------------------------------------------ spectral
+
+
+def test_spectral_kappa_and_direct_attention_kappa(runs):
+  out = reporting.read_json(_ok(runs, 'spectral') / 'spectral.json')
+  g = _gram(_dataset().x_train)
+  kappa = _kappa(g)
+  assert out['n'] == N_TRAIN and out['d'] == 64
+  assert math.isfinite(kappa)
+  np.testing.assert_allclose(out['kappa'], kappa, rtol=1e-8)
+  np.testing.assert_allclose(out['log10_width_v1'], 6 * np.log10(kappa) - 2 * np.log10(0.3),
+                             rtol=1e-10)
+  # κ(G³) = κ³ is within float64's reach here, so the direct measurement must be flagged reliable
+  # and agree with κ of numpy's G @ G @ G.
+  assert 3 * np.log10(kappa) < 12
+  assert out['kappa_attn_direct_reliable'] is True
+  assert out['kappa_attn_direct_kind'].startswith('full')
+  np.testing.assert_allclose(out['kappa_attn_direct'], _kappa(g @ g @ g), rtol=1e-4)
+  np.testing.assert_allclose(out['kappa_attn_direct'], kappa ** 3, rtol=1e-4)
+  assert out['paper_reference']['kappa_mnist'] == 1.2e3
+  assert out['paper_reference']['kappa_cifar10'] == 8.7e3
+  assert out['provenance']['flags']['n_train'] == N_TRAIN
+
+
+def test_spectral_curve_drops_large_n_and_matches_nested_subsets(runs):
+  folder = _ok(runs, 'spectral')
+  out = reporting.read_json(folder / 'spectral.json')
+  assert [c['n'] for c in out['curve']] == [10, 20]          # 5000 > n_train was dropped
+  x = _dataset().x_train
+  perm = np.random.default_rng(0).permutation(N_TRAIN)
+  for c in out['curve']:
+    np.testing.assert_allclose(c['kappa'], _kappa(_gram(x[perm[:c['n']]])), rtol=1e-8)
+  with open(folder / 'spectral_curve.csv') as f:
+    lines = f.read().splitlines()
+  assert len(lines) == 3 and lines[0].startswith('n,')
+  assert 'dropping [5000]' in runs['spectral'][1]
+
+
+def test_spectral_spectra_npz_and_figures(runs):
+  folder = _ok(runs, 'spectral')
+  spectra = np.load(folder / 'spectral_spectra.npz')
+  lam = np.linalg.eigvalsh(_gram(_dataset().x_train))[::-1]
+  np.testing.assert_allclose(spectra['G'], lam, atol=1e-10)
+  rank = int(spectra['rank'])
+  for p in (3, 5):                                           # depths 1, 2 -> G^3, G^5
+    np.testing.assert_allclose(spectra[f'G^{p}'][:rank], lam[:rank] ** p, rtol=1e-8)
+  np.testing.assert_allclose(spectra['G_5^3'], np.where(np.arange(N_TRAIN) < 5, lam, 0) ** 3,
+                             rtol=1e-8, atol=1e-12)
+  # The measured attention kernel is G³ (up to NT's 1/d³ scale): same spectrum shape.
+  measured = spectra['G3_measured']
+  np.testing.assert_allclose(measured / measured[0], lam ** 3 / lam[0] ** 3, atol=1e-10)
+  for png in ('spectral_spectra.png', 'spectral_kappa_vs_n.png'):
+    with open(folder / png, 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+# ------------------------------------------------------------------------------------ kernels
+
+
+def test_kernels_distance_shrinks_with_width(runs):
+  folder = _ok(runs, 'kernels')
+  summary = reporting.read_json(folder / 'kernels.json')['summary']
+  assert {(r['model'], r['width']) for r in summary} == {
+      (m, w) for m in ('relu_mlp', 'mlp_attn') for w in (8, 2048)}
+  for model in ('relu_mlp', 'mlp_attn'):
+    d = {r['width']: r for r in summary if r['model'] == model}
+    # Entries average m i.i.d. terms: the distance scales like 1/√m, 16x over 8 -> 2048.
+    assert d[2048]['distance_full_mean'] < d[8]['distance_full_mean'] / 4
+    assert d[2048]['distance_train_mean'] < d[8]['distance_train_mean'] / 4
+    assert d[8]['distance_full_count'] == 2
+  with open(folder / 'kernels_records.csv') as f:
+    assert len(f.read().splitlines()) == 1 + 2 * 2 * 2       # header + models x widths x seeds
+  with open(folder / 'kernels_distance.png', 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_kernels_saved_blocks_match_closed_forms(runs):
+  folder = _ok(runs, 'kernels')
+  saved = np.load(folder / 'k.npz')
+  x = _dataset().x_train
+  g = _gram(x)
+  # Analytic first-layer ReLU NTK of unit-norm inputs: ⟨x, x'⟩ (π − θ)/(2π).
+  arccos = g * (np.pi - np.arccos(np.clip(g, -1, 1))) / (2 * np.pi)
+  np.testing.assert_allclose(saved['analytic_relu_mlp'], arccos, atol=1e-8)
+  # Empirical NTK of seed 0 at width 8, from its first-layer weights W (d, m):
+  # Θ = ⟨x̂, x̂'⟩ · (1/m) Σ_r 1[x̂·W_r > 0] 1[x̂'·W_r > 0].
+  model = models.build('relu_mlp', 8, 10)
+  w = np.asarray(models.init_params(model, jax.random.PRNGKey(0), 64, jnp.float32)[1][0][0],
+                 np.float64)
+  u = np.asarray(x, np.float64) / np.linalg.norm(x, axis=1, keepdims=True)
+  s = (u @ w > 0).astype(np.float64)
+  np.testing.assert_allclose(saved['empirical_relu_mlp_8'], g * (s @ s.T) / 8, atol=1e-5)
+  # The recorded train-block distance of seed 0 is that of the saved blocks.
+  records = reporting.read_json(folder / 'kernels.json')['records']
+  rec = next(r for r in records if (r['model'], r['width'], r['seed']) == ('relu_mlp', 8, 0))
+  a, e = saved['analytic_relu_mlp'], saved['empirical_relu_mlp_8'].astype(np.float64)
+  np.testing.assert_allclose(rec['distance_train'], np.linalg.norm(e - a) / np.linalg.norm(a),
+                             rtol=1e-5)
+
+
+def test_bad_flag_exits_nonzero_without_results(runs):
+  rc, log, folder = runs['bad']
+  assert rc != 0
+  assert '--widths' in log
+  assert not folder.exists()
+
+
+# ------------------------------------------------------------------------------------ bad flags
+
+
+def _script(name):
+  """The script module, imported once under a private name (its flags register once)."""
+  mod_name = f'_script_{name}'
+  if mod_name not in sys.modules:
+    if SCRIPTS not in sys.path:
+      sys.path.insert(0, SCRIPTS)          # for `import _common`
+    spec = importlib.util.spec_from_file_location(mod_name, os.path.join(SCRIPTS, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+  return sys.modules[mod_name]
+
+
+def _run_in_process(name, args):
+  module = _script(name)
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(['prog', *args])
+  try:
+    module.main(['prog'])
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
+def test_spectral_singular_gram_uses_effective_kappa(tmp_path):
+  # n = 100 > rank(digits subsample) = 56: κ(G) = inf, so the direct check is on κ_d, and
+  # κ_d³ ~ 1e17 is beyond float64: the measurement must be flagged unreliable.
+  _run_in_process('spectral', ['--dataset=digits', '--n_train=100', '--n_test=10',
+                               '--n_grid=50,100', f'--output_dir={tmp_path}'])
+  out = reporting.read_json(tmp_path / 'spectral.json')
+  x = data.load('digits', n_train=100, n_test=10, seed=0).x_train
+  lam = np.linalg.eigvalsh(_gram(x))[::-1]
+  r = min(100, 64, int(np.sum(lam > 1e-10 * lam[0])))
+  assert r < 100 and out['r'] == r and out['rank'] == r
+  assert out['kappa'] == math.inf and out['log10_width_v1'] == math.inf
+  np.testing.assert_allclose(out['kappa_eff'], lam[0] / lam[r - 1], rtol=1e-6)
+  np.testing.assert_allclose(out['log10_width_v2'],
+                             6 * np.log10(lam[0] / lam[r - 1]) + np.log10(100 * np.log(100)),
+                             rtol=1e-6)
+  assert out['kappa_attn_direct_kind'].startswith('effective')
+  assert 3 * np.log10(lam[0] / lam[r - 1]) > 12
+  assert out['kappa_attn_direct_reliable'] is False
+  assert out['curve'][-1]['kappa'] == math.inf
+
+
+@pytest.mark.parametrize('script,args,message', [
+    ('spectral', ['--n_grid=100,200'], '--n_grid'),
+    ('spectral', ['--rtol=0'], '--rtol'),
+    ('spectral', ['--eps=-1'], '--eps'),
+    ('spectral', ['--depths=0'], '--depths'),
+    ('spectral', ['--ranks=5,x'], '--ranks'),
+    ('spectral', ['--ranks=31'], '--ranks'),
+    ('spectral', ['--dataset=nope'], 'dataset'),
+    ('kernels', ['--widths=16,-4'], '--widths'),
+    ('kernels', ['--models=relu_mlp,transformer'], '--models'),
+    ('kernels', ['--seeds=0'], '--seeds'),
+    ('kernels', ['--method=exact'], '--method'),
+    ('kernels', ['--models=mlp_attn_qkv', '--method=closed_form'], 'closed_form'),
+    ('kernels', ['--save_kernels=k.txt'], '--save_kernels'),
+    ('kernels', ['--out_dim=-1'], '--out_dim'),
+    ('kernels', ['--classes=3'], 'classes'),
+])
+def test_bad_flags_raise_before_any_output(tmp_path, script, args, message):
+  out = tmp_path / 'out'
+  with pytest.raises(ValueError, match=message):
+    _run_in_process(script, [*DATA_FLAGS, f'--output_dir={out}', *args])
+  assert not out.exists()
