@@ -22,7 +22,8 @@ Interventions (each retrained from the same seed, then measured with the protoco
   every training point); and PGD adversarial training, where each minibatch is replaced by
   its PGD examples against the current parameters.
 """
-from typing import NamedTuple, Optional, Sequence
+import functools
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -136,12 +137,38 @@ def influence_objective(model, params, y_train, x_eval, y_eval, subset, scores, 
   return loss_fn
 
 
-def perturb(name: str, loss_fn, x_train, subset, attack: attacks_lib.AttackConfig, key):
-  """Attack `name` on the rows `subset` of `x_train (n, d)` in [0, 1]; returns pixels."""
-  mask = jnp.zeros(x_train.shape[0], bool).at[jnp.asarray(subset)].set(True)
-  attack_name = 'pgd' if name == 'influence' else name
-  x_adv = jax.jit(lambda x, k: attacks_lib.attack(attack_name, loss_fn, x, attack, key=k,
-                                                  mask=mask))(x_train, key)
+def _mask(n: int, subset):
+  return jnp.zeros(n, bool).at[jnp.asarray(subset)].set(True)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _loss_attack(model, name, kind, attack, params, x, y, subset, key):
+  """Attack `name` maximising the model's loss on rows `subset`; compiled once per setting."""
+  loss_fn = loss_objective(model, params, y, subset, kind)
+  return attacks_lib.attack(name, loss_fn, x, attack, key=key, mask=_mask(x.shape[0], subset))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _influence_attack(model, setup, params, x, y, x_eval, y_eval, subset, scores, key):
+  """PGD on `influence_objective` (rows `subset`)."""
+  loss_fn = influence_objective(model, params, y, x_eval, y_eval, subset, scores, setup)
+  return attacks_lib.attack('pgd', loss_fn, x, setup.attack, key=key,
+                            mask=_mask(x.shape[0], subset))
+
+
+def perturb(model, params, name: str, x_train, y_train, subset, setup: Setup, key, kind: str,
+            x_eval=None, y_eval=None, scores=None):
+  """Pixels `(n, d)` with the rows `subset` attacked by `name` within `setup.attack.eps`.
+
+  Loss attacks maximise the trained model's loss on `subset`; 'influence' maximises
+  `influence_objective` (needs `x_eval`, `y_eval` and the clean `scores`).
+  """
+  subset = jnp.asarray(subset)
+  if name == 'influence':
+    x_adv = _influence_attack(model, setup, params, x_train, y_train, x_eval, y_eval, subset,
+                              jnp.asarray(scores), key)
+  else:
+    x_adv = _loss_attack(model, name, kind, setup.attack, params, x_train, y_train, subset, key)
   if not bool(jnp.all(jnp.isfinite(x_adv))):
     raise FloatingPointError(f'{name} attack produced non-finite pixels.')
   return x_adv
@@ -165,13 +192,9 @@ def attack_one(model, params, x_train, y_train, x_eval, y_eval, before, attack_n
                setup: Setup, key, kind: str):
   """Steps 2–3 of the protocol for one attack and ε: `(subset, x_adv)`."""
   subset = influence_lib.top_fraction(np.asarray(before.scores), setup.tau)
-  config = setup.attack._replace(eps=float(eps))
-  if attack_name == 'influence':
-    loss_fn = influence_objective(model, params, y_train, x_eval, y_eval, subset,
-                                  before.scores, setup)
-  else:
-    loss_fn = loss_objective(model, params, y_train, subset, kind)
-  return subset, perturb(attack_name, loss_fn, x_train, subset, config, key)
+  setup = setup._replace(attack=setup.attack._replace(eps=float(eps)))
+  return subset, perturb(model, params, attack_name, x_train, y_train, subset, setup, key, kind,
+                         x_eval, y_eval, before.scores)
 
 
 KEY_FIELDS = ('task', 'model', 'setting', 'attack', 'eps', 'seed')
@@ -226,8 +249,7 @@ def intervention_set(name, model, params, x_train, y_train, subset, setup: Setup
     keep = np.setdiff1d(np.arange(n), np.asarray(subset))
     return x_train[keep], y_train[keep]
   rows = np.asarray(subset) if name == 'transformed' else np.arange(n)
-  loss_fn = loss_objective(model, params, y_train, rows, kind)
-  return perturb('pgd', loss_fn, x_train, rows, setup.attack, key), y_train
+  return perturb(model, params, 'pgd', x_train, y_train, rows, setup, key, kind), y_train
 
 
 def sweep(ds, model_names: Sequence[str], width: int, seeds: Sequence[int],

@@ -18,6 +18,7 @@ Losses (per step, over the B minibatch rows and C outputs):
   mse:  ½ · mean_{b,c} (f_bc − y_bc)²      (NT's `gradient_descent_mse` normalisation)
   xent: mean_b −log softmax(f_b)[y_b]
 """
+import functools
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -143,7 +144,18 @@ def train(model: models_lib.Model, keys, x_train, y_train, config: TrainConfig =
   if y_train.shape[1] != model.out_dim:
     raise ValueError(f'model has {model.out_dim} outputs but targets have {y_train.shape[1]}.')
   kind = loss_kind(config, y_train.shape[1])
+  keys = _shard_seeds(jnp.asarray(keys))
+  params0, params, losses = _train_seeds(model, config, kind, perturb, keys, x_train, y_train)
+  if not bool(jnp.all(jnp.isfinite(losses))):
+    raise FloatingPointError('training loss became non-finite; lower --lr.')
+  return TrainResult(params0, params, losses)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _train_seeds(model, config, kind, perturb, keys, x_train, y_train):
+  """The compiled program of `train`; cached per (model, config, loss, perturb, shapes)."""
   n, d = x_train.shape
+  dtype = x_train.dtype
   seq, _ = layers.as_sequence(x_train)
   feats = None
   if not model.prefix_trainable:   # parameter-free prefix: its (empty) params from any key
@@ -182,11 +194,7 @@ def train(model: models_lib.Model, keys, x_train, y_train, config: TrainConfig =
     (params, _), losses = jax.lax.scan(epoch, (params0, opt.init(params0)), epoch_keys)
     return params0, params, losses
 
-  keys = _shard_seeds(jnp.asarray(keys))
-  params0, params, losses = jax.jit(jax.vmap(one_seed))(keys)
-  if not bool(jnp.all(jnp.isfinite(losses))):
-    raise FloatingPointError('training loss became non-finite; lower --lr.')
-  return TrainResult(params0, params, losses)
+  return jax.vmap(one_seed)(keys)
 
 
 def seed_keys(seeds, base_seed: int = 0):

@@ -206,7 +206,7 @@ def _generic_n(n: int, n_params: int, c: int, bench: Args):
   if cap >= n:
     return n, None
   return cap, (f'generic methods on the first {cap} of {n} points: estimated peak '
-               f'{n * per_point_gb:.0f} GB at full n, limit {limit:.0f} GB '
+               f'{n * per_point_gb:.3g} GB at full n, limit {limit:.3g} GB '
                '(--ntk_max_memory_gb, --ntk_generic_max_n)')
 
 
@@ -348,14 +348,14 @@ def bench_influence(args: Args) -> List[dict]:
 
   f_full = np.asarray(out.predictions)
   loss = lambda p: 0.5 * np.sum((p - ye) ** 2, axis=-1)
-  refit(spots[0])
+  refit(spots[0])                                              # warm-up
+  spots = spots[1:]
   refit_s, diffs = [], []
-  for i in spots[1:]:
+  for i in spots:
     dt, (f_eval, f_self) = _timed(refit, (i,))
     refit_s.append(dt)
     diffs.append(np.max(np.abs(np.asarray(out.matrix)[:, i] - (loss(f_eval) - loss(f_full)))))
     diffs.append(np.max(np.abs(np.asarray(out.loo_residuals)[i] - (y[i] - f_self))))
-  spots = spots[1:]
   brute_est = Timing(n * statistics.median(refit_s), None, refit_s, None)
   rows.append(make_row(
       'influence', 'loo_influence (large)', f'n_train={n} n_eval={t} C={c} float64',
@@ -369,7 +369,7 @@ def bench_influence(args: Args) -> List[dict]:
 
 # ---------------------------------------------------------------------------------- reporting
 
-TABLE_COLUMNS = (('case', 'case', 46), ('sizes', 'sizes', 34), ('baseline_s', 'old s', 9),
+TABLE_COLUMNS = (('case', 'case', 46), ('sizes', 'sizes', 38), ('baseline_s', 'old s', 9),
                  ('new_s', 'new s', 9), ('speedup', 'speedup', 9),
                  ('new_compile_s', 'compile', 8), ('diff', 'max diff', 9),
                  ('timed_calls', 'timed', 6))
@@ -389,16 +389,23 @@ def format_table(rows: List[dict]) -> str:
   """Fixed-width text table; `max diff` is max_rel_diff or agreement, and notes follow."""
   lines = ['  '.join(h.ljust(w) for _, h, w in TABLE_COLUMNS)]
   lines.append('  '.join('-' * w for _, _, w in TABLE_COLUMNS))
-  notes = []
   for row in rows:
     r = dict(row, diff=row.get('max_rel_diff', row.get('agreement')))
-    lines.append('  '.join(_cell(r.get(k)).ljust(w)[:max(w, len(_cell(r.get(k))))]
-                           for k, _, w in TABLE_COLUMNS))
+    lines.append('  '.join(_cell(r.get(k)).ljust(w) for k, _, w in TABLE_COLUMNS))
     extra = [f"{k}={_cell(row[k])}" for k in ('target', 'meets_target', 'note')
              if row.get(k) not in (None, '')]
     if extra:
       lines.append('    ' + '; '.join(extra))
-  return '\n'.join(lines + notes)
+  return '\n'.join(lines)
+
+
+def _loadavg():
+  """1, 5 and 15-minute load averages (None where the OS has none): a shared machine's
+  other work shows up in the timings, so the results record it."""
+  try:
+    return list(os.getloadavg())
+  except (OSError, AttributeError):
+    return None
 
 
 def run(names: List[str], args: Args, log=print) -> List[dict]:
@@ -430,6 +437,10 @@ def main(argv):
               seed=FLAGS.bench_seed, ntk_out_dim=FLAGS.ntk_out_dim, ntk_models=ntk_models,
               ntk_generic_max_n=FLAGS.ntk_generic_max_n,
               ntk_max_memory_gb=FLAGS.ntk_max_memory_gb)
+  load_start = _loadavg()
+  if load_start and load_start[0] > (os.cpu_count() or 1) - 0.5:
+    print(f'[benchmark] warning: load average {load_start[0]:.1f} on {os.cpu_count()} cores '
+          'before starting; other processes will slow the timings (ratios suffer least).')
   rows = run(names, args)
   for row in rows:
     for key in ('baseline_s', 'new_s', 'max_rel_diff', 'agreement'):
@@ -438,7 +449,8 @@ def main(argv):
   flag_names = ('only', 'quick', 'repeats', 'max_case_s', 'bench_seed', 'ntk_out_dim',
                 'ntk_models', 'ntk_generic_max_n', 'ntk_max_memory_gb')
   reporting.write_json(FLAGS.output, {'provenance': _common.provenance(flag_names),
-                                      'cpu_count': os.cpu_count(), 'rows': rows})
+                                      'cpu_count': os.cpu_count(), 'loadavg_start':
+                                      load_start, 'loadavg_end': _loadavg(), 'rows': rows})
   reporting.write_csv(FLAGS.output[:-len('.json')] + '.csv', rows)
   print(format_table(rows))
   print(f'[benchmark] wrote {FLAGS.output} and .csv')

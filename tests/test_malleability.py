@@ -1,0 +1,126 @@
+"""Malleability protocol: kernel structure under perturbation, attacks, errors."""
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntk_attention import attacks
+from ntk_attention import data
+from ntk_attention import malleability
+from ntk_attention import models
+from ntk_attention import training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def small():
+  return data.load('digits', n_train=50, n_test=20, seed=1)
+
+
+@pytest.mark.parametrize('name', ['relu_mlp', 'mlp_attn'])
+def test_perturbing_one_point_changes_kernel_rows(small, name):
+  model = models.build(name, 128, small.num_classes)
+  params = models.init_params(model, jax.random.PRNGKey(0), small.d)
+  x = jnp.asarray(small.x_train)
+  x_pert = x.at[7].set(jnp.clip(x[7] + 0.3, 0, 1))
+  for kernel in ('empirical', 'analytic'):
+    a = malleability.kernel_blocks(model, params, x, small.x_test, kernel)
+    b = malleability.kernel_blocks(model, params, x_pert, small.x_test, kernel)
+    diff = np.abs(np.asarray(a.train - b.train))
+    others = np.delete(np.delete(diff, 7, 0), 7, 1)
+    assert diff[7].max() > 1e-4
+    if name == 'relu_mlp':     # per-token model: only row and column 7 move
+      assert others.max() == 0.0
+      assert np.abs(np.asarray(a.eval - b.eval)).max() == 0.0
+    else:                      # attention: point 7 is everyone's context
+      assert np.all(diff.max(axis=1) > 1e-7)
+      assert np.abs(np.asarray(a.eval - b.eval)).max() > 1e-7
+
+
+def test_protocol_metrics_and_budget(small):
+  y = jnp.asarray(data.targets(small.y_train, small.num_classes))
+  ye = jnp.asarray(data.targets(small.y_test, small.num_classes))
+  model = models.build('mlp_attn', 64, small.num_classes)
+  res = training.train(model, training.seed_keys([0]), small.x_train, y,
+                       training.TrainConfig(epochs=20, batch_size=25, lr=1e-2))
+  params = training.unstack(res.params, 0)
+  setup = malleability.Setup(tau=0.2)
+  records, arrays = malleability.protocol(
+      model, params, small.x_train, y, small.x_test, ye, small.y_test, ['fgsm', 'pgd'],
+      [0.0, 0.2], setup, jax.random.PRNGKey(0), 'xent')
+  by = {(r['attack'], r['eps']): r for r in records}
+  assert set(by) == {('fgsm', 0.0), ('fgsm', 0.2), ('pgd', 0.0), ('pgd', 0.2)}
+  for (attack, eps), r in by.items():
+    assert r['n_subset'] == 10
+    assert r['linf'] <= eps + 1e-6
+    if eps == 0.0:             # no budget: nothing moves
+      assert r['flip_rate'] == 0.0 and r['topk_overlap'] == 1.0
+      assert r['spearman'] == pytest.approx(1.0)
+  assert by[('pgd', 0.2)]['spearman'] < 1.0
+  np.testing.assert_allclose(arrays['influence_after/pgd/0'], arrays['influence_before'])
+
+
+def test_influence_attack_flips_at_least_as_many_signs_as_pgd(small):
+  y = jnp.asarray(data.targets(small.y_train, small.num_classes))
+  ye = jnp.asarray(data.targets(small.y_test, small.num_classes))
+  model = models.build('mlp_attn', 64, small.num_classes)
+  res = training.train(model, training.seed_keys([0]), small.x_train, y,
+                       training.TrainConfig(epochs=20, batch_size=25, lr=1e-2))
+  params = training.unstack(res.params, 0)
+  records, _ = malleability.protocol(
+      model, params, small.x_train, y, small.x_test, ye, small.y_test, ['pgd', 'influence'],
+      [0.1], malleability.Setup(tau=0.2), jax.random.PRNGKey(0), 'xent')
+  by = {r['attack']: r for r in records}
+  assert by['influence']['n_flipped'] >= by['pgd']['n_flipped']
+  assert by['influence']['n_flipped'] > 0
+
+
+def test_interventions_build_the_right_training_sets(small):
+  y = jnp.asarray(data.targets(small.y_train, small.num_classes))
+  model = models.build('relu_mlp', 32, small.num_classes)
+  params = models.init_params(model, jax.random.PRNGKey(0), small.d)
+  subset = np.array([3, 9, 21])
+  x = jnp.asarray(small.x_train)
+  setup = malleability.Setup(attack=attacks.AttackConfig(eps=0.1))
+  key = jax.random.PRNGKey(0)
+  xc, yc = malleability.intervention_set('curated', model, params, x, y, subset, setup, key, 'xent')
+  keep = np.setdiff1d(np.arange(50), subset)
+  assert xc.shape[0] == 47
+  np.testing.assert_array_equal(xc, x[keep])
+  np.testing.assert_array_equal(yc, y[keep])
+  xt, _ = malleability.intervention_set('transformed', model, params, x, y, subset, setup, key,
+                                        'xent')
+  moved = np.abs(np.asarray(xt - x)).max(axis=1)
+  assert set(np.nonzero(moved)[0]) <= set(subset) and moved.max() <= 0.1 + 1e-6
+  xa, _ = malleability.intervention_set('adversarial', model, params, x, y, subset, setup, key,
+                                        'xent')
+  assert (np.abs(np.asarray(xa - x)).max(axis=1) > 0).sum() > 40
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(tau=0.0), 'tau'), (dict(tau=1.5), 'tau'), (dict(eps=-0.1), 'eps'),
+    (dict(attack='cw'), 'attack'), (dict(n_train=5), 'too small'),
+    (dict(kernel='nngp'), 'kernel')])
+def test_validate_rejects_bad_input(kwargs, match):
+  setup = malleability.Setup(tau=kwargs.get('tau', 0.1), kernel=kwargs.get('kernel', 'empirical'))
+  with pytest.raises(ValueError, match=match):
+    malleability.validate([kwargs.get('attack', 'pgd')], [kwargs.get('eps', 0.3)], setup,
+                          kwargs.get('n_train', 100))
+
+
+@pytest.mark.parametrize('flag,message', [
+    ('--tau=0', 'tau'), ('--tau=1.2', 'tau'), ('--epsilons=-0.1', 'eps'),
+    ('--attacks=fgsm,deepfool', 'attacks'), ('--n_train=5', 'too small'),
+    ('--interventions=pruned', 'interventions')])
+def test_script_fails_before_training(tmp_path, flag, message):
+  out = tmp_path / 'out'
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'malleability.py'), flag,
+                         f'--output_dir={out}'], capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert message in proc.stderr
+  assert not (out / 'malleability.jsonl').exists()
