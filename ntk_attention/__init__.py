@@ -1,0 +1,45 @@
+"""ntk_attention: attention across samples in the neural-tangent-kernel framework.
+
+Attention and ReLU layers are neural-tangents `stax` combinators, so the infinite-width
+kernel (`kernel_fn`) and the finite-width network (`apply_fn`, hence the empirical NTK)
+come from one definition. Modules, by concept:
+
+  layers        stax layers: LinearizedAttention, QKVAttention, Normalize, FrozenReadout;
+                `as_sequence` lays a dataset out as one sequence with its context mask
+  models        relu_mlp, mlp_attn, mlp_attn_qkv triples; `build` splits prefix and head
+  kernels       analytic / empirical (closed form or NT) NTKs, blocks, distances, f∞
+  spectral      float64 κ, κ_d, spectra, width thresholds of the Gram matrix G
+  data          digits (bundled), mnist / fashion_mnist / cifar10 (tfds), npz:PATH
+  training      optax training, all seeds in one vmapped program
+  influence     exact kernel-ridge leave-one-out influence; flip rate, Spearman, top-k
+  attacks       FGSM, PGD, MIM under an l_inf budget on [0, 1] pixels
+  malleability  the influence-malleability protocol, interventions, PGD-AT
+  sweeps        width sweeps of the distance to the NTK regime
+  reporting     atomic JSON/CSV/JSONL results, figures, Markdown → HTML
+  report        the study report's sections, read out from the numbers
+  paper         the study's published numbers (for comparison only)
+"""
+from ntk_attention import attacks
+from ntk_attention import data
+from ntk_attention import influence
+from ntk_attention import kernels
+from ntk_attention import layers
+from ntk_attention import malleability
+from ntk_attention import models
+from ntk_attention import paper
+from ntk_attention import reporting
+from ntk_attention import spectral
+from ntk_attention import sweeps
+from ntk_attention import training
+from ntk_attention.kernels import analytic_kernel
+from ntk_attention.kernels import empirical_ntk
+from ntk_attention.layers import as_sequence
+from ntk_attention.layers import FrozenReadout
+from ntk_attention.layers import LinearizedAttention
+from ntk_attention.layers import Normalize
+from ntk_attention.layers import QKVAttention
+from ntk_attention.models import mlp_attn
+from ntk_attention.models import mlp_attn_qkv
+from ntk_attention.models import relu_mlp
+
+__version__ = '0.1.0'

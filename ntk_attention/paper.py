@@ -32,8 +32,16 @@ FLIP_RATE_AFTER_PGD_AT = {'mnist': (43.4, 42.2), 'cifar10': (36.5, 38.6)}
 MODEL_INDEX = {'relu_mlp': 0, 'mlp_attn': 1}
 
 
+def reference_dataset(dataset: str) -> str:
+  """The study's dataset to compare with: itself for mnist/cifar10, else MNIST (the bundled
+  digits and user data are closest to handwritten digits); reports label it."""
+  return dataset if dataset in ('mnist', 'cifar10') else 'mnist'
+
+
 def flip_rate(dataset: str, classes: str, attack: str, model: str):
   """The paper's flip rate (%) for a setting, or None where it reported none."""
+  if dataset == 'mnist' and classes not in ('', 'all', None, '3,8'):
+    return None
   table = FLIP_RATE.get((dataset, classes or 'all'), {})
   if attack not in table or model not in MODEL_INDEX:
     return None

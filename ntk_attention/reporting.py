@@ -55,6 +55,13 @@ def _atomic_write_bytes(path, data: bytes) -> None:
       os.close(dir_fd)
 
 
+def write_npz(path, **arrays) -> None:
+  """Atomically writes numpy arrays to a compressed `.npz` file."""
+  buf = io.BytesIO()
+  np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+  _atomic_write_bytes(path, buf.getvalue())
+
+
 def write_text(path, text: str) -> None:
   """Atomically writes `text` (UTF-8) to `path`."""
   _atomic_write_bytes(path, text.encode('utf-8'))

@@ -150,11 +150,14 @@ def _jsonable(v):
     return str(v)
 
 
-def out_path(name: str) -> str:
-  return os.path.join(FLAGS.output_dir, name)
+def out_path(name: str, out_dir=None) -> str:
+  """`out_dir/name` (default --output_dir), creating the folder."""
+  out_dir = out_dir or FLAGS.output_dir
+  os.makedirs(out_dir, exist_ok=True)
+  return os.path.join(out_dir, name)
 
 
-def open_store(basename: str, settings: dict, resume: bool):
+def open_store(basename: str, settings: dict, resume: bool, out_dir=None):
   """The JSONL results store `D/basename.jsonl`, emptied unless `resume`.
 
   `settings` (everything that changes the numbers) is kept beside it in
@@ -162,8 +165,8 @@ def open_store(basename: str, settings: dict, resume: bool):
   silently mixed table.
   """
   from ntk_attention import reporting
-  store = reporting.JsonlStore(out_path(basename + '.jsonl'))
-  settings_file = out_path(basename + '_settings.json')
+  store = reporting.JsonlStore(out_path(basename + '.jsonl', out_dir))
+  settings_file = out_path(basename + '_settings.json', out_dir)
   settings = json.loads(json.dumps(settings, default=str))
   if resume and os.path.exists(settings_file):
     old = reporting.read_json(settings_file)

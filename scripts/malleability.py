@@ -67,8 +67,9 @@ def attack_config():
 
 
 def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, retrain,
-        interventions, adversarial_training, resume, task='all', save_arrays='', prefix=NAME):
-  """Runs the sweep into FLAGS.output_dir; writes summary, table and figures.
+        interventions, adversarial_training, resume, task='all', save_arrays='', prefix=NAME,
+        out_dir=None):
+  """Runs the sweep into `out_dir` (default --output_dir); writes summary, table, figures.
 
   `task`: 'all' (every class) or the --classes text, e.g. '3,8'.
   """
@@ -79,7 +80,7 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
                   n_test=len(ds.x_test), data_seed=FLAGS.seed, width=width,
                   tau=setup.tau, kernel=setup.kernel, ridge=setup.ridge,
                   attack=setup.attack._asdict(), **config._asdict())
-  store = _common.open_store(prefix, settings, resume)
+  store = _common.open_store(prefix, settings, resume, out_dir)
   settings_list = ((['retrain' if retrain else 'standard'] + list(interventions)
                     + (['pgd_at'] if adversarial_training else [])))
   total = (len(model_names) * len(settings_list) * len(attack_names) * len(epsilons)
@@ -99,25 +100,29 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
                      on_arrays=on_arrays, done=done, on_progress=progress.update, task=task,
                      base_seed=FLAGS.seed)
   if save_arrays and arrays:
-    np.savez_compressed(save_arrays, **arrays)
+    reporting.write_npz(save_arrays, **arrays)
     logging.info('arrays in %s', save_arrays)
   records = store.records()
   metrics = malleability.METRICS + ('test_accuracy', 'kernel_distance')
   summary = reporting.summarize(records, GROUP, metrics)
   for row in summary:
     row['paper_flip_rate_pct'] = paper_value(ds.name, task, row)
-  reporting.write_json(_common.out_path(prefix + '.json'), {
+  reporting.write_json(_common.out_path(prefix + '.json', out_dir), {
       'summary': summary, 'provenance': _common.provenance(
           ('models', 'width', 'seeds', 'attacks', 'epsilons', 'tau', 'kernel', 'ridge',
            'retrain', 'interventions', 'adversarial_training', 'epochs', 'lr'))})
-  reporting.write_csv(_common.out_path(prefix + '.csv'), summary)
-  reporting.write_text(_common.out_path(prefix + '_table.md'), table(summary))
-  plot(summary, records, arrays, model_names, prefix)
+  reporting.write_csv(_common.out_path(prefix + '.csv', out_dir), summary)
+  reporting.write_text(_common.out_path(prefix + '_table.md', out_dir), table(summary))
+  plot(summary, records, arrays, model_names, prefix, out_dir)
   return summary
 
 
 def paper_value(dataset, task, row):
+  """The study's flip rate (%) for this row's setting; digits/npz compare with MNIST."""
   from ntk_attention import paper
+  dataset = paper.reference_dataset(dataset)
+  if dataset == 'mnist' and task not in ('all', '3,8'):
+    return None
   if row['setting'] == 'pgd_at':
     ref = paper.FLIP_RATE_AFTER_PGD_AT.get(dataset)
     return ref[paper.MODEL_INDEX[row['model']]] if ref and row['attack'] == 'pgd' and \
@@ -163,7 +168,7 @@ def table(summary) -> str:
   return '\n'.join(out)
 
 
-def plot(summary, records, arrays, model_names, prefix):
+def plot(summary, records, arrays, model_names, prefix, out_dir=None):
   import numpy as np
   from ntk_attention import reporting
   base = [r for r in summary if r['setting'] in ('standard', 'retrain')]
@@ -177,7 +182,7 @@ def plot(summary, records, arrays, model_names, prefix):
     rows = {r['attack']: r for r in base if r['model'] == m and abs(r['eps'] - eps_main) < 1e-9}
     series[m] = ([100 * rows[a]['flip_rate_mean'] for a in attacks],
                  [100 * rows[a]['flip_rate_std'] for a in attacks])
-  reporting.plot_bars(_common.out_path(prefix + '_flip_rates.png'), [a.upper() for a in attacks],
+  reporting.plot_bars(_common.out_path(prefix + '_flip_rates.png', out_dir), [a.upper() for a in attacks],
                       series, 'influence sign flips in top-τ set (%)',
                       f'Flip rate by attack and model (ε = {eps_main:g}, mean ± std over seeds)')
   eps_values = sorted({r['eps'] for r in base})
@@ -190,7 +195,7 @@ def plot(summary, records, arrays, model_names, prefix):
         lines[f'{m} {a.upper()}'] = ([r['eps'] for r in rows],
                                      [100 * r['flip_rate_mean'] for r in rows],
                                      [100 * r['flip_rate_std'] for r in rows])
-    reporting.plot_lines(_common.out_path(prefix + '_eps.png'), lines,
+    reporting.plot_lines(_common.out_path(prefix + '_eps.png', out_dir), lines,
                          'ε (l_inf budget on [0, 1] pixels)', 'flip rate (%)',
                          'Flip rate against ε (mean ± std over seeds)')
   for m in model_names:
@@ -199,7 +204,7 @@ def plot(summary, records, arrays, model_names, prefix):
     after = [k for k in arrays if k.startswith(f'{m}/{setting}/influence_after/')]
     if key in arrays and after:
       pick = next((k for k in after if '/pgd/' in k), after[0])
-      reporting.plot_scatter(_common.out_path(f'{prefix}_influence_{m}.png'),
+      reporting.plot_scatter(_common.out_path(f'{prefix}_influence_{m}.png', out_dir),
                              np.asarray(arrays[key]), np.asarray(arrays[pick]),
                              'influence I before attack (mean over test set)',
                              'influence I′ after attack',

@@ -34,17 +34,18 @@ FLAGS = flags.FLAGS
 NAME = 'ntk_distance'
 
 
-def run(ds, model_names, widths, seeds, config, resume, ridge, model_options=None):
-  """Runs the sweep into FLAGS.output_dir and writes summary, CSV and figures."""
+def run(ds, model_names, widths, seeds, config, resume, ridge, model_options=None, out_dir=None,
+        name=NAME):
+  """Runs the sweep into `out_dir` (default --output_dir); writes summary, CSV and figures."""
   from ntk_attention import reporting
   from ntk_attention import sweeps
   settings = dict(dataset=ds.name, classes=list(ds.classes), n_train=len(ds.x_train),
                   n_test=len(ds.x_test), data_seed=FLAGS.seed, ridge=ridge,
                   model_options=model_options or {}, **config._asdict())
-  store = _common.open_store(NAME, settings, resume)
+  store = _common.open_store(name, settings, resume, out_dir)
   done = store.done_keys(sweeps.KEY_FIELDS)
   grid = [(m, w, s) for m in model_names for w in widths for s in seeds]
-  progress = reporting.Progress(len(grid), NAME, log_fn=logging.info)
+  progress = reporting.Progress(len(grid), name, log_fn=logging.info)
   finished = sum(1 for g in grid if g in done)
   if finished:
     progress.skip(finished)
@@ -53,13 +54,13 @@ def run(ds, model_names, widths, seeds, config, resume, ridge, model_options=Non
                             model_options=model_options, base_seed=FLAGS.seed)
   records = [r for r in store.records() if (r['model'], r['width'], r['seed']) in set(grid)]
   summary = reporting.summarize(records, ('model', 'width'), sweeps.METRICS)
-  reporting.write_json(_common.out_path(NAME + '.json'), {
+  reporting.write_json(_common.out_path(name + '.json', out_dir), {
       'comparison': records[0]['comparison'] if records else None,
       'summary': summary, 'provenance': _common.provenance(
           ('models', 'widths', 'seeds', 'epochs', 'batch_size', 'lr', 'weight_decay',
            'optimizer', 'loss', 'ridge'))})
-  reporting.write_csv(_common.out_path(NAME + '.csv'), summary)
-  plot(summary, model_names, records[0]['comparison'] if records else '')
+  reporting.write_csv(_common.out_path(name + '.csv', out_dir), summary)
+  plot(summary, model_names, records[0]['comparison'] if records else '', out_dir, name)
   return summary
 
 
@@ -74,19 +75,19 @@ LABELS = {
 }
 
 
-def plot(summary, model_names, comparison):
+def plot(summary, model_names, comparison, out_dir=None, name=NAME):
   """One figure per metric: value against width (log x), one line per model, ± std."""
   from ntk_attention import reporting
   from ntk_attention import sweeps
   for metric in sweeps.METRICS:
     series = {}
-    for name in model_names:
-      rows = sorted((r for r in summary if r['model'] == name), key=lambda r: r['width'])
+    for model in model_names:
+      rows = sorted((r for r in summary if r['model'] == model), key=lambda r: r['width'])
       if rows:
-        series[name] = ([r['width'] for r in rows], [r[metric + '_mean'] for r in rows],
+        series[model] = ([r['width'] for r in rows], [r[metric + '_mean'] for r in rows],
                         [r[metric + '_std'] for r in rows])
     logy = 'accuracy' not in metric
-    reporting.plot_lines(_common.out_path(f'{NAME}_{metric}.png'), series,
+    reporting.plot_lines(_common.out_path(f'{name}_{metric}.png', out_dir), series,
                          'hidden width m (log scale)', LABELS[metric],
                          f'{LABELS[metric]}\n(mean ± std over seeds; f∞: {comparison})',
                          logx=True, logy=logy)

@@ -23,7 +23,6 @@ spectral_spectra.png, spectral_kappa_vs_n.png.
 """
 import math
 import os
-import tempfile
 
 from absl import app
 from absl import flags
@@ -34,6 +33,7 @@ import numpy as np
 import _common
 from ntk_attention import _nt
 from ntk_attention import layers
+from ntk_attention import paper
 from ntk_attention import reporting
 from ntk_attention import spectral
 
@@ -47,7 +47,7 @@ flags.DEFINE_string('ranks', '5,10,20', 'Ranks r of the truncated pattern: spect
 FLAGS = flags.FLAGS
 
 # The study's quoted κ(G) (v1); the number of samples behind them was not published.
-PAPER_KAPPA = {'mnist': 1.2e3, 'cifar10': 8.7e3}
+PAPER_KAPPA = paper.KAPPA
 
 
 def _check_flags():
@@ -71,29 +71,20 @@ def _check_flags():
   return classes, grid, depths, ranks
 
 
-def _save_npz(path, **arrays):
-  """np.savez via a temp file and os.replace, so a crash never leaves half a file."""
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix='.npz')
-  os.close(fd)
-  try:
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   classes, grid, depths, ranks = _check_flags()
   _common.setup()
-
   ds = _common.load_data(classes)
+  run(ds, FLAGS.output_dir, grid, depths, ranks, FLAGS.rtol, FLAGS.eps, FLAGS.seed)
+
+
+def run(ds, out, grid, depths, ranks, rtol=1e-10, eps=0.3, seed=0):
+  """Spectral analysis of `ds.x_train` into folder `out`; returns the spectral.json dict."""
   x = np.asarray(ds.x_train, np.float64)
   n, d = x.shape
-  out = FLAGS.output_dir
+  os.makedirs(out, exist_ok=True)
   # Default sizes may shrink to fit a small pool (_common.load_data): refit the grid and ranks.
   if any(v > n for v in grid + ranks):
     logging.info('only %d training points: dropping --n_grid %s and --ranks %s', n,
@@ -102,7 +93,7 @@ def main(argv):
     if not grid:
       raise ValueError(f'--n_grid: every value is above the {n} training points available.')
 
-  summary = spectral.summarize(x, eps=FLAGS.eps, rtol=FLAGS.rtol)
+  summary = spectral.summarize(x, eps=eps, rtol=rtol)
   eigs = spectral.eigenvalues(spectral.gram(x))
   rank, r = summary['rank'], summary['r']
   logging.info('G: n=%d d=%d rank=%d r=%d kappa=%.4g kappa_eff=%.4g', n, d, rank, r,
@@ -154,7 +145,7 @@ def main(argv):
                      'log10_kappa_on_range': (3 * math.log10(eigs[0] / lam_rk)
                                               if lam_rk > 0 else math.inf)})
 
-  curve = spectral.kappa_curve(x, grid, seed=FLAGS.seed, rtol=FLAGS.rtol)
+  curve = spectral.kappa_curve(x, grid, seed=seed, rtol=rtol)
 
   result = {
       **summary,
@@ -165,7 +156,7 @@ def main(argv):
       'attn_direct_full': direct_full,
       'variants': variants,
       'curve': curve,
-      'curve_subsets': f'nested: first n of one permutation of the training set, seed={FLAGS.seed}',
+      'curve_subsets': f'nested: first n of one permutation of the training set, seed={seed}',
       'paper_reference': {'kappa_mnist': PAPER_KAPPA['mnist'],
                           'kappa_cifar10': PAPER_KAPPA['cifar10'],
                           'note': "the paper's quoted kappa(G) (v1); its sample count n was not "
@@ -177,7 +168,7 @@ def main(argv):
                                            'spectral_kappa_vs_n.png')]
   reporting.write_json(paths[0], result)
   reporting.write_csv(paths[1], curve)
-  _save_npz(paths[2], n=n, d=d, rank=rank, r=r,
+  reporting.write_npz(paths[2], n=n, d=d, rank=rank, r=r,
             **{name.split(' ')[0]: v for name, v in spectra.items() if 'measured' not in name},
             G3_measured=eigs_attn)
 
@@ -194,7 +185,7 @@ def main(argv):
   if finite.any():
     label = 'κ(G)' if finite.all() else f'κ(G) (∞ for n ≥ {int(ns[~finite][0])}, not drawn)'
     series[label] = (ns[finite], kap[finite], None)
-  series[f'κ_d(G) (rank-r truncation, rtol {FLAGS.rtol:g})'] = (
+  series[f'κ_d(G) (rank-r truncation, rtol {rtol:g})'] = (
       ns, np.array([c['kappa_eff'] for c in curve]), None)
   span = np.array([ns[0], ns[-1]])
   series['paper (MNIST, n unknown)'] = (span, np.full(2, PAPER_KAPPA['mnist']), None)
@@ -203,6 +194,7 @@ def main(argv):
                        f'{ds.name}: condition number of G vs n', logx=True, logy=True)
   for p in paths:
     logging.info('wrote %s', p)
+  return result
 
 
 if __name__ == '__main__':

@@ -1,0 +1,274 @@
+r"""One command reproduces the study: every part, then one self-contained report.
+
+  python scripts/reproduce.py --preset=quick --output_dir=results/quick
+
+Presets are absl flagfiles in scripts/presets/ (quick, paper_mnist, paper_cifar10,
+paper_binary); read and copy them. Flags given on the command line override the preset.
+
+Each part runs the matching script (spectral.py, ntk_distance.py, malleability.py) as a
+subprocess into D/<part>/ and leaves a marker D/<part>/part.json when it finishes. Running
+the same command again skips finished parts (no retraining; an interrupted part resumes
+from its JSONL) and re-renders D/report.md and D/report.html (figures inlined). --force
+recomputes everything.
+
+Parts: spectral, ntk_distance, malleability (10-class or --classes, ε sweep), binary
+(--binary_tasks), interventions, adversarial_training.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+
+import _common  # noqa: E402
+
+PARTS = ('spectral', 'ntk_distance', 'malleability', 'binary', 'interventions',
+         'adversarial_training')
+
+flags.DEFINE_string('preset', None, 'Name of a flagfile in scripts/presets/ (quick, paper_mnist, '
+                    'paper_cifar10, paper_binary); later flags override it.')
+flags.DEFINE_string('parts', ','.join(PARTS), 'Comma list of parts to run.')
+flags.DEFINE_bool('force', False, 'Recompute every part, ignoring cached results.')
+# spectral
+flags.DEFINE_string('n_grid', '25,50,100,200,500,1000', 'spectral: subset sizes of the κ(n) curve.')
+# ntk_distance
+flags.DEFINE_string('widths', '16,64,256,1024,4096', 'ntk_distance: widths.')
+flags.DEFINE_integer('ntk_seeds', 3, 'ntk_distance: seeds per width.')
+flags.DEFINE_string('ntk_models', 'relu_mlp,mlp_attn', 'ntk_distance: models.')
+# malleability
+flags.DEFINE_string('mall_models', 'relu_mlp,mlp_attn', 'malleability parts: models.')
+flags.DEFINE_integer('mall_width', 1024, 'malleability parts: width [choice].')
+flags.DEFINE_integer('mall_seeds', 3, 'malleability parts: seeds.')
+flags.DEFINE_string('attacks', 'fgsm,pgd,mim', 'malleability parts: attacks.')
+flags.DEFINE_string('epsilons', '0.1,0.2,0.3,0.5', 'malleability part: the ε sweep.')
+flags.DEFINE_float('tau', 0.1, 'malleability parts: top-τ fraction [choice].')
+flags.DEFINE_string('kernel', 'empirical', 'malleability parts: influence kernel.')
+flags.DEFINE_string('binary_tasks', 'same:3,8',
+                    "binary part: '+'-separated DATASET:CLASSES tasks; 'same' = --dataset, "
+                    "e.g. 'mnist:3,8+cifar10:1,0'.")
+flags.DEFINE_integer('binary_n_train', 0, 'binary part: n_train (0 = 1000, shrunk to fit the pool).')
+flags.DEFINE_integer('binary_n_test', 0, 'binary part: n_test (0 = 500, shrunk to fit the pool).')
+flags.DEFINE_string('interventions', 'curated,transformed,adversarial', 'interventions part.')
+flags.DEFINE_integer('at_epochs', 0, 'adversarial_training part: epochs (0 = --epochs).')
+flags.DEFINE_integer('at_n_train', 0, 'adversarial_training part: n_train (0 = --n_train).')
+_common.define_training_flags()
+
+FLAGS = flags.FLAGS
+PRESETS = os.path.join(HERE, 'presets')
+
+
+def _arg(name, value):
+  return f'--{name}={value}'
+
+
+def _data_args(dataset=None, classes=None, n_train=None, n_test=None):
+  """Data flags of a part; `n_train=0`/`n_test=0` leave the script's default (which shrinks
+  to fit small pools, e.g. digits 3 vs 8)."""
+  n_train = FLAGS.n_train if n_train is None else n_train
+  n_test = FLAGS.n_test if n_test is None else n_test
+  args = [_arg('dataset', dataset or FLAGS.dataset),
+          _arg('classes', FLAGS.classes if classes is None else classes), _arg('seed', FLAGS.seed)]
+  args += [_arg('n_train', n_train)] if n_train else []
+  args += [_arg('n_test', n_test)] if n_test else []
+  if FLAGS.data_dir:
+    args.append(_arg('data_dir', FLAGS.data_dir))
+  return args
+
+
+def _train_args(epochs=None):
+  return [_arg('epochs', epochs or FLAGS.epochs), _arg('batch_size', FLAGS.batch_size),
+          _arg('lr', FLAGS.lr), _arg('weight_decay', FLAGS.weight_decay),
+          _arg('optimizer', FLAGS.optimizer), _arg('loss', FLAGS.loss)]
+
+
+def _mall_args(epsilons):
+  return [_arg('models', FLAGS.mall_models), _arg('width', FLAGS.mall_width),
+          _arg('seeds', FLAGS.mall_seeds), _arg('attacks', FLAGS.attacks),
+          _arg('epsilons', epsilons), _arg('tau', FLAGS.tau), _arg('kernel', FLAGS.kernel)]
+
+
+def binary_tasks():
+  """[(dataset, classes)] from --binary_tasks."""
+  tasks = []
+  for item in FLAGS.binary_tasks.split('+'):
+    if not item.strip():
+      continue
+    if ':' not in item:
+      raise ValueError(f'--binary_tasks entries are DATASET:CLASSES, got {item!r}.')
+    ds, classes = item.split(':', 1)
+    tasks.append((FLAGS.dataset if ds == 'same' else ds, classes))
+  return tasks
+
+
+def commands() -> dict:
+  """Part name -> list of (subfolder, script, args)."""
+  mall = os.path.join(HERE, 'malleability.py')
+  cmds = {
+      'spectral': [('spectral', os.path.join(HERE, 'spectral.py'),
+                    _data_args() + [_arg('n_grid', FLAGS.n_grid)])],
+      'ntk_distance': [('ntk_distance', os.path.join(HERE, 'ntk_distance.py'),
+                        _data_args() + _train_args() + [
+                            _arg('models', FLAGS.ntk_models), _arg('widths', FLAGS.widths),
+                            _arg('seeds', FLAGS.ntk_seeds)])],
+      'malleability': [('malleability', mall,
+                        _data_args() + _train_args() + _mall_args(FLAGS.epsilons))],
+      'binary': [(f'binary_{ds}_{cls.replace(",", "_")}', mall,
+                  _data_args(ds, cls, FLAGS.binary_n_train, FLAGS.binary_n_test)
+                  + _train_args() + _mall_args('0.3'))
+                 for ds, cls in binary_tasks()],
+      'interventions': [('interventions', mall, _data_args() + _train_args() + _mall_args('0.3')
+                         + [_arg('interventions', FLAGS.interventions)])],
+      'adversarial_training': [('adversarial_training', mall,
+                                _data_args(n_train=FLAGS.at_n_train or None)
+                                + _train_args(FLAGS.at_epochs or None)
+                                + _mall_args('0.3') + ['--adversarial_training',
+                                                       _arg('attacks', 'pgd')])],
+  }
+  return cmds
+
+
+def run_part(name, sub, script, args):
+  """Runs one part unless its marker says it finished with the same command."""
+  from ntk_attention import reporting
+  out = os.path.join(FLAGS.output_dir, sub)
+  marker = os.path.join(out, 'part.json')
+  cmd = [sys.executable, script] + args + [_arg('output_dir', out)]
+  shown = ' '.join(['python', os.path.relpath(script)] + args + [_arg('output_dir', out)])
+  if FLAGS.force and os.path.isdir(out):
+    shutil.rmtree(out)
+  if os.path.exists(marker):
+    info = reporting.read_json(marker)
+    if info.get('command') == shown:
+      logging.info('[%s] cached (%s)', sub, marker)
+      return dict(info, status='cached')
+    logging.info('[%s] settings changed: recomputing', sub)
+    shutil.rmtree(out)
+  resume = os.path.isdir(out)
+  logging.info('[%s] %s%s', sub, shown, ' --resume' if resume else '')
+  t0 = time.time()
+  proc = subprocess.run(cmd + (['--resume'] if resume else []))
+  if proc.returncode != 0:
+    raise RuntimeError(f'part {sub} failed (exit {proc.returncode}): {shown}')
+  info = {'command': shown, 'seconds': time.time() - t0, 'finished': time.strftime('%F %T')}
+  reporting.write_json(marker, info)
+  return dict(info, status='computed')
+
+
+def build_report(parts_info, wall):
+  """Writes D/report.md and D/report.html from the parts' results on disk."""
+  from ntk_attention import paper
+  from ntk_attention import report
+  from ntk_attention import reporting
+  d = FLAGS.output_dir
+
+  def load(sub, name):
+    path = os.path.join(d, sub, name)
+    return reporting.read_json(path) if os.path.exists(path) else None
+
+  def figs(sub, names):
+    return [os.path.join(sub, n) for n in names if os.path.exists(os.path.join(d, sub, n))]
+
+  sections = [f'# ntk_attention: reproduction of arXiv 2603.13085 on `{FLAGS.dataset}`', '',
+              f'Paper: {paper.CITATION}. Numbers labelled *paper* are the study\'s; every other '
+              f'number is computed by this run (total wall time {reporting.format_duration(wall)}).',
+              '']
+  flag_values = {n: FLAGS[n].value for n in sorted(FLAGS) if FLAGS[n].present or n in (
+      'preset', 'dataset', 'n_train', 'n_test', 'seed', 'epochs')}
+  flag_values = {k: v for k, v in flag_values.items() if k not in ('flagfile', 'output_dir')}
+  sections.append(report.provenance_section(parts_info, flag_values, _common.provenance()))
+  spec = load('spectral', 'spectral.json')
+  if spec:
+    sections.append(report.spectral_section(
+        spec, figs('spectral', ['spectral_spectra.png', 'spectral_kappa_vs_n.png'])))
+  nd = load('ntk_distance', 'ntk_distance.json')
+  if nd:
+    sections.append(report.ntk_distance_section(nd, FLAGS.dataset, figs('ntk_distance', [
+        'ntk_distance_function_distance.png', 'ntk_distance_kernel_distance_final.png',
+        'ntk_distance_kernel_movement.png', 'ntk_distance_test_accuracy.png'])))
+  task = FLAGS.classes or 'all'
+  mall = load('malleability', 'malleability.json')
+  if mall:
+    sections.append(report.malleability_section(
+        mall, 'Influence malleability', FLAGS.dataset, task,
+        figs('malleability', ['malleability_flip_rates.png', 'malleability_eps.png',
+                              'malleability_influence_relu_mlp.png',
+                              'malleability_influence_mlp_attn.png'])))
+  for ds, cls in binary_tasks():
+    sub = f'binary_{ds}_{cls.replace(",", "_")}'
+    res = load(sub, 'malleability.json')
+    if res:
+      sections.append(report.malleability_section(
+          res, f'Binary task {ds} {cls}', ds, cls, figs(sub, ['malleability_flip_rates.png'])))
+  res = load('interventions', 'malleability.json')
+  if res:
+    sections.append(report.malleability_section(
+        res, 'Interventions (each retrained)', FLAGS.dataset, task,
+        figs('interventions', ['malleability_flip_rates.png'])))
+  res = load('adversarial_training', 'malleability.json')
+  if res:
+    sections.append(report.malleability_section(
+        res, 'PGD adversarial training', FLAGS.dataset, task))
+  text = '\n'.join(sections)
+  reporting.write_text(os.path.join(d, 'report.md'), text)
+  reporting.write_text(os.path.join(d, 'report.html'), reporting.html_report(text, d))
+  return text
+
+
+def main(argv):
+  del argv
+  from ntk_attention import malleability
+  from ntk_attention import models
+  _common.check_data_flags()
+  parts = _common.parse_names(FLAGS.parts, 'parts', PARTS)
+  _common.parse_int_list(FLAGS.widths, 'widths')
+  _common.parse_names(FLAGS.ntk_models, 'ntk_models', models.MODELS)
+  _common.parse_names(FLAGS.mall_models, 'mall_models', models.MODELS)
+  _common.parse_names(FLAGS.attacks, 'attacks', malleability.ATTACKS)
+  for eps in _common.parse_float_list(FLAGS.epsilons, 'epsilons'):
+    if not 0 <= eps <= 1:
+      raise ValueError(f'--epsilons must lie in [0, 1], got {eps}.')
+  if not 0 < FLAGS.tau <= 1:
+    raise ValueError(f'--tau must be in (0, 1], got {FLAGS.tau}.')
+  _common.training_config()
+  for ds, cls in binary_tasks():
+    from ntk_attention import data
+    data.validate_dataset_name(ds)
+    if len(data.parse_classes(cls)) != 2:
+      raise ValueError(f'--binary_tasks: {ds}:{cls} is not a pair of classes.')
+  _common.setup(x64=False)
+  t0 = time.time()
+  cmds = commands()
+  info = {}
+  for part in parts:
+    for sub, script, args in cmds[part]:
+      info[sub] = run_part(part, sub, script, args)
+  text = build_report(info, time.time() - t0)
+  logging.info('report: %s (and report.html)', os.path.join(FLAGS.output_dir, 'report.md'))
+  print(text)
+
+
+def expand_preset(argv):
+  """`--preset=NAME` -> `--flagfile=presets/NAME.cfg` placed first, so later flags win."""
+  out, preset = [argv[0]], None
+  for a in argv[1:]:
+    if a.startswith('--preset='):
+      preset = a.split('=', 1)[1]
+  if preset:
+    path = os.path.join(PRESETS, preset + '.cfg')
+    if not os.path.exists(path):
+      names = sorted(f[:-4] for f in os.listdir(PRESETS) if f.endswith('.cfg'))
+      sys.exit(f'unknown --preset={preset}; available: {", ".join(names)}')
+    out.append('--flagfile=' + path)
+  return out + argv[1:]
+
+
+if __name__ == '__main__':
+  app.run(main, argv=expand_preset(sys.argv))
