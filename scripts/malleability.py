@@ -121,8 +121,6 @@ def paper_value(dataset, task, row):
   """The study's flip rate (%) for this row's setting; digits/npz compare with MNIST."""
   from ntk_attention import paper
   dataset = paper.reference_dataset(dataset)
-  if dataset == 'mnist' and task not in ('all', '3,8'):
-    return None
   if row['setting'] == 'pgd_at':
     ref = paper.FLIP_RATE_AFTER_PGD_AT.get(dataset)
     return ref[paper.MODEL_INDEX[row['model']]] if ref and row['attack'] == 'pgd' and \
