@@ -92,8 +92,10 @@ def empirical_ntk(model: models_lib.Model, params, x_train, x_eval=None,
 
 
 def default_method(model: models_lib.Model) -> str:
-  """The fastest exact method for `model`."""
-  return 'ntk_vector_products' if model.prefix_trainable else 'closed_form'
+  """The fastest exact method for `model`: the closed form for a parameter-free prefix,
+  else NT's Jacobian contraction (measured 2x faster than NTK-vector products on the QKV
+  model at N=300; its memory grows as N·C·#params)."""
+  return 'jacobian_contraction' if model.prefix_trainable else 'closed_form'
 
 
 def monte_carlo_ntk(model: models_lib.Model, keys, x_train, x_eval=None,

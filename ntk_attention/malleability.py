@@ -23,7 +23,7 @@ Interventions (each retrained from the same seed, then measured with the protoco
   its PGD examples against the current parameters.
 """
 import functools
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -257,13 +257,15 @@ def sweep(ds, model_names: Sequence[str], width: int, seeds: Sequence[int],
           train_config: training.TrainConfig = training.TrainConfig(), retrain: bool = False,
           interventions: Sequence[str] = (), adversarial_training: bool = False,
           on_record=lambda r: None, on_arrays=lambda key, arrays: None, done=(),
-          on_progress=lambda n: None, task: str = 'all', base_seed: int = 0) -> list:
+          on_progress=lambda n: None, task: str = 'all', base_seed: int = 0,
+          model_options: Optional[dict] = None) -> list:
   """Malleability of every model × setting × attack × ε × seed; returns the new records.
 
   Settings: 'standard' (or 'retrain' with `retrain`), each of `interventions`, and
   'pgd_at' with `adversarial_training`. Records go to `on_record` as they exist; `done`
   holds `KEY_FIELDS` tuples to skip; `on_arrays(key, arrays)` receives seed `seeds[0]`'s
-  kernels and influence vectors of each model and setting.
+  kernels and influence vectors of each model and setting. `model_options`: per-model-name
+  `models.build` options (attention variants).
   """
   from ntk_attention import data as data_lib
   validate(attack_names, epsilons, setup, len(ds.x_train), interventions)
@@ -283,7 +285,8 @@ def sweep(ds, model_names: Sequence[str], width: int, seeds: Sequence[int],
             if (task, name, setting, a, float(e), int(seed)) not in done]
 
   for name in model_names:
-    model = models_lib.build(name, int(width), y_train.shape[1])
+    model = models_lib.build(name, int(width), y_train.shape[1],
+                             **(model_options or {}).get(name, {}))
     analytic = {}
 
     def theta_inf(x):     # analytic NTK over [x; x_eval], per training set

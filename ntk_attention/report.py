@@ -198,6 +198,86 @@ def malleability_reading(rows) -> str:
   return ' '.join(out)
 
 
+def _summary_row(summary, **match):
+  rows = [r for r in summary if all(r.get(k) == v for k, v in match.items())]
+  return rows[0] if rows else None
+
+
+def variants_table(variants: dict) -> list:
+  """One row per variant × model: NTK distance at the smallest and largest width, test
+  accuracy, PGD flip rate. `variants`: name -> (ntk_distance.json, malleability.json)."""
+  rows = []
+  for name, (nd, mall) in variants.items():
+    models = list(dict.fromkeys(r['model'] for r in (nd or {}).get('summary', [])))
+    for m in models:
+      s = sorted((r for r in nd['summary'] if r['model'] == m), key=lambda r: r['width'])
+      row = {'variant': name, 'model': _name(m),
+             'widths': f"{s[0]['width']}→{s[-1]['width']}",
+             'kernel dist. (trained)': f"{s[0]['kernel_distance_final_mean']:.3g}→"
+                                       f"{s[-1]['kernel_distance_final_mean']:.3g}",
+             'kernel movement': f"{s[0]['kernel_movement_mean']:.3g}→{s[-1]['kernel_movement_mean']:.3g}",
+             'rel. function dist.': f"{s[0]['function_distance_rel_mean']:.3g}→"
+                                    f"{s[-1]['function_distance_rel_mean']:.3g}",
+             'test acc.': f"{100 * s[-1]['test_accuracy_mean']:.1f}%"}
+      r = _summary_row((mall or {}).get('summary', []), model=m, attack='pgd')
+      if r:
+        row['PGD flip % (ε=0.3)'] = f"{100 * r['flip_rate_mean']:.1f} ± {100 * r['flip_rate_std']:.1f}"
+        row['Spearman'] = f"{r['spearman_mean']:.2f}"
+      rows.append(row)
+  return rows
+
+
+def variants_reading(variants: dict) -> str:
+  """Per variant of MLP-Attn: does training leave its kernel closer to Θ∞ as width grows,
+  and how does its PGD flip rate compare with the baseline MLP-Attn and 2L-ReLU."""
+  base = variants.get('baseline', (None, None))[1]
+  ref = {m: _summary_row(base['summary'], model=m, attack='pgd') for m in ('relu_mlp', 'mlp_attn')} \
+      if base else {}
+  out = []
+  for name, (nd, mall) in variants.items():
+    if name == 'baseline' or not nd:
+      continue
+    model = nd['summary'][0]['model']
+    s = sorted((r for r in nd['summary'] if r['model'] == model), key=lambda r: r['width'])
+    a, b = s[0]['kernel_distance_final_mean'], s[-1]['kernel_distance_final_mean']
+    trend = 'approaches' if b < 0.8 * a else ('moves away from' if b > 1.25 * a else 'stays as far from')
+    text = (f"{name}: with width {s[0]['width']}→{s[-1]['width']} the trained kernel {trend} "
+            f"Θ∞ ({a:.3g}→{b:.3g}), test accuracy {100 * s[-1]['test_accuracy_mean']:.1f}%")
+    r = _summary_row((mall or {}).get('summary', []), model=model, attack='pgd')
+    if r:
+      text += f"; PGD flips {100 * r['flip_rate_mean']:.1f}%"
+      if ref.get('mlp_attn') and ref.get('relu_mlp'):
+        text += (f" (MLP-Attn {100 * ref['mlp_attn']['flip_rate_mean']:.1f}%, "
+                 f"2L-ReLU {100 * ref['relu_mlp']['flip_rate_mean']:.1f}%)")
+    out.append(text + '.')
+  return ' '.join(out)
+
+
+def variant_checks_table(spec: dict) -> list:
+  """Depth-k and rank-r kernels: measured against predicted log10 κ (spectral.json)."""
+  rows = []
+  for c in spec.get('variant_checks', []):
+    what = (f"depth {c['depth']}, {c['pattern']} pattern (G^{c['power']})" if 'depth' in c
+            else f"rank {c['rank']} truncation ((λ₁/λ_r)³)")
+    rows.append({'kernel': what, 'predicted log10 κ': _fmt(c['log10_kappa_predicted'], '.2f'),
+                 'measured log10 κ': _fmt(c['log10_kappa_measured'], '.2f'),
+                 'numerically meaningful': 'yes' if c['reliable'] else 'no (beyond float64)'})
+  return rows
+
+
+def influence_attack_reading(res: dict) -> str:
+  out = []
+  for eps in sorted({r['eps'] for r in res['summary']}):
+    for m in dict.fromkeys(r['model'] for r in res['summary']):
+      pgd = _summary_row(res['summary'], model=m, attack='pgd', eps=eps)
+      inf = _summary_row(res['summary'], model=m, attack='influence', eps=eps)
+      if pgd and inf:
+        out.append(f"{_name(m)}, ε={eps:g}: the influence-targeted attack flips "
+                   f"{100 * inf['flip_rate_mean']:.1f}% of the top-τ signs, PGD on the loss "
+                   f"{100 * pgd['flip_rate_mean']:.1f}%.")
+  return ' '.join(out)
+
+
 def provenance_section(parts: dict, flags: dict, provenance: dict) -> str:
   """Versions, device, flags and wall time per part."""
   rows = [{'part': name, 'status': info.get('status', ''),
@@ -211,6 +291,7 @@ def provenance_section(parts: dict, flags: dict, provenance: dict) -> str:
                     '']) + '\n'
 
 
-__all__ = ['spectral_section', 'ntk_distance_section', 'malleability_section',
+__all__ = ['variants_table', 'variants_reading', 'variant_checks_table',
+           'influence_attack_reading', 'spectral_section', 'ntk_distance_section', 'malleability_section',
            'provenance_section', 'spectral_reading', 'ntk_distance_reading',
            'malleability_reading']

@@ -43,6 +43,39 @@ def define_training_flags(epochs: int = 500):
                     "'auto': cross-entropy for > 2 classes, MSE on ±1 targets for binary.")
 
 
+def define_model_flags():
+  """Attention options of the models (SPEC §3 variants; issue 'beyond the study')."""
+  flags.DEFINE_integer('attn_depth', 1, 'mlp_attn: stacked linearized-attention layers k.')
+  flags.DEFINE_bool('attn_shared', True, 'mlp_attn: share the pattern across layers (G^{2k+1}); '
+                    'false recomputes it from each output (G^{3^k}).')
+  flags.DEFINE_integer('attn_rank', 0, 'mlp_attn: top-r eigen-truncation of the pattern (0 = none).')
+  flags.DEFINE_enum('attn_normalize', 'linear', ['linear', 'softmax'],
+                    "mlp_attn: 'linear' (X Xᵀ X) or 'softmax' (Nadaraya–Watson) pattern.")
+  flags.DEFINE_float('attn_temperature', 1.0, 'mlp_attn softmax temperature T (logits Σ/T).')
+  flags.DEFINE_enum('qkv_mechanism', 'IDENTITY', ['IDENTITY', 'SOFTMAX'],
+                    'mlp_attn_qkv: attention mechanism (linear scaling, as NT).')
+  flags.DEFINE_integer('qkv_heads', 1, 'mlp_attn_qkv: heads.')
+
+
+def model_options() -> dict:
+  """Per-model `models.build` options from the model flags."""
+  from ntk_attention import layers
+  if FLAGS.attn_depth < 1:
+    raise ValueError(f'--attn_depth must be >= 1, got {FLAGS.attn_depth}.')
+  if FLAGS.attn_rank < 0:
+    raise ValueError(f'--attn_rank must be >= 0, got {FLAGS.attn_rank}.')
+  if FLAGS.attn_rank and FLAGS.attn_normalize != 'linear':
+    raise ValueError('--attn_rank applies to --attn_normalize=linear only.')
+  if FLAGS.qkv_heads < 1:
+    raise ValueError(f'--qkv_heads must be >= 1, got {FLAGS.qkv_heads}.')
+  attn = dict(depth=FLAGS.attn_depth, shared=FLAGS.attn_shared,
+              rank=FLAGS.attn_rank or None, normalize=FLAGS.attn_normalize,
+              temperature=FLAGS.attn_temperature)
+  layers.LinearizedAttention(**{k: v for k, v in attn.items()})   # validates
+  return {'mlp_attn': attn,
+          'mlp_attn_qkv': dict(mechanism=FLAGS.qkv_mechanism, n_heads=FLAGS.qkv_heads)}
+
+
 def training_config():
   from ntk_attention import training
   config = training.TrainConfig(optimizer=FLAGS.optimizer, lr=FLAGS.lr, epochs=FLAGS.epochs,

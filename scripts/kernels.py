@@ -43,6 +43,8 @@ flags.DEFINE_string('save_kernels', '',
                     'analytic NTK per model and seed-0 empirical train block per model x width.')
 flags.DEFINE_integer('out_dim', 0, 'Outputs C of the readout; 0 = number of classes (binary: 1).')
 
+_common.define_model_flags()
+
 FLAGS = flags.FLAGS
 
 
@@ -100,6 +102,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   classes, names, widths, methods, save = _check_flags()
+  options = {n: _common.model_options().get(n, {}) for n in names}
   _common.setup()
 
   ds = _common.load_data(classes)
@@ -117,12 +120,12 @@ def main(argv):
   for name in names:
     method = methods[name]
     # Θ∞ does not depend on the width (nor on out_dim: the readout is frozen with a² = 1).
-    theta = np.asarray(kernels.analytic_kernel(models.build(name, widths[0], out_dim),
+    theta = np.asarray(kernels.analytic_kernel(models.build(name, widths[0], out_dim, **options[name]),
                                                x_tr64, x_te64, 'ntk'), np.float64)
     saved[f'analytic_{name}'] = theta[:n, :n]
     for width in widths:
       t0 = time.time()
-      model = models.build(name, width, out_dim)
+      model = models.build(name, width, out_dim, **options[name])
       if method == 'closed_form':
         _, draws = kernels.monte_carlo_ntk(model, keys, x_tr32, x_te32, method, jnp.float32)
       else:  # Jacobian-based: one seed at a time, their memory grows with the parameter count.

@@ -48,6 +48,7 @@ flags.DEFINE_bool('adversarial_training', False, 'Also run PGD adversarial train
 flags.DEFINE_string('save_arrays', '', 'FILE.npz: kernels, targets and influence vectors (seed 0).')
 flags.DEFINE_bool('resume', False, 'Skip records already in malleability.jsonl.')
 _common.define_training_flags()
+_common.define_model_flags()
 
 FLAGS = flags.FLAGS
 NAME = 'malleability'
@@ -68,7 +69,7 @@ def attack_config():
 
 def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, retrain,
         interventions, adversarial_training, resume, task='all', save_arrays='', prefix=NAME,
-        out_dir=None):
+        out_dir=None, model_options=None):
   """Runs the sweep into `out_dir` (default --output_dir); writes summary, table, figures.
 
   `task`: 'all' (every class) or the --classes text, e.g. '3,8'.
@@ -79,7 +80,8 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
   settings = dict(dataset=ds.name, classes=list(ds.classes), n_train=len(ds.x_train),
                   n_test=len(ds.x_test), data_seed=FLAGS.seed, width=width,
                   tau=setup.tau, kernel=setup.kernel, ridge=setup.ridge,
-                  attack=setup.attack._asdict(), **config._asdict())
+                  attack=setup.attack._asdict(), model_options=model_options or {},
+                  **config._asdict())
   store = _common.open_store(prefix, settings, resume, out_dir)
   settings_list = ((['retrain' if retrain else 'standard'] + list(interventions)
                     + (['pgd_at'] if adversarial_training else [])))
@@ -98,7 +100,7 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
   malleability.sweep(ds, model_names, width, seeds, attack_names, epsilons, setup, config,
                      retrain, interventions, adversarial_training, on_record=store.append,
                      on_arrays=on_arrays, done=done, on_progress=progress.update, task=task,
-                     base_seed=FLAGS.seed)
+                     base_seed=FLAGS.seed, model_options=model_options)
   if save_arrays and arrays:
     reporting.write_npz(save_arrays, **arrays)
     logging.info('arrays in %s', save_arrays)
@@ -227,6 +229,7 @@ def main(argv):
   if FLAGS.save_arrays and not FLAGS.save_arrays.endswith('.npz'):
     raise app.UsageError('--save_arrays must name a .npz file.')
   config = _common.training_config()
+  options = {n: o for n, o in _common.model_options().items() if n in model_names}
   setup = malleability.Setup(tau=FLAGS.tau, kernel=FLAGS.kernel, ridge=FLAGS.ridge,
                              attack=attack_config())
   # n_train is only known after loading; check τ against the size asked for first.
@@ -236,7 +239,7 @@ def main(argv):
   malleability.validate(attack_names, epsilons, setup, len(ds.x_train), interventions)
   run(ds, model_names, FLAGS.width, list(range(FLAGS.seeds)), attack_names, epsilons, setup,
       config, FLAGS.retrain, interventions, FLAGS.adversarial_training, FLAGS.resume,
-      task_name(classes), FLAGS.save_arrays)
+      task_name(classes), FLAGS.save_arrays, model_options=options)
   print(open(_common.out_path(NAME + '_table.md')).read())
   logging.info('results in %s', FLAGS.output_dir)
 

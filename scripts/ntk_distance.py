@@ -27,6 +27,7 @@ flags.DEFINE_string('models', 'relu_mlp,mlp_attn', 'Comma list of models.')
 flags.DEFINE_string('widths', '16,64,256,1024,4096', 'Comma list of hidden widths m.')
 flags.DEFINE_integer('seeds', 3, 'Seeds per width (trained together, vmapped).')
 _common.define_training_flags()
+_common.define_model_flags()
 flags.DEFINE_float('ridge', 1e-3, 'Ridge λ (× mean diag) of the NTK ridge-regression f∞.')
 flags.DEFINE_bool('resume', False, 'Skip cells already in ntk_distance.jsonl.')
 
@@ -106,10 +107,11 @@ def main(argv):
   sweeps.validate_sweep(model_names, widths, list(range(FLAGS.seeds)), config)
   if not FLAGS.ridge > 0:
     raise app.UsageError(f'--ridge must be > 0, got {FLAGS.ridge}.')
+  options = _common.model_options()
   _common.setup()
   ds = _common.load_data(classes)
   summary = run(ds, model_names, widths, list(range(FLAGS.seeds)), config, FLAGS.resume,
-                FLAGS.ridge)
+                FLAGS.ridge, {n: o for n, o in options.items() if n in model_names})
   from ntk_attention import reporting
   cols = ['model', 'width', 'kernel_distance_init_mean', 'kernel_distance_final_mean',
           'kernel_movement_mean', 'function_distance_mean', 'test_accuracy_mean']

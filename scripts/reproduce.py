@@ -31,7 +31,19 @@ from absl import logging  # noqa: E402
 import _common  # noqa: E402
 
 PARTS = ('spectral', 'ntk_distance', 'malleability', 'binary', 'interventions',
-         'adversarial_training')
+         'adversarial_training', 'beyond')
+
+# Beyond the study: model variants, each measured with ntk_distance and malleability.
+VARIANTS = {
+    'qkv_identity': ['--models=mlp_attn_qkv', '--qkv_mechanism=IDENTITY'],
+    'qkv_softmax': ['--models=mlp_attn_qkv', '--qkv_mechanism=SOFTMAX'],
+    'softmax': ['--models=mlp_attn', '--attn_normalize=softmax'],
+    'depth2_shared': ['--models=mlp_attn', '--attn_depth=2', '--attn_shared=true'],
+    'depth2_recomputed': ['--models=mlp_attn', '--attn_depth=2', '--attn_shared=false'],
+    'rank5': ['--models=mlp_attn', '--attn_rank=5'],
+    'rank20': ['--models=mlp_attn', '--attn_rank=20'],
+    'baseline': ['--models=relu_mlp,mlp_attn'],
+}
 
 flags.DEFINE_string('preset', None, 'Name of a flagfile in scripts/presets/ (quick, paper_mnist, '
                     'paper_cifar10, paper_binary); later flags override it.')
@@ -59,6 +71,14 @@ flags.DEFINE_integer('binary_n_test', 0, 'binary part: n_test (0 = 500, shrunk t
 flags.DEFINE_string('interventions', 'curated,transformed,adversarial', 'interventions part.')
 flags.DEFINE_integer('at_epochs', 0, 'adversarial_training part: epochs (0 = --epochs).')
 flags.DEFINE_integer('at_n_train', 0, 'adversarial_training part: n_train (0 = --n_train).')
+flags.DEFINE_string('beyond_variants', ','.join(VARIANTS),
+                    f'beyond part: model variants, from {tuple(VARIANTS)}.')
+flags.DEFINE_integer('beyond_n_train', 300, 'beyond part: n_train (QKV NTKs cost N·C·#params).')
+flags.DEFINE_integer('beyond_n_test', 100, 'beyond part: n_test.')
+flags.DEFINE_integer('beyond_epochs', 0, 'beyond part: epochs (0 = --epochs).')
+flags.DEFINE_string('beyond_widths', '16,64,256', 'beyond part: widths of the NTK-distance runs.')
+flags.DEFINE_integer('beyond_width', 64, 'beyond part: width of the malleability runs.')
+flags.DEFINE_integer('beyond_seeds', 2, 'beyond part: seeds.')
 _common.define_training_flags()
 
 FLAGS = flags.FLAGS
@@ -131,7 +151,33 @@ def commands() -> dict:
                                 + _train_args(FLAGS.at_epochs or None)
                                 + _mall_args('0.3') + ['--adversarial_training',
                                                        _arg('attacks', 'pgd')])],
+      'beyond': beyond_commands(),
   }
+  return cmds
+
+
+def beyond_commands():
+  """Variants × (ntk_distance, malleability), the influence-targeted attack and the
+  approximation-error study, on the smaller `--beyond_*` sizes."""
+  data = _data_args(n_train=FLAGS.beyond_n_train, n_test=FLAGS.beyond_n_test)
+  train = _train_args(FLAGS.beyond_epochs or None)
+  cmds = []
+  for name in FLAGS.beyond_variants.split(','):
+    flags_ = VARIANTS[name]
+    cmds.append((f'beyond/{name}/ntk_distance', os.path.join(HERE, 'ntk_distance.py'),
+                 data + train + flags_ + [_arg('widths', FLAGS.beyond_widths),
+                                          _arg('seeds', FLAGS.beyond_seeds)]))
+    cmds.append((f'beyond/{name}/malleability', os.path.join(HERE, 'malleability.py'),
+                 data + train + flags_ + [_arg('width', FLAGS.beyond_width),
+                                          _arg('seeds', FLAGS.beyond_seeds),
+                                          _arg('attacks', 'pgd'), _arg('epsilons', '0.3'),
+                                          _arg('tau', FLAGS.tau), _arg('kernel', FLAGS.kernel)]))
+  cmds.append(('beyond/influence_attack', os.path.join(HERE, 'malleability.py'),
+               data + train + [_arg('models', FLAGS.mall_models), _arg('width', FLAGS.beyond_width),
+                               _arg('seeds', FLAGS.beyond_seeds), _arg('attacks', 'pgd,influence'),
+                               _arg('epsilons', '0.1,0.3'), _arg('tau', FLAGS.tau),
+                               _arg('kernel', FLAGS.kernel)]))
+  cmds.append(('beyond/approximation', os.path.join(HERE, 'approximation.py'), _data_args()))
   return cmds
 
 
@@ -141,7 +187,8 @@ def run_part(name, sub, script, args):
   out = os.path.join(FLAGS.output_dir, sub)
   marker = os.path.join(out, 'part.json')
   cmd = [sys.executable, script] + args + [_arg('output_dir', out)]
-  shown = ' '.join(['python', os.path.relpath(script)] + args + [_arg('output_dir', out)])
+  shown = ' '.join(['python', os.path.relpath(script, os.path.dirname(HERE))] + args
+                   + [_arg('output_dir', out)])
   if FLAGS.force and os.path.isdir(out):
     shutil.rmtree(out)
   if os.path.exists(marker):
@@ -216,10 +263,48 @@ def build_report(parts_info, wall):
   if res:
     sections.append(report.malleability_section(
         res, 'PGD adversarial training', FLAGS.dataset, task))
-  text = '\n'.join(sections)
+  sections.append(beyond_section(load, figs, spec))
+  text = '\n'.join(s for s in sections if s)
   reporting.write_text(os.path.join(d, 'report.md'), text)
   reporting.write_text(os.path.join(d, 'report.html'), reporting.html_report(text, d))
   return text
+
+
+def beyond_section(load, figs, spec):
+  """Markdown of the 'beyond' part from whatever of it is on disk."""
+  from ntk_attention import report
+  from ntk_attention import reporting
+  out = []
+  variants = {}
+  for name in FLAGS.beyond_variants.split(','):
+    nd = load(f'beyond/{name}/ntk_distance', 'ntk_distance.json')
+    mall = load(f'beyond/{name}/malleability', 'malleability.json')
+    if nd or mall:
+      variants[name] = (nd, mall)
+  if variants:
+    rows = report.variants_table(variants)
+    out += ['### Attention variants: distance to the NTK and malleability', '',
+            f'{FLAGS.beyond_n_train} training / {FLAGS.beyond_n_test} test points; trained '
+            f'kernel distance and function distance at the smallest → largest width; flip rate '
+            f'at width {FLAGS.beyond_width}.', '',
+            reporting.markdown_table(rows, list(dict.fromkeys(k for r in rows for k in r))), '',
+            report.variants_reading(variants), '']
+  if spec and spec.get('variant_checks'):
+    rows = report.variant_checks_table(spec)
+    out += ['### Depth and truncation: measured against predicted condition numbers', '',
+            f"On the first {spec.get('variant_checks_n')} training points (float64).", '',
+            reporting.markdown_table(rows, list(rows[0])), '']
+  res = load('beyond/influence_attack', 'malleability.json')
+  if res:
+    out += ['### Influence-targeted attack', '',
+            report.malleability_section(res, 'Influence-targeted attack vs PGD', FLAGS.dataset,
+                                        FLAGS.classes or 'all').split('\n', 2)[2],
+            report.influence_attack_reading(res), '']
+  approx = load('beyond/approximation', 'approximation.json')
+  if approx:
+    out += ['### Approximation error: the "power" side', '', report.approximation_section(approx),
+            *[f'![{f}]({f})' for f in figs('beyond/approximation', ['approximation.png'])], '']
+  return '## Beyond the study\n\n' + '\n'.join(out) + '\n' if out else ''
 
 
 def main(argv):
@@ -238,6 +323,8 @@ def main(argv):
   if not 0 < FLAGS.tau <= 1:
     raise ValueError(f'--tau must be in (0, 1], got {FLAGS.tau}.')
   _common.training_config()
+  _common.parse_names(FLAGS.beyond_variants, 'beyond_variants', VARIANTS)
+  _common.parse_int_list(FLAGS.beyond_widths, 'beyond_widths')
   for ds, cls in binary_tasks():
     from ntk_attention import data
     data.validate_dataset_name(ds)
