@@ -13,6 +13,7 @@ eval (t, t))`.
   parameter-free prefix, `O(N²(d + m))`; `'jacobian_contraction'` and
   `'ntk_vector_products'` use NT's generic `empirical_ntk_fn` for any composition.
 """
+import functools
 from typing import NamedTuple, Optional
 
 import jax
@@ -86,9 +87,14 @@ def empirical_ntk(model: models_lib.Model, params, x_train, x_eval=None,
     z = models_lib.features(model, params, seq, context)[0]
     w = params[1][0][0]
     return closed_form_ntk(z.astype(w.dtype), w, model.W_std)
-  ntk_fn = _nt.empirical_ntk_fn_generic(
-      model.apply_fn, trace_axes=(-1,), implementation=_nt.IMPLEMENTATIONS[method])
-  return ntk_fn(seq, None, params, context=(context, context))[0, 0]
+  return _generic_ntk_fn(model, method)(seq, None, params, context=(context, context))[0, 0]
+
+
+@functools.lru_cache(maxsize=None)
+def _generic_ntk_fn(model: models_lib.Model, method: str):
+  """NT's `empirical_ntk_fn` for `model`, jitted once per (model, method)."""
+  return jax.jit(_nt.empirical_ntk_fn_generic(
+      model.apply_fn, trace_axes=(-1,), implementation=_nt.IMPLEMENTATIONS[method]))
 
 
 def default_method(model: models_lib.Model) -> str:

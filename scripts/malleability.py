@@ -203,7 +203,8 @@ def plot(summary, records, arrays, model_names, prefix, out_dir=None):
     key = f'{m}/{setting}/influence_before'
     after = [k for k in arrays if k.startswith(f'{m}/{setting}/influence_after/')]
     if key in arrays and after:
-      pick = next((k for k in after if '/pgd/' in k), after[0])
+      pick = next((k for k in after if k.endswith(f'/pgd/{eps_main:g}')),
+                  next((k for k in after if '/pgd/' in k), after[0]))
       reporting.plot_scatter(_common.out_path(f'{prefix}_influence_{m}.png', out_dir),
                              np.asarray(arrays[key]), np.asarray(arrays[pick]),
                              'influence I before attack (mean over test set)',
