@@ -43,12 +43,22 @@ INTERVENTIONS = ('curated', 'transformed', 'adversarial')
 METRICS = ('flip_rate', 'spearman', 'topk_overlap')
 
 
+SCORES = ('mean', 'per_point')
+
+
 class Setup(NamedTuple):
-  """What the protocol needs besides the model: [choice] defaults of SPEC §8–10."""
+  """What the protocol needs besides the model: [choice] defaults of SPEC §8–10.
+
+  `score`: 'mean' compares each training point's influence averaged over the evaluation
+  set (default); 'per_point' compares the (evaluation, training) influence matrices —
+  flips over every entry of the top-τ columns, Spearman over all entries. S is chosen by
+  |mean score| either way.
+  """
   tau: float = 0.1
   kernel: str = 'empirical'
   ridge: float = 1e-3
   attack: attacks_lib.AttackConfig = attacks_lib.AttackConfig()
+  score: str = 'mean'
 
 
 def validate(attack_names: Sequence[str], epsilons: Sequence[float], setup: Setup,
@@ -60,6 +70,8 @@ def validate(attack_names: Sequence[str], epsilons: Sequence[float], setup: Setu
   if setup.tau * n_train < 1:
     raise ValueError(f'n_train={n_train} is too small for tau={setup.tau}: '
                      'the top-tau set would be empty.')
+  if setup.score not in SCORES:
+    raise ValueError(f'score must be one of {SCORES}, got {setup.score!r}.')
   if setup.kernel not in KERNELS:
     raise ValueError(f'kernel must be one of {KERNELS}, got {setup.kernel!r}.')
   if not setup.ridge > 0:
@@ -97,15 +109,27 @@ def influence(model, params, x_train, y_train, x_eval, y_eval, setup: Setup):
                                      ridge=setup.ridge)
 
 
-def compare(before, after, subset) -> dict:
-  """`flip_rate` over `subset`, `spearman` over all points, `topk_overlap` with k = |S|."""
-  before, after = np.asarray(before), np.asarray(after)
+def compare(before, after, subset, score: str = 'mean') -> dict:
+  """`flip_rate` over `subset`, `spearman` over all points, `topk_overlap` with k = |S|.
+
+  `before`, `after`: `influence.Influence`. `score='mean'` compares the mean scores `(n,)`;
+  'per_point' compares the matrices `(t, n)`: flips over the entries of the columns in S,
+  Spearman over all entries (top-k still by mean score).
+  """
+  mean_b, mean_a = np.asarray(before.scores), np.asarray(after.scores)
+  if score == 'per_point':
+    mat_b, mat_a = np.asarray(before.matrix), np.asarray(after.matrix)
+    flip = influence_lib.flip_rate(mat_b[:, subset].ravel(), mat_a[:, subset].ravel())
+    rho = influence_lib.spearman(mat_b.ravel(), mat_a.ravel())
+  else:
+    flip = influence_lib.flip_rate(mean_b, mean_a, subset)
+    rho = influence_lib.spearman(mean_b, mean_a)
   return {
-      'flip_rate': influence_lib.flip_rate(before, after, subset),
-      'spearman': influence_lib.spearman(before, after),
-      'topk_overlap': influence_lib.topk_overlap(before, after, len(subset)),
+      'flip_rate': flip,
+      'spearman': rho,
+      'topk_overlap': influence_lib.topk_overlap(mean_b, mean_a, len(subset)),
       'n_subset': int(len(subset)),
-      'n_flipped': int(round(influence_lib.flip_rate(before, after, subset) * len(subset))),
+      'n_flipped': int(round(influence_lib.flip_rate(mean_b, mean_a, subset) * len(subset))),
   }
 
 
@@ -236,7 +260,7 @@ def protocol(model, params, x_train, y_train, x_eval, y_eval, labels_eval, attac
       after = influence(model, p_after, x_adv, y_train, x_eval, y_eval, setup)
       rec = dict(common, attack=name, eps=float(eps),
                  linf=float(jnp.max(jnp.abs(x_adv - x_train))),
-                 **compare(before.scores, after.scores, subset))
+                 **compare(before, after, subset, setup.score))
       records.append(rec)
       arrays[f'influence_after/{name}/{eps:g}'] = after.scores
   return records, arrays
@@ -339,6 +363,6 @@ def sweep(ds, model_names: Sequence[str], width: int, seeds: Sequence[int],
   return new
 
 
-__all__ = ['KEY_FIELDS', 'protocol', 'intervention_set', 'sweep', 'ATTACKS', 'KERNELS', 'INTERVENTIONS', 'METRICS', 'Setup', 'validate',
+__all__ = ['SCORES', 'KEY_FIELDS', 'protocol', 'intervention_set', 'sweep', 'ATTACKS', 'KERNELS', 'INTERVENTIONS', 'METRICS', 'Setup', 'validate',
            'kernel_blocks', 'influence', 'compare', 'loss_objective', 'influence_objective',
            'perturb', 'pgd_training_perturbation', 'attack_one']

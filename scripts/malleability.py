@@ -35,6 +35,9 @@ flags.DEFINE_float('tau', 0.1, 'Fraction of most influential training points att
 flags.DEFINE_enum('kernel', 'empirical', ['empirical', 'analytic'],
                   'Influence from the empirical NTK at the trained parameters, or the analytic.')
 flags.DEFINE_float('ridge', 1e-3, 'KRR ridge λ (× mean diag K) of the influence [choice].')
+flags.DEFINE_enum('score', 'mean', ['mean', 'per_point'],
+                  "Influence compared: 'mean' over the test set per training point [choice], or "
+                  "'per_point' (every test × training entry).")
 flags.DEFINE_integer('pgd_steps', 20, 'PGD steps [choice].')
 flags.DEFINE_float('pgd_step_size', None, 'PGD step size; default 2.5·ε/steps [choice].')
 flags.DEFINE_bool('pgd_random_start', True, 'PGD uniform random start in the ε-ball [choice].')
@@ -79,7 +82,7 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
   from ntk_attention import reporting
   settings = dict(dataset=ds.name, classes=list(ds.classes), n_train=len(ds.x_train),
                   n_test=len(ds.x_test), data_seed=FLAGS.seed, width=width,
-                  tau=setup.tau, kernel=setup.kernel, ridge=setup.ridge,
+                  tau=setup.tau, kernel=setup.kernel, ridge=setup.ridge, score=setup.score,
                   attack=setup.attack._asdict(), model_options=model_options or {},
                   **config._asdict())
   store = _common.open_store(prefix, settings, resume, out_dir)
@@ -108,7 +111,8 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
   metrics = malleability.METRICS + ('test_accuracy', 'kernel_distance')
   summary = reporting.summarize(records, GROUP, metrics)
   for row in summary:
-    row['paper_flip_rate_pct'] = paper_value(ds.name, task, row)
+    # The study compared mean scores; per-point flips have no published counterpart.
+    row['paper_flip_rate_pct'] = paper_value(ds.name, task, row) if setup.score == 'mean' else None
   reporting.write_json(_common.out_path(prefix + '.json', out_dir), {
       'summary': summary, 'provenance': _common.provenance(
           ('models', 'width', 'seeds', 'attacks', 'epsilons', 'tau', 'kernel', 'ridge',
@@ -232,7 +236,7 @@ def main(argv):
   config = _common.training_config()
   options = {n: o for n, o in _common.model_options().items() if n in model_names}
   setup = malleability.Setup(tau=FLAGS.tau, kernel=FLAGS.kernel, ridge=FLAGS.ridge,
-                             attack=attack_config())
+                             attack=attack_config(), score=FLAGS.score)
   # n_train is only known after loading; check τ against the size asked for first.
   malleability.validate(attack_names, epsilons, setup, FLAGS.n_train, interventions)
   _common.setup()

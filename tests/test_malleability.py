@@ -102,6 +102,21 @@ def test_interventions_build_the_right_training_sets(small):
   assert (np.abs(np.asarray(xa - x)).max(axis=1) > 0).sum() > 40
 
 
+def test_compare_mean_and_per_point_scores():
+  from ntk_attention import influence
+  before = influence.Influence(matrix=np.array([[1., -2., 3.], [1., 2., -1.]]),
+                               scores=np.array([1., 0., 1.]), loo_residuals=None, delta=None,
+                               predictions=None)
+  after = influence.Influence(matrix=np.array([[-1., -2., 3.], [1., 2., 1.]]),
+                              scores=np.array([0., 0., 2.]), loo_residuals=None, delta=None,
+                              predictions=None)
+  mean = malleability.compare(before, after, np.array([0, 2]), 'mean')
+  assert mean['flip_rate'] == 0.5 and mean['n_flipped'] == 1     # point 0: + -> 0
+  per = malleability.compare(before, after, np.array([0, 2]), 'per_point')
+  assert per['flip_rate'] == 0.5                                  # entries (0,0), (1,2) flip of 4
+  assert per['topk_overlap'] == mean['topk_overlap'] == 1.0
+
+
 @pytest.mark.parametrize('kwargs,match', [
     (dict(tau=0.0), 'tau'), (dict(tau=1.5), 'tau'), (dict(eps=-0.1), 'eps'),
     (dict(attack='cw'), 'attack'), (dict(n_train=5), 'too small'),
