@@ -32,6 +32,8 @@ def _ratio_words(a: float, b: float) -> str:
     return 'as'
   if b <= 0:
     return 'more (the other flipped none)'
+  if a <= 0:
+    return 'less (it flipped none)'
   r = a / b
   if abs(math.log(r)) < math.log(1.1):
     return 'about as'

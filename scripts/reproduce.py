@@ -109,9 +109,9 @@ def _train_args(epochs=None):
           _arg('optimizer', FLAGS.optimizer), _arg('loss', FLAGS.loss)]
 
 
-def _mall_args(epsilons):
+def _mall_args(epsilons, attacks=None):
   return [_arg('models', FLAGS.mall_models), _arg('width', FLAGS.mall_width),
-          _arg('seeds', FLAGS.mall_seeds), _arg('attacks', FLAGS.attacks),
+          _arg('seeds', FLAGS.mall_seeds), _arg('attacks', attacks or FLAGS.attacks),
           _arg('epsilons', epsilons), _arg('tau', FLAGS.tau), _arg('kernel', FLAGS.kernel)]
 
 
@@ -149,8 +149,7 @@ def commands() -> dict:
       'adversarial_training': [('adversarial_training', mall,
                                 _data_args(n_train=FLAGS.at_n_train or None)
                                 + _train_args(FLAGS.at_epochs or None)
-                                + _mall_args('0.3') + ['--adversarial_training',
-                                                       _arg('attacks', 'pgd')])],
+                                + _mall_args('0.3', 'pgd') + ['--adversarial_training'])],
       'beyond': beyond_commands(),
   }
   return cmds
@@ -198,7 +197,8 @@ def run_part(name, sub, script, args):
       return dict(info, status='cached')
     logging.info('[%s] settings changed: recomputing', sub)
     shutil.rmtree(out)
-  resume = os.path.isdir(out)
+  # An unfinished part resumes from its JSONL where the script supports it; the others rerun.
+  resume = os.path.isdir(out) and os.path.basename(script) in ('ntk_distance.py', 'malleability.py')
   logging.info('[%s] %s%s', sub, shown, ' --resume' if resume else '')
   t0 = time.time()
   proc = subprocess.run(cmd + (['--resume'] if resume else []))
@@ -309,10 +309,11 @@ def beyond_section(load, figs, spec):
 
 def main(argv):
   del argv
+  parts = _common.parse_names(FLAGS.parts, 'parts', PARTS)
+  _common.parse_names(FLAGS.beyond_variants, 'beyond_variants', VARIANTS)
   from ntk_attention import malleability
   from ntk_attention import models
   _common.check_data_flags()
-  parts = _common.parse_names(FLAGS.parts, 'parts', PARTS)
   _common.parse_int_list(FLAGS.widths, 'widths')
   _common.parse_names(FLAGS.ntk_models, 'ntk_models', models.MODELS)
   _common.parse_names(FLAGS.mall_models, 'mall_models', models.MODELS)
@@ -323,14 +324,17 @@ def main(argv):
   if not 0 < FLAGS.tau <= 1:
     raise ValueError(f'--tau must be in (0, 1], got {FLAGS.tau}.')
   _common.training_config()
-  _common.parse_names(FLAGS.beyond_variants, 'beyond_variants', VARIANTS)
   _common.parse_int_list(FLAGS.beyond_widths, 'beyond_widths')
   for ds, cls in binary_tasks():
     from ntk_attention import data
     data.validate_dataset_name(ds)
-    if len(data.parse_classes(cls)) != 2:
+    try:
+      n_classes = len(data.parse_classes(cls) or ())
+    except ValueError as e:
+      raise ValueError(f'--binary_tasks: {ds}:{cls}: {e}') from None
+    if n_classes != 2:
       raise ValueError(f'--binary_tasks: {ds}:{cls} is not a pair of classes.')
-  _common.setup(x64=False)
+  _common.setup()
   t0 = time.time()
   cmds = commands()
   info = {}

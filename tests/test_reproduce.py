@@ -1,0 +1,558 @@
+"""scripts/reproduce.py end to end: one tiny quick-preset pipeline, then cached re-runs.
+
+The pipeline runs as a subprocess (its real command line: --preset expansion, absl flags, one
+subprocess per part), ONCE, into a temporary folder D, on four parts (spectral, ntk_distance,
+malleability, binary) sized to take about a minute on a 2-core CPU. Then, in order, on the same D:
+
+  rerun     the same command again: every part must be reported cached, no file under a part
+            folder may change, and the report must be identical apart from time / status;
+  sentinel  a number in ntk_distance.json and one in malleability.json are overwritten, the same
+            command is run: the report must show the new numbers (it is rendered from the JSON
+            on disk) while nothing is recomputed; the JSON files are then restored;
+  forced    `--force --parts=spectral`: only spectral is recomputed.
+
+Each stage is a module fixture depending on the one before, so the stages run in this order
+whatever the order of the tests, and each keeps a snapshot (report text, markers, file hashes and
+mtimes) taken right after it ran. Every number read from a report table is parsed back and checked
+against the value in the parts' JSON results, to the precision the table prints.
+"""
+import base64
+import hashlib
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ntk_attention import paper
+from ntk_attention import report
+from ntk_attention import reporting
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'scripts', 'reproduce.py')
+DATASET = 'digits'
+BINARY = 'binary_digits_3_8'
+SUBS = ('spectral', 'ntk_distance', 'malleability', BINARY)
+# Overrides of the quick preset; width 16 is one the paper reports (its number shows beside ours).
+OVERRIDES = ['--n_train=60', '--n_test=30', '--n_grid=10,20', '--widths=16,32', '--ntk_seeds=2',
+             '--mall_seeds=2', '--mall_width=16', '--epochs=3', '--at_epochs=2',
+             '--at_n_train=40', '--epsilons=0.1,0.3', '--binary_n_train=40',
+             '--binary_n_test=20', '--parts=spectral,ntk_distance,malleability,binary']
+TINY = ['--preset=quick'] + OVERRIDES
+NTK_SENTINEL = 4.56e7          # prints as '4.56e+07' (.3g): no computed distance looks like it.
+FLIP_SENTINEL = 0.777          # prints as '77.7' (%).
+
+
+# ------------------------------------------------------------------------------------------ running
+
+def _run(out_dir, *extra, base=TINY, timeout=900):
+  """Runs reproduce.py from the repository root; (CompletedProcess, wall seconds)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  cmd = [sys.executable, SCRIPT, *base, f'--output_dir={out_dir}', *extra]
+  t0 = time.time()
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+  return proc, time.time() - t0
+
+
+def _ok(proc):
+  assert proc.returncode == 0, f'reproduce.py failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}'
+
+
+def _sha(path):
+  with open(path, 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def _snapshot(d, proc, seconds):
+  """Everything the tests compare between stages, read right after a run."""
+  files = {}
+  for sub in SUBS:
+    for name in sorted(os.listdir(os.path.join(d, sub))):
+      path = os.path.join(d, sub, name)
+      files[f'{sub}/{name}'] = (os.stat(path).st_mtime_ns, _sha(path))
+  with open(os.path.join(d, 'report.md'), encoding='utf-8') as f:
+    md = f.read()
+  with open(os.path.join(d, 'report.html'), encoding='utf-8') as f:
+    html = f.read()
+  return {'dir': d, 'proc': proc, 'seconds': seconds, 'md': md, 'html': html, 'files': files,
+          'markers': {s: reporting.read_json(os.path.join(d, s, 'part.json')) for s in SUBS},
+          'results': {s: reporting.read_json(os.path.join(d, s, f)) for s, f in (
+              ('spectral', 'spectral.json'), ('ntk_distance', 'ntk_distance.json'),
+              ('malleability', 'malleability.json'), (BINARY, 'malleability.json'))},
+          'top': sorted(os.listdir(d))}
+
+
+@pytest.fixture(scope='module')
+def first(tmp_path_factory):
+  d = str(tmp_path_factory.mktemp('reproduce') / 'D')
+  proc, seconds = _run(d)
+  _ok(proc)
+  return _snapshot(d, proc, seconds)
+
+
+@pytest.fixture(scope='module')
+def rerun(first):
+  proc, seconds = _run(first['dir'])
+  _ok(proc)
+  return _snapshot(first['dir'], proc, seconds)
+
+
+def _edit_json(path, edit):
+  """Applies `edit` to the raw JSON (no 'inf' decoding, so the rest is written back as read)."""
+  with open(path, encoding='utf-8') as f:
+    raw = f.read()
+  obj = json.loads(raw)
+  edit(obj)
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump(obj, f, indent=2)
+  return raw
+
+
+@pytest.fixture(scope='module')
+def sentinel(rerun):
+  """Overwrites one ntk_distance and one malleability number, re-runs, restores the files."""
+  d = rerun['dir']
+  nd_path = os.path.join(d, 'ntk_distance', 'ntk_distance.json')
+  ml_path = os.path.join(d, 'malleability', 'malleability.json')
+  nd_row = dict(model='mlp_attn', width=32)
+  ml_row = dict(model='relu_mlp', setting='standard', attack='pgd', eps=0.3)
+
+  def pick(rows, key):
+    match = [r for r in rows if all(r[k] == v for k, v in key.items())]
+    assert len(match) == 1, (key, rows)
+    return match[0]
+
+  def set_nd(obj):
+    pick(obj['summary'], nd_row)['function_distance_mean'] = NTK_SENTINEL
+
+  def set_ml(obj):
+    pick(obj['summary'], ml_row)['flip_rate_mean'] = FLIP_SENTINEL
+
+  stats = {p: os.stat(p) for p in (nd_path, ml_path)}
+  originals = {nd_path: _edit_json(nd_path, set_nd), ml_path: _edit_json(ml_path, set_ml)}
+  try:
+    proc, seconds = _run(d)
+    _ok(proc)
+    snap = _snapshot(d, proc, seconds)
+  finally:
+    for path, raw in originals.items():
+      with open(path, 'w', encoding='utf-8') as f:
+        f.write(raw)
+      # Same bytes and mtime as before: later stages compare against the first run.
+      os.utime(path, ns=(stats[path].st_atime_ns, stats[path].st_mtime_ns))
+  snap.update(nd_row=nd_row, ml_row=ml_row)
+  return snap
+
+
+@pytest.fixture(scope='module')
+def forced(sentinel):
+  proc, seconds = _run(sentinel['dir'], '--force', '--parts=spectral')
+  _ok(proc)
+  return _snapshot(sentinel['dir'], proc, seconds)
+
+
+# ------------------------------------------------------------------------------------------ parsing
+
+_NUM = re.compile(r'∞|[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?')
+
+
+def _nums(cell):
+  return [math.inf if s == '∞' else float(s) for s in _NUM.findall(cell)]
+
+
+def _close_sig(parsed, value, sig):
+  """`parsed` is `value` printed with `sig` significant digits."""
+  if math.isinf(value):
+    return parsed == value
+  if value == 0:
+    return parsed == 0
+  tol = 0.5 * 10 ** (math.floor(math.log10(abs(value))) - sig + 1)
+  return abs(parsed - value) <= tol * (1 + 1e-9)
+
+
+def _close_fixed(parsed, value, decimals):
+  """`parsed` is `value` printed with `decimals` decimals."""
+  return abs(parsed - value) <= 0.5 * 10 ** -decimals * (1 + 1e-9) + 1e-12
+
+
+def _split_row(line):
+  line = line.strip()[1:-1]
+  return [c.strip().replace('\\|', '|') for c in re.split(r'(?<!\\)\|', line)]
+
+
+def _tables(text):
+  """Every pipe table in `text`: [(header, [row dicts])]."""
+  lines, out, i = text.splitlines(), [], 0
+  while i < len(lines):
+    if lines[i].startswith('|') and i + 1 < len(lines) and re.match(r'^\|(-+\|)+$', lines[i + 1]):
+      header = _split_row(lines[i])
+      rows, j = [], i + 2
+      while j < len(lines) and lines[j].startswith('|'):
+        cells = _split_row(lines[j])
+        assert len(cells) == len(header), lines[j]
+        rows.append(dict(zip(header, cells)))
+        j += 1
+      out.append((header, rows))
+      i = j
+    else:
+      i += 1
+  return out
+
+
+def _sections(md, level=2):
+  """{heading: body} for the headings of `level` ('## X' -> 'X'); deeper headings stay in the body."""
+  out, name = {}, None
+  for line in md.splitlines():
+    m = re.match(r'^(#+) ', line)
+    if m and len(m[1]) <= level:
+      name = line[len(m[0]):].strip() if len(m[1]) == level else None
+      if name is not None:
+        assert name not in out, f'duplicate heading {name!r}'
+        out[name] = []
+    elif name is not None:
+      out[name].append(line)
+  return {k: '\n'.join(v) for k, v in out.items()}
+
+
+def _after_provenance(md):
+  """The report from the first section after the provenance one."""
+  start = md.index('## Setup and provenance')
+  return md[md.index('\n## ', start + 1):]
+
+
+def _images(md):
+  return re.findall(r'!\[[^\]]*\]\(([^)\s]+)\)', md)
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+def _check_spectral(section, res):
+  (head, rows), (curve_head, curve_rows) = _tables(section)
+  assert head == ['quantity', 'ours', 'paper']
+  by_q = {r['quantity']: r for r in rows}
+
+  def row(prefix):
+    match = [r for q, r in by_q.items() if q.startswith(prefix)]
+    assert len(match) == 1, (prefix, list(by_q))
+    return match[0]
+
+  assert _nums(row('n (training points)')['ours']) == [res['n'], res['d']]
+  assert res['n'] == 60
+  assert _nums(row('numerical rank of G')['ours']) == [res['rank'], res['r']]
+  expected = {'κ(G) = ': res['kappa'], 'κ_d(G) = ': res['kappa_eff'],
+              'κ(G³) from': res['log10_kappa_cubed'],
+              'κ measured on the attention': res['kappa_attn_direct'],
+              'log10 width threshold v1': res['log10_width_v1'],
+              'log10 width threshold v2': res['log10_width_v2']}
+  for prefix, value in expected.items():
+    got = _nums(row(prefix)['ours'])[0]
+    assert _close_sig(got, value, 3), (prefix, got, value)
+  reliable = row('κ measured on the attention')['ours']
+  assert ('NOT numerically meaningful' in reliable) == (not res['kappa_attn_direct_reliable'])
+  paper_cell = re.sub(r'\([^)]*\)', '', row('κ(G) = ')['paper'])  # drop '(CIFAR-10)'
+  assert _nums(paper_cell) == [paper.KAPPA['mnist'], paper.KAPPA['cifar10']]
+  assert curve_head == ['n', 'rank', 'κ(G)', 'κ_d(G)']
+  assert [int(r['n']) for r in curve_rows] == [c['n'] for c in res['curve']] == [10, 20]
+  for r, c in zip(curve_rows, res['curve']):
+    assert int(r['rank']) == c['rank']
+    assert _close_sig(_nums(r['κ(G)'])[0], c['kappa'], 3), (r, c)
+    assert _close_sig(_nums(r['κ_d(G)'])[0], c['kappa_eff'], 3), (r, c)
+
+
+def _check_variant_checks(section, res):
+  checks = res['variant_checks']
+  sub = _sections(section, 3)
+  assert list(sub) == ['Depth and truncation: measured against predicted condition numbers']
+  (head, rows), = _tables(section)
+  assert head == ['kernel', 'predicted log10 κ', 'measured log10 κ', 'numerically meaningful']
+  assert len(rows) == len(checks) > 0
+  for r, c in zip(rows, checks):
+    assert _nums(r['kernel'])[0] == c.get('depth', c.get('rank')), (r, c)
+    for col, key in (('predicted log10 κ', 'log10_kappa_predicted'),
+                     ('measured log10 κ', 'log10_kappa_measured')):
+      got, = _nums(r[col])
+      assert got == c[key] if math.isinf(c[key]) else _close_fixed(got, c[key], 2), (r, c)
+    assert r['numerically meaningful'].startswith('yes' if c['reliable'] else 'no'), (r, c)
+
+
+NTK_METRICS = {'kernel dist. init': 'kernel_distance_init', 'kernel dist. final':
+               'kernel_distance_final', 'kernel movement': 'kernel_movement',
+               'rel. function dist.': 'function_distance_rel', 'test acc.': 'test_accuracy'}
+
+
+def _ntk_cell(section, model, width):
+  (head, rows), _ = _tables(section)
+  return next(r for r in rows if r['model'] == report.NAMES[model])[f'm={width}']
+
+
+def _check_ntk_distance(section, res):
+  summary = res['summary']
+  assert f"f∞ comparison: **{res['comparison']}**" in section
+  (head, rows), (metric_head, metric_rows) = _tables(section)
+  models = list(dict.fromkeys(r['model'] for r in summary))
+  widths = sorted({r['width'] for r in summary})
+  assert models == ['relu_mlp', 'mlp_attn'] and widths == [16, 32]
+  assert head == ['model'] + [f'm={w}' for w in widths]
+  assert [r['model'] for r in rows] == [report.NAMES[m] for m in models]
+  n_paper = 0
+  for m in models:
+    for w in widths:
+      s = next(r for r in summary if (r['model'], r['width']) == (m, w))
+      cell = _ntk_cell(section, m, w)
+      mean, std = _nums(cell)[:2]
+      assert _close_sig(mean, s['function_distance_mean'], 3), (m, w, cell, s)
+      assert _close_sig(std, s['function_distance_std'], 2), (m, w, cell, s)
+      ref = paper.ntk_distance(paper.reference_dataset(DATASET), m, w)
+      assert ('paper' in cell) == (ref is not None), cell
+      if ref is not None:
+        n_paper += 1
+        assert _nums(cell.split('paper')[1]) == [ref], cell
+  assert n_paper == 2  # width 16 is in the paper's Table 1, for both models.
+  assert metric_head == ['model', 'width'] + list(NTK_METRICS)
+  assert len(metric_rows) == len(summary)
+  for r, s in zip(metric_rows, summary):
+    assert (r['model'], int(r['width'])) == (report.NAMES[s['model']], s['width'])
+    for col, metric in NTK_METRICS.items():
+      assert _close_sig(_nums(r[col])[0], s[metric + '_mean'], 3), (col, r, s)
+
+
+def _mall_row(section, setting, eps, attack):
+  sub = _sections(section, 3)
+  name = next(k for k in sub if k.endswith(f'setting {setting}, ε = {eps:g}'))
+  (head, rows), = _tables(sub[name])
+  return next(r for r in rows if r['attack'] == attack.upper())
+
+
+def _check_malleability(section, res, task, n_subsections):
+  summary = res['summary']
+  sub = _sections(section, 3)
+  keys = sorted({(r['setting'], r['eps']) for r in summary})
+  assert len(keys) == n_subsections
+  assert sorted(sub) == sorted(f'{DATASET}, task {task}, setting {s}, ε = {e:g}' for s, e in keys)
+  n_paper = 0
+  for setting, eps in keys:
+    text = sub[f'{DATASET}, task {task}, setting {setting}, ε = {eps:g}']
+    rows = [r for r in summary if (r['setting'], r['eps']) == (setting, eps)]
+    (head, table), = _tables(text)
+    attacks = list(dict.fromkeys(r['attack'] for r in rows))
+    assert [t['attack'] for t in table] == [a.upper() for a in attacks] == ['FGSM', 'PGD', 'MIM']
+    for line, attack in zip(table, attacks):
+      for r in (r for r in rows if r['attack'] == attack):
+        name = report.NAMES[r['model']]
+        mean, std = _nums(line[f'{name} flip %'])
+        assert _close_fixed(mean, 100 * r['flip_rate_mean'], 1), (line, r)
+        assert _close_fixed(std, 100 * r['flip_rate_std'], 1), (line, r)
+        assert _close_fixed(_nums(line[f'{name} Spearman'])[0], r['spearman_mean'], 2)
+        assert _close_fixed(_nums(line[f'{name} top-k'])[0], r['topk_overlap_mean'], 2)
+        ref = paper.flip_rate(paper.reference_dataset(DATASET), task, attack, r['model'])
+        ref = ref if abs(eps - 0.3) < 1e-9 and setting == 'standard' else None
+        assert r['paper_flip_rate_pct'] == ref, r
+        cell = line[f'{name} paper (MNIST) %']
+        assert _nums(cell) == ([] if ref is None else [ref]), (cell, ref)
+        n_paper += ref is not None
+    acc = re.search(r'Clean test accuracy: (.*?)\. ', text)[1]
+    for m in dict.fromkeys(r['model'] for r in rows):
+      value = next(r for r in rows if r['model'] == m)['test_accuracy_mean']
+      got = _nums(acc.split(report.NAMES[m] + ' ')[1])[0]
+      assert _close_fixed(got, 100 * value, 1), (acc, m, value)
+  return n_paper
+
+
+def _provenance_rows(md):
+  (head, rows), = _tables(_sections(md)['Setup and provenance'])
+  assert head == ['part', 'status', 'wall time', 'command']
+  return rows
+
+
+# ------------------------------------------------------------------------------------------ tests
+
+def test_report_tables_are_the_parts_results(first):
+  md, res = first['md'], first['results']
+  sec = _sections(md)
+  # spectral.json's depth / rank checks are shown under 'Beyond the study' (the 'beyond' part's
+  # own runs are not asked for here).
+  beyond = ['Beyond the study'] if res['spectral'].get('variant_checks') else []
+  assert list(sec) == ['Setup and provenance', 'Spectral amplification',
+                       'Distance to the NTK regime', 'Influence malleability',
+                       'Binary task digits 3,8'] + beyond
+  _check_spectral(sec['Spectral amplification'], res['spectral'])
+  if beyond:
+    _check_variant_checks(sec['Beyond the study'], res['spectral'])
+  _check_ntk_distance(sec['Distance to the NTK regime'], res['ntk_distance'])
+  # 10-class task: the paper's 'all' numbers beside ε = 0.3, for 3 attacks × 2 models.
+  assert _check_malleability(sec['Influence malleability'], res['malleability'], 'all', 2) == 6
+  assert _check_malleability(sec['Binary task digits 3,8'], res[BINARY], '3,8', 1) == 6
+  assert res[BINARY]['summary'][0]['task'] == '3,8'
+  # No cell anywhere is a NaN or a leftover placeholder.
+  for _, rows in _tables(md):
+    for r in rows:
+      for cell in r.values():
+        assert not re.search(r'\bnan\b|None|\{', cell, re.I), cell
+
+
+def test_report_provenance_lists_parts_flags_and_markers(first):
+  md = first['md']
+  rows = _provenance_rows(md)
+  assert [r['part'] for r in rows] == list(SUBS)
+  for r in rows:
+    marker = first['markers'][r['part']]
+    assert r['status'] == 'computed'
+    assert r['wall time'] == reporting.format_duration(marker['seconds'])
+    assert r['command'] == f"`{marker['command']}`"
+    assert f"--output_dir={os.path.join(first['dir'], r['part'])}" in marker['command']
+  assert '--classes=3,8' in first['markers'][BINARY]['command']
+  assert '--n_train=40' in first['markers'][BINARY]['command']
+  assert '--widths=16,32' in first['markers']['ntk_distance']['command']
+  flags_line = next(l for l in md.splitlines() if l.startswith('Flags: '))
+  for arg in TINY:
+    assert f'`{arg}`' in flags_line, (arg, flags_line)
+  assert '--output_dir' not in flags_line
+  assert first['top'] == sorted(list(SUBS) + ['report.html', 'report.md'])
+  # Printed to stdout too.
+  assert md.strip() in first['proc'].stdout
+
+
+def test_rerun_reuses_every_part_and_gives_the_same_report(first, rerun):
+  for sub in SUBS:
+    assert f'[{sub}] cached' in rerun['proc'].stderr
+    assert f'[{sub}] python' not in rerun['proc'].stderr  # no part command was run
+  # No part folder file was rewritten: no retraining, markers and JSONL stores untouched.
+  assert rerun['files'] == first['files']
+  assert rerun['markers'] == first['markers']
+  assert any(k.endswith('.jsonl') for k in first['files'])
+  # Identical report after the provenance section ...
+  assert _after_provenance(rerun['md']) == _after_provenance(first['md'])
+  # ... and inside it only the time line and the status column differ.
+  a, b = first['md'].splitlines(), rerun['md'].splitlines()
+  assert len(a) == len(b)
+  wall = re.compile(r'total wall time [^)]*\)')
+  table_a = {r['part']: r for r in _provenance_rows(first['md'])}
+  table_b = {r['part']: r for r in _provenance_rows(rerun['md'])}
+  assert list(table_a) == list(table_b) == list(SUBS)
+  for part in SUBS:
+    assert table_a[part]['status'] == 'computed' and table_b[part]['status'] == 'cached'
+    assert dict(table_a[part], status='') == dict(table_b[part], status='')
+  changed = [(x, y) for x, y in zip(a, b) if x != y]
+  for x, y in changed:
+    if x.startswith('- time: '):
+      assert y.startswith('- time: ')
+    elif x.startswith('| '):
+      assert x.replace('| computed |', '| cached |') == y, (x, y)
+    else:
+      assert wall.sub('', x) == wall.sub('', y), (x, y)
+  assert sum(x.startswith('| ') for x, _ in changed) == len(SUBS)
+  # The HTML is re-rendered from the same Markdown: same figures, same tables.
+  assert rerun['html'].count('<table>') == first['html'].count('<table>')
+
+
+def test_report_is_rendered_from_the_json_on_disk(first, sentinel):
+  for sub in SUBS:
+    assert f'[{sub}] cached' in sentinel['proc'].stderr
+  assert {k: v for k, v in sentinel['files'].items() if not k.endswith(
+      ('ntk_distance/ntk_distance.json', 'malleability/malleability.json'))} == {
+      k: v for k, v in first['files'].items() if not k.endswith(
+      ('ntk_distance/ntk_distance.json', 'malleability/malleability.json'))}
+  assert sentinel['markers'] == first['markers']
+  rows = _provenance_rows(sentinel['md'])
+  assert [r['status'] for r in rows] == ['cached'] * len(SUBS)
+  sec = _sections(sentinel['md'])
+  nd, ml = sentinel['nd_row'], sentinel['ml_row']
+  cell = _ntk_cell(sec['Distance to the NTK regime'], nd['model'], nd['width'])
+  assert cell.startswith('4.56e+07 ± '), cell
+  assert '4.56e+07' not in first['md']
+  row = _mall_row(sec['Influence malleability'], ml['setting'], ml['eps'], ml['attack'])
+  assert row[f"{report.NAMES[ml['model']]} flip %"].startswith('77.7 ± '), row
+  before = _mall_row(_sections(first['md'])['Influence malleability'], ml['setting'], ml['eps'],
+                     ml['attack'])
+  assert not before[f"{report.NAMES[ml['model']]} flip %"].startswith('77.7 ')
+  # The whole report is the JSON's: re-check every table against the edited results.
+  _check_ntk_distance(sec['Distance to the NTK regime'], sentinel['results']['ntk_distance'])
+  _check_malleability(sec['Influence malleability'], sentinel['results']['malleability'], 'all', 2)
+  # And the HTML shows them too.
+  assert '<td>4.56e+07 ± ' in sentinel['html'] and '<td>77.7 ± ' in sentinel['html']
+
+
+def test_html_is_one_file_with_every_figure_inlined(first):
+  md, html, d = first['md'], first['html'], first['dir']
+  refs = _images(md)
+  for expected in ('spectral/spectral_spectra.png', 'spectral/spectral_kappa_vs_n.png',
+                   'ntk_distance/ntk_distance_function_distance.png',
+                   'malleability/malleability_flip_rates.png', 'malleability/malleability_eps.png',
+                   f'{BINARY}/malleability_flip_rates.png'):
+    assert expected in refs, (expected, refs)
+  srcs = re.findall(r'<img\b[^>]*\bsrc="([^"]*)"', html)
+  assert len(srcs) == len(refs) == html.count('<img')
+  assert html.count('data:image/png;base64,') == len(refs)
+  for ref, src in zip(refs, srcs):
+    assert src.startswith('data:image/png;base64,'), src[:80]
+    data = base64.b64decode(src.split(',', 1)[1], validate=True)
+    assert data.startswith(b'\x89PNG\r\n\x1a\n')
+    assert hashlib.sha256(data).hexdigest() == first['files'][ref][1], ref
+  # Nothing refers to a file beside it (alt texts name the figure files; attributes may not).
+  assert not re.search(r'<(?:link|script|iframe|object)\b', html)
+  for attr in re.findall(r'\b(?:src|href)="([^"]*)"', html):
+    assert attr.startswith(('data:', 'http://', 'https://')), attr[:80]
+  # Same tables as the Markdown, same numbers in them.
+  assert html.count('<table>') == len(_tables(md))
+  assert html.startswith('<!DOCTYPE html>') and html.rstrip().endswith('</html>')
+  nd = first['results']['ntk_distance']['summary'][0]
+  assert f"<td>{nd['function_distance_mean']:.3g} ± " in html
+  assert os.path.getsize(os.path.join(d, 'report.html')) > sum(
+      os.path.getsize(os.path.join(d, r)) for r in refs)
+
+
+def test_force_recomputes_only_the_parts_asked_for(first, forced):
+  assert '[spectral] cached' not in forced['proc'].stderr
+  assert '[spectral] python' in forced['proc'].stderr
+  old, new = first['markers']['spectral'], forced['markers']['spectral']
+  assert new['command'] == old['command']
+  assert new['finished'] != old['finished'] and new['seconds'] != old['seconds']
+  assert forced['results']['spectral']['provenance']['time'] != \
+      first['results']['spectral']['provenance']['time']
+  for key, (mtime, sha) in first['files'].items():
+    if key.startswith('spectral/'):
+      assert forced['files'][key][0] != mtime, key          # rewritten ...
+    else:
+      assert forced['files'][key][0] == mtime, key          # ... the other parts untouched
+  for sub in SUBS[1:]:
+    assert forced['markers'][sub] == first['markers'][sub]
+  rows = _provenance_rows(forced['md'])
+  assert [(r['part'], r['status']) for r in rows] == [('spectral', 'computed')]
+  # Same data, same numbers: the recomputed spectral part and the restored JSON give the first
+  # run's report (so the sentinel edit was undone and the report still reads every part).
+  assert forced['results']['spectral']['kappa_eff'] == first['results']['spectral']['kappa_eff']
+  assert _after_provenance(forced['md']) == _after_provenance(first['md'])
+
+
+@pytest.mark.parametrize('arg, words', [
+    ('--parts=spectral,nonsense', ('--parts', 'nonsense')),
+    ('--binary_tasks=digits:3', ('--binary_tasks', 'digits:3')),
+    ('--preset=nonsense', ('--preset', 'nonsense')),
+])
+def test_bad_flag_fails_fast_with_a_clear_message(tmp_path, arg, words):
+  out = tmp_path / 'D'
+  proc, seconds = _run(out, arg, timeout=120)
+  assert proc.returncode != 0
+  last = [l for l in proc.stderr.splitlines() if l.strip()][-1]  # the error, after any traceback
+  assert all(w in last for w in words), last
+  assert not out.exists()  # refused before any part ran or any folder was made
+  assert seconds < 60
+
+
+def test_interrupted_spectral_part_is_rerun(tmp_path):
+  """A part folder without its marker (a killed run) is resumed; spectral has no JSONL to
+  resume from, so it must simply run again."""
+  out = tmp_path / 'D'
+  (out / 'spectral').mkdir(parents=True)
+  proc, _ = _run(out, '--parts=spectral')
+  _ok(proc)
+  marker = reporting.read_json(out / 'spectral' / 'part.json')
+  res = reporting.read_json(out / 'spectral' / 'spectral.json')
+  assert res['n'] == 60
+  rows = _provenance_rows((out / 'report.md').read_text(encoding='utf-8'))
+  assert [(r['part'], r['status'], r['command']) for r in rows] == [
+      ('spectral', 'computed', f"`{marker['command']}`")]
