@@ -26,18 +26,18 @@ def _fmt(v, fmt='.3g') -> str:
   return format(v, fmt)
 
 
-def _ratio_words(a: float, b: float) -> str:
-  """'3.2× more' / '1.5× less' / 'as' for a relative to b."""
-  if b <= 0 and a <= 0:
-    return 'as'
+def _ratio_words(a: float, b: float, word: str = 'malleable') -> str:
+  """'3.2× more malleable' / '1.5× less malleable' / 'about as malleable' for a against b."""
+  if a <= 0 and b <= 0:
+    return f'as {word} (neither flipped any)'
   if b <= 0:
-    return 'more (the other flipped none)'
+    return f'more {word} (the other flipped none)'
   if a <= 0:
-    return 'less (it flipped none)'
+    return f'less {word} (it flipped none)'
   r = a / b
   if abs(math.log(r)) < math.log(1.1):
-    return 'about as'
-  return f'{r:.1f}× more' if r > 1 else f'{1 / r:.1f}× less'
+    return f'about as {word}'
+  return f'{r:.1f}× more {word}' if r > 1 else f'{1 / r:.1f}× less {word}'
 
 
 def spectral_section(res: dict, figures: Sequence[str] = ()) -> str:
@@ -192,7 +192,7 @@ def malleability_reading(rows) -> str:
     if relu is None or attn is None:
       continue
     a, b = 100 * attn['flip_rate_mean'], 100 * relu['flip_rate_mean']
-    s = f"{attack.upper()}: MLP-Attn flips {a:.1f}% vs 2L-ReLU {b:.1f}% ({_ratio_words(a, b)} malleable"
+    s = f"{attack.upper()}: MLP-Attn flips {a:.1f}% vs 2L-ReLU {b:.1f}% ({_ratio_words(a, b)}"
     pa, pb = attn.get('paper_flip_rate_pct'), relu.get('paper_flip_rate_pct')
     if pa is not None and pb:
       s += f'; paper: {pa / pb:.1f}×'

@@ -79,6 +79,7 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
   """
   import numpy as np
   from ntk_attention import malleability
+  from ntk_attention import report
   from ntk_attention import reporting
   settings = dict(dataset=ds.name, classes=list(ds.classes), n_train=len(ds.x_train),
                   n_test=len(ds.x_test), data_seed=FLAGS.seed, width=width,
@@ -118,7 +119,9 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
           ('models', 'width', 'seeds', 'attacks', 'epsilons', 'tau', 'kernel', 'ridge',
            'retrain', 'interventions', 'adversarial_training', 'epochs', 'lr'))})
   reporting.write_csv(_common.out_path(prefix + '.csv', out_dir), summary)
-  reporting.write_text(_common.out_path(prefix + '_table.md', out_dir), table(summary))
+  reporting.write_text(_common.out_path(prefix + '_table.md', out_dir),
+                       report.malleability_section({'summary': summary}, 'Influence malleability',
+                                                   ds.name, task))
   plot(summary, records, arrays, model_names, prefix, out_dir)
   return summary
 
@@ -134,42 +137,6 @@ def paper_value(dataset, task, row):
   if row['setting'] != 'standard' or abs(row['eps'] - 0.3) > 1e-9:
     return None
   return paper.flip_rate(dataset, task, row['attack'], row['model'])
-
-
-def _pct(row, metric='flip_rate'):
-  return f"{100 * row[metric + '_mean']:.1f} ± {100 * row[metric + '_std']:.1f}"
-
-
-def table(summary) -> str:
-  """Markdown tables in the study's layout: flip rate (%) per attack, models side by side,
-  ours (mean ± std over seeds) beside the paper's; then Spearman and top-k overlap."""
-  from ntk_attention import reporting
-  out = []
-  for (task, setting, eps) in sorted({(r['task'], r['setting'], r['eps']) for r in summary},
-                                     key=str):
-    rows = [r for r in summary if (r['task'], r['setting'], r['eps']) == (task, setting, eps)]
-    models = list(dict.fromkeys(r['model'] for r in rows))
-    table_rows = []
-    for attack in dict.fromkeys(r['attack'] for r in rows):
-      line = {'attack': attack.upper()}
-      for m in models:
-        match = [r for r in rows if r['model'] == m and r['attack'] == attack]
-        if match:
-          r = match[0]
-          line[f'{m} flip %'] = _pct(r)
-          line[f'{m} paper %'] = ('' if r.get('paper_flip_rate_pct') is None
-                                  else f"{r['paper_flip_rate_pct']:.1f}")
-          line[f'{m} spearman'] = f"{r['spearman_mean']:.3f}"
-          line[f'{m} top-k'] = f"{r['topk_overlap_mean']:.3f}"
-      table_rows.append(line)
-    columns = list(dict.fromkeys(k for line in table_rows for k in line))
-    acc = ', '.join(f"{m}: {100 * [r for r in rows if r['model'] == m][0]['test_accuracy_mean']:.1f}%"
-                    for m in models)
-    out.append(f'### task {task}, setting {setting}, ε = {eps:g}\n\n'
-               + reporting.markdown_table(table_rows, columns)
-               + f'\n\nClean test accuracy: {acc}. Flip rates: mean ± std over seeds; '
-               'paper: arXiv 2603.13085 v1 (blank where it reported none).\n')
-  return '\n'.join(out)
 
 
 def plot(summary, records, arrays, model_names, prefix, out_dir=None):

@@ -42,13 +42,19 @@ def test_perturbing_one_point_changes_kernel_rows(small, name):
       assert np.abs(np.asarray(a.eval - b.eval)).max() > 1e-7
 
 
-def test_protocol_metrics_and_budget(small):
+@pytest.fixture(scope='module')
+def trained(small):
+  """A small trained MLP-Attn: (model, params, y_train, y_test)."""
   y = jnp.asarray(data.targets(small.y_train, small.num_classes))
   ye = jnp.asarray(data.targets(small.y_test, small.num_classes))
   model = models.build('mlp_attn', 64, small.num_classes)
   res = training.train(model, training.seed_keys([0]), small.x_train, y,
                        training.TrainConfig(epochs=20, batch_size=25, lr=1e-2))
-  params = training.unstack(res.params, 0)
+  return model, training.unstack(res.params, 0), y, ye
+
+
+def test_protocol_metrics_and_budget(small, trained):
+  model, params, y, ye = trained
   setup = malleability.Setup(tau=0.2)
   records, arrays = malleability.protocol(
       model, params, small.x_train, y, small.x_test, ye, small.y_test, ['fgsm', 'pgd'],
@@ -65,13 +71,8 @@ def test_protocol_metrics_and_budget(small):
   np.testing.assert_allclose(arrays['influence_after/pgd/0'], arrays['influence_before'])
 
 
-def test_influence_attack_flips_at_least_as_many_signs_as_pgd(small):
-  y = jnp.asarray(data.targets(small.y_train, small.num_classes))
-  ye = jnp.asarray(data.targets(small.y_test, small.num_classes))
-  model = models.build('mlp_attn', 64, small.num_classes)
-  res = training.train(model, training.seed_keys([0]), small.x_train, y,
-                       training.TrainConfig(epochs=20, batch_size=25, lr=1e-2))
-  params = training.unstack(res.params, 0)
+def test_influence_attack_flips_at_least_as_many_signs_as_pgd(small, trained):
+  model, params, y, ye = trained
   records, _ = malleability.protocol(
       model, params, small.x_train, y, small.x_test, ye, small.y_test, ['pgd', 'influence'],
       [0.1], malleability.Setup(tau=0.2), jax.random.PRNGKey(0), 'xent')
