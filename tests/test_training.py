@@ -121,3 +121,34 @@ def test_bad_flags_fail_before_training(tmp_path, flag, message):
   assert proc.returncode != 0
   assert message in proc.stderr
   assert not (out / 'ntk_distance.jsonl').exists()
+
+
+SHARDED = r'''
+import jax, numpy as np
+jax.config.update('jax_enable_x64', True)
+from ntk_attention import data, models, training
+assert len(jax.devices()) == 2, jax.devices()
+ds = data.load('digits', n_train=40, n_test=10)
+y = data.targets(ds.y_train, ds.num_classes)
+model = models.build('relu_mlp', 16, ds.num_classes)
+res = training.train(model, training.seed_keys([0, 1]), ds.x_train, y,
+                     training.TrainConfig(epochs=3, batch_size=20))
+w = res.params[1][0][0]
+print('DEVICES', len(w.sharding.device_set))
+np.save(OUT, np.asarray(w))
+'''
+
+
+def test_seeds_are_sharded_across_devices(tmp_path, small):
+  out = tmp_path / 'w.npy'
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  proc = subprocess.run([sys.executable, '-c', f'OUT = {str(out)!r}\n' + SHARDED], env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert 'DEVICES 2' in proc.stdout
+  ds = data.load('digits', n_train=40, n_test=10)
+  y = data.targets(ds.y_train, ds.num_classes)
+  model = models.build('relu_mlp', 16, ds.num_classes)
+  res = training.train(model, training.seed_keys([0, 1]), ds.x_train, y,
+                       training.TrainConfig(epochs=3, batch_size=20))
+  np.testing.assert_allclose(np.load(out), res.params[1][0][0], rtol=1e-5, atol=1e-6)
