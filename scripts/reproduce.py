@@ -12,10 +12,14 @@ from its JSONL) and re-renders D/report.md and D/report.html (figures inlined). 
 recomputes everything.
 
 Parts: spectral, ntk_distance, malleability (10-class or --classes, ε sweep), binary
-(--binary_tasks), interventions, adversarial_training.
+(--binary_tasks), interventions, adversarial_training, beyond (attention variants, the
+influence-targeted attack, approximation error). Any flag of an underlying script can be
+added with --spectral_flags, --ntk_distance_flags, --malleability_flags,
+--approximation_flags (e.g. --malleability_flags="--pgd_steps=40").
 """
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -79,6 +83,10 @@ flags.DEFINE_integer('beyond_epochs', 0, 'beyond part: epochs (0 = --epochs).')
 flags.DEFINE_string('beyond_widths', '16,64,256', 'beyond part: widths of the NTK-distance runs.')
 flags.DEFINE_integer('beyond_width', 64, 'beyond part: width of the malleability runs.')
 flags.DEFINE_integer('beyond_seeds', 2, 'beyond part: seeds.')
+for _script in ('spectral', 'ntk_distance', 'malleability', 'approximation'):
+  flags.DEFINE_string(f'{_script}_flags', '',
+                      f'Extra flags for every {_script}.py run, e.g. "--pgd_steps=40 --ridge=1e-2": '
+                      'any flag of the underlying script overrides the preset this way.')
 _common.define_training_flags()
 
 FLAGS = flags.FLAGS
@@ -185,6 +193,7 @@ def run_part(name, sub, script, args):
   from ntk_attention import reporting
   out = os.path.join(FLAGS.output_dir, sub)
   marker = os.path.join(out, 'part.json')
+  args = args + shlex.split(FLAGS[os.path.basename(script)[:-3] + '_flags'].value)
   cmd = [sys.executable, script] + args + [_arg('output_dir', out)]
   shown = ' '.join(['python', os.path.relpath(script, os.path.dirname(HERE))] + args
                    + [_arg('output_dir', out)])
