@@ -24,7 +24,7 @@ def _start(args):
 def runs(tmp_path_factory):
   """The quick benchmark and a bad --only, run concurrently to share start-up time."""
   out = tmp_path_factory.mktemp('bench') / 'b.json'
-  procs = {'quick': _start(['--quick', '--only=ntk,influence', f'--output={out}']),
+  procs = {'quick': _start(['--quick', '--only=ntk,influence,training', f'--output={out}']),
            'bad': _start(['--quick', '--only=ntk,nope', f'--output={out}.bad.json'])}
   logs = {k: (p.communicate(timeout=300)[0], p.returncode) for k, p in procs.items()}
   return out, logs
@@ -54,6 +54,11 @@ def test_quick_rows(runs):
     assert 0 <= r['max_rel_diff'] <= 1e-4, r
   for r in inf:
     assert 0 <= r['agreement'] <= 1e-8, r
+  train = [r for r in rows if r['entry'] == 'training']
+  assert len(train) == 4        # 2 models x 2 widths
+  for r in train:               # vmapped and sequential seeds train to the same weights
+    assert 0 <= r['max_rel_diff'] <= 1e-5, r
+    assert r['throughput_vmapped'] > 0 and r['throughput_sequential'] > 0
   # The LOO changes compared are not trivially small (else agreement would mean nothing).
   assert float(inf[0]['note'].split('=')[-1]) > 1e-2
   # The CSV next to the JSON has the same rows, and the table was printed.
