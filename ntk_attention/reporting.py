@@ -38,6 +38,7 @@ def _atomic_write_bytes(path, data: bytes) -> None:
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
   try:
+    os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600; results are for sharing
     with os.fdopen(fd, 'wb') as f:
       f.write(data)
       f.flush()
@@ -60,6 +61,12 @@ def write_npz(path, **arrays) -> None:
   buf = io.BytesIO()
   np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
   _atomic_write_bytes(path, buf.getvalue())
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def write_text(path, text: str) -> None:
