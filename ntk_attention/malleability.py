@@ -59,6 +59,7 @@ class Setup(NamedTuple):
   ridge: float = 1e-3
   attack: attacks_lib.AttackConfig = attacks_lib.AttackConfig()
   score: str = 'mean'
+  topk: int = 0          # k of topk_overlap; 0 = |S|
 
 
 def validate(attack_names: Sequence[str], epsilons: Sequence[float], setup: Setup,
@@ -70,6 +71,8 @@ def validate(attack_names: Sequence[str], epsilons: Sequence[float], setup: Setu
   if setup.tau * n_train < 1:
     raise ValueError(f'n_train={n_train} is too small for tau={setup.tau}: '
                      'the top-tau set would be empty.')
+  if isinstance(setup.topk, bool) or int(setup.topk) != setup.topk or not 0 <= setup.topk <= n_train:
+    raise ValueError(f'topk must be an integer in [0, n_train={n_train}], got {setup.topk}.')
   if setup.score not in SCORES:
     raise ValueError(f'score must be one of {SCORES}, got {setup.score!r}.')
   if setup.kernel not in KERNELS:
@@ -109,8 +112,9 @@ def influence(model, params, x_train, y_train, x_eval, y_eval, setup: Setup):
                                      ridge=setup.ridge)
 
 
-def compare(before, after, subset, score: str = 'mean') -> dict:
-  """`flip_rate` over `subset`, `spearman` over all points, `topk_overlap` with k = |S|.
+def compare(before, after, subset, score: str = 'mean', topk: int = 0) -> dict:
+  """`flip_rate` over `subset`, `spearman` over all points, `topk_overlap` with k = `topk`
+  (0: k = |S|).
 
   `before`, `after`: `influence.Influence`. `score='mean'` compares the mean scores `(n,)`;
   'per_point' compares the matrices `(t, n)`: flips over the entries of the columns in S,
@@ -127,7 +131,7 @@ def compare(before, after, subset, score: str = 'mean') -> dict:
   return {
       'flip_rate': flip,
       'spearman': rho,
-      'topk_overlap': influence_lib.topk_overlap(mean_b, mean_a, len(subset)),
+      'topk_overlap': influence_lib.topk_overlap(mean_b, mean_a, topk or len(subset)),
       'n_subset': int(len(subset)),
       'n_flipped': int(round(influence_lib.flip_rate(mean_b, mean_a, subset) * len(subset))),
   }
@@ -260,7 +264,7 @@ def protocol(model, params, x_train, y_train, x_eval, y_eval, labels_eval, attac
       after = influence(model, p_after, x_adv, y_train, x_eval, y_eval, setup)
       rec = dict(common, attack=name, eps=float(eps),
                  linf=float(jnp.max(jnp.abs(x_adv - x_train))),
-                 **compare(before, after, subset, setup.score))
+                 **compare(before, after, subset, setup.score, setup.topk))
       records.append(rec)
       arrays[f'influence_after/{name}/{eps:g}'] = after.scores
   return records, arrays

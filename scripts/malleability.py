@@ -35,6 +35,7 @@ flags.DEFINE_float('tau', 0.1, 'Fraction of most influential training points att
 flags.DEFINE_enum('kernel', 'empirical', ['empirical', 'analytic'],
                   'Influence from the empirical NTK at the trained parameters, or the analytic.')
 flags.DEFINE_float('ridge', 1e-3, 'KRR ridge λ (× mean diag K) of the influence [choice].')
+flags.DEFINE_integer('topk', 0, 'k of the top-k overlap; 0 = the size of the top-τ set [choice].')
 flags.DEFINE_enum('score', 'mean', ['mean', 'per_point'],
                   "Influence compared: 'mean' over the test set per training point [choice], or "
                   "'per_point' (every test × training entry).")
@@ -83,7 +84,7 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
   from ntk_attention import reporting
   settings = dict(dataset=ds.name, classes=list(ds.classes), n_train=len(ds.x_train),
                   n_test=len(ds.x_test), data_seed=FLAGS.seed, width=width,
-                  tau=setup.tau, kernel=setup.kernel, ridge=setup.ridge, score=setup.score,
+                  tau=setup.tau, kernel=setup.kernel, ridge=setup.ridge, score=setup.score, topk=setup.topk,
                   attack=setup.attack._asdict(), model_options=model_options or {},
                   **config._asdict())
   store = _common.open_store(prefix, settings, resume, out_dir)
@@ -203,7 +204,7 @@ def main(argv):
   config = _common.training_config()
   options = {n: o for n, o in _common.model_options().items() if n in model_names}
   setup = malleability.Setup(tau=FLAGS.tau, kernel=FLAGS.kernel, ridge=FLAGS.ridge,
-                             attack=attack_config(), score=FLAGS.score)
+                             attack=attack_config(), score=FLAGS.score, topk=FLAGS.topk)
   # n_train is only known after loading; check τ against the size asked for first.
   malleability.validate(attack_names, epsilons, setup, FLAGS.n_train, interventions)
   _common.setup()

@@ -116,14 +116,17 @@ def test_compare_mean_and_per_point_scores():
   per = malleability.compare(before, after, np.array([0, 2]), 'per_point')
   assert per['flip_rate'] == 0.5                                  # entries (0,0), (1,2) flip of 4
   assert per['topk_overlap'] == mean['topk_overlap'] == 1.0
+  # k = 1: the top point by |I| is 0 (tie with 2, lower index) before, 2 after.
+  assert malleability.compare(before, after, np.array([0, 2]), 'mean', topk=1)['topk_overlap'] == 0.0
 
 
 @pytest.mark.parametrize('kwargs,match', [
     (dict(tau=0.0), 'tau'), (dict(tau=1.5), 'tau'), (dict(eps=-0.1), 'eps'),
     (dict(attack='cw'), 'attack'), (dict(n_train=5), 'too small'),
-    (dict(kernel='nngp'), 'kernel')])
+    (dict(kernel='nngp'), 'kernel'), (dict(topk=-1), 'topk'), (dict(topk=500), 'topk')])
 def test_validate_rejects_bad_input(kwargs, match):
-  setup = malleability.Setup(tau=kwargs.get('tau', 0.1), kernel=kwargs.get('kernel', 'empirical'))
+  setup = malleability.Setup(tau=kwargs.get('tau', 0.1), kernel=kwargs.get('kernel', 'empirical'),
+                             topk=kwargs.get('topk', 0))
   with pytest.raises(ValueError, match=match):
     malleability.validate([kwargs.get('attack', 'pgd')], [kwargs.get('eps', 0.3)], setup,
                           kwargs.get('n_train', 100))
