@@ -15,10 +15,12 @@ come from one definition. Modules, by concept:
   attacks       FGSM, PGD, MIM under an l_inf budget on [0, 1] pixels
   malleability  the influence-malleability protocol, interventions, PGD-AT
   sweeps        width sweeps of the distance to the NTK regime
+  alignment     kernel-target alignment and KRR error: the approximation side
   reporting     atomic JSON/CSV/JSONL results, figures, Markdown → HTML
   report        the study report's sections, read out from the numbers
   paper         the study's published numbers (for comparison only)
 """
+from ntk_attention import alignment
 from ntk_attention import attacks
 from ntk_attention import data
 from ntk_attention import influence

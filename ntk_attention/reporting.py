@@ -389,8 +389,10 @@ def plot_lines(path, series: dict, xlabel, ylabel, title, logx=False, logy=False
   return _save(fig, path)
 
 
-def plot_bars(path, groups: Sequence[str], series: dict, ylabel, title) -> str:
-  """Grouped bars: one group per entry of `groups`, one bar per series name -> (means, stds) with error bars."""
+def plot_bars(path, groups: Sequence[str], series: dict, ylabel, title, logy=False) -> str:
+  """Grouped bars: one group per entry of `groups`, one bar per series name -> (means, stds) with error bars.
+
+  `logy`: log y axis (values spanning decades); the legend then sits outside the axes."""
   fig, ax = _axes(title, '', ylabel)
   idx = np.arange(len(groups))
   width = 0.8 / max(len(series), 1)
@@ -402,7 +404,11 @@ def plot_bars(path, groups: Sequence[str], series: dict, ylabel, title) -> str:
     ax.bar(idx + (j - (len(series) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=str(name))
   ax.set_xticks(idx)
   ax.set_xticklabels([str(g) for g in groups])
-  ax.legend()
+  if logy:
+    ax.set_yscale('log')
+    ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0))
+  else:
+    ax.legend()
   return _save(fig, path)
 
 

@@ -129,17 +129,17 @@ def plot(summary, ds, k_top, n_seeds, out_dir=None):
   groups = [KERNEL_LABELS[k] for k in alignment.KERNELS]
   sizes = f'{ds.name}, n_train={len(ds.x_train)}, n_test={len(ds.x_test)}'
   paths = []
-  for metric, suffix, ylabel, what in (
-      ('relative_mse', '', 'relative test error Σ(f−y)²/Σy²  (1 = predict 0)',
-       'Kernel ridge regression'),
+  for metric, suffix, ylabel, what, logy in (
+      ('relative_mse', '', 'relative test error Σ(f−y)²/Σy²  (1 = predict 0), log scale',
+       'Kernel ridge regression', True),
       ('alignment', '_alignment', 'centred kernel–target alignment (train block)',
-       'Kernel–target alignment')):
+       'Kernel–target alignment', False)):
     series = {task_labels[task]: ([rows[task, k][metric + '_mean'] for k in alignment.KERNELS],
                                   [rows[task, k][metric + '_std'] for k in alignment.KERNELS])
               for task in TASKS}
     title = f'{what} on {sizes}\n(synthetic: mean ± std over {n_seeds} draws)'
     paths.append(reporting.plot_bars(_common.out_path(f'{NAME}{suffix}.png', out_dir), groups,
-                                     series, ylabel, title))
+                                     series, ylabel, title, logy=logy))
   return paths
 
 
