@@ -16,7 +16,6 @@ per model x width (key `empirical_<model>_<width>`).
   python scripts/kernels.py --dataset=digits --models=relu_mlp,mlp_attn --widths=16,64,256,1024,4096
 """
 import os
-import tempfile
 import time
 
 from absl import app
@@ -73,21 +72,6 @@ def _check_flags():
     if os.path.isdir(save):
       raise ValueError(f'--save_kernels is a folder: {save!r}.')
   return classes, names, widths, methods, save
-
-
-def _save_npz(path, **arrays):
-  """np.savez via a temp file and os.replace, so a crash never leaves half a file."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, suffix='.npz')
-  os.close(fd)
-  try:
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def _distance(a, b):
@@ -180,7 +164,7 @@ def main(argv):
                        f'(N={n + len(ds.x_test)})\nmean ± std over {FLAGS.seeds} seeds',
                        logx=True, logy=True)
   if save:
-    _save_npz(save, widths=np.array(widths), **saved)
+    reporting.write_npz(save, widths=np.array(widths), **saved)
     paths.append(save)
   for row in summary:
     logging.info('%-12s m=%-6d full %.4g ± %.2g   train %.4g ± %.2g', row['model'], row['width'],

@@ -53,7 +53,8 @@ def run(ds, model_names, widths, seeds, config, resume, ridge, model_options=Non
   sweeps.ntk_distance_sweep(ds, model_names, widths, seeds, config, on_record=store.append,
                             done=done, on_progress=progress.update, ridge=ridge,
                             model_options=model_options, base_seed=FLAGS.seed)
-  records = [r for r in store.records() if (r['model'], r['width'], r['seed']) in set(grid)]
+  cells = set(grid)
+  records = [r for r in store.records() if (r['model'], r['width'], r['seed']) in cells]
   summary = reporting.summarize(records, ('model', 'width'), sweeps.METRICS)
   reporting.write_json(_common.out_path(name + '.json', out_dir), {
       'comparison': records[0]['comparison'] if records else None,
