@@ -100,13 +100,20 @@ def _truncate(sigma, c, rank: int):
   return sigma @ proj
 
 
+def softmax_temperature(temperature: Optional[float], d: int) -> float:
+  """`temperature`, or the standard attention scaling where it is None: logits
+  `x_i·x_j/√d` are `Σ_ij·√d` in NT's `Σ = x·x'/d`, i.e. `T = 1/√d` (docs/method.md §3)."""
+  return 1.0 / float(d) ** 0.5 if temperature is None else float(temperature)
+
+
 def attention_pattern(sigma, c, normalize: str = 'linear', rank: Optional[int] = None,
                       temperature: float = 1.0, average: bool = False):
   """The parameter-free attention pattern `A` from a token covariance.
 
   `linear`:  `A_ij = Σ_ij c_j` with `Σ_ij = x_i·x_j / d` (SPEC §3);
              `rank=r` replaces `Σ` on the context by its top-r eigen-truncation.
-  `softmax`: `A_ij = exp(Σ_ij/T) c_j / Σ_k exp(Σ_ik/T) c_k` (Nadaraya–Watson).
+  `softmax`: `A_ij = exp(Σ_ij/T) c_j / Σ_k exp(Σ_ik/T) c_k` (Nadaraya–Watson); T must
+             be a number here (see `softmax_temperature` for the default).
   `average=True` divides the linear pattern by the number of context tokens: a global
   scale that every later normalisation removes, but that keeps stacked layers
   (`G^{3^k}`) inside float range.
@@ -143,14 +150,14 @@ def _check_heads(normalize, rank, depth, temperature):
     raise ValueError('rank truncation applies to linear attention only.')
   if int(depth) != depth or depth < 1:
     raise ValueError(f'depth must be a positive integer, got {depth!r}.')
-  if not temperature > 0:
-    raise ValueError(f'temperature must be > 0, got {temperature!r}.')
+  if temperature is not None and not temperature > 0:
+    raise ValueError(f'temperature must be > 0 or None (1/√d), got {temperature!r}.')
 
 
 def _attention_kernel(k, context, pattern, depth: int = 1, shared: bool = True):
   """Propagates an NT `Kernel` through `depth` attention layers `X ↦ A X`.
 
-  `nngp' = A₁ Σ A₂ᵀ`, `ntk' = A₁ Θ A₂ᵀ`, `cov' = A Σ Aᵀ`, with `A = pattern(cov, c)`
+  `nngp' = A₁ Σ A₂ᵀ`, `ntk' = A₁ Θ A₂ᵀ`, `cov' = A Σ Aᵀ`, with `A = pattern(cov, c, d)`
   recomputed per layer unless `shared`.
   """
   if len(k.shape1) != 3:
@@ -162,8 +169,8 @@ def _attention_kernel(k, context, pattern, depth: int = 1, shared: bool = True):
   a1 = a2 = None
   for _ in range(depth):
     if a1 is None or not shared:
-      a1 = pattern(_diag_cov(cov1, k.diagonal_batch), c1)
-      a2 = a1 if cov2 is None else pattern(_diag_cov(cov2, k.diagonal_batch), c2)
+      a1 = pattern(_diag_cov(cov1, k.diagonal_batch), c1, k.shape1[-1])
+      a2 = a1 if cov2 is None else pattern(_diag_cov(cov2, k.diagonal_batch), c2, k.shape1[-1])
     nngp = _sandwich(a1, nngp, a2, True)
     ntk = _sandwich(a1, ntk, a2, True)
     cov1 = _sandwich(a1, cov1, a1, not k.diagonal_batch)
@@ -176,7 +183,7 @@ def LinearizedAttention(depth: int = 1,
                         shared: bool = True,
                         rank: Optional[int] = None,
                         normalize: str = 'linear',
-                        temperature: float = 1.0,
+                        temperature: Optional[float] = None,
                         average: bool = False):
   """Parameter-free attention across samples, `X ↦ A X` with `A` from `X` itself.
 
@@ -193,12 +200,17 @@ def LinearizedAttention(depth: int = 1,
     - `shared=False`: each layer recomputes its pattern from its own input, kernel
       `G^{3^k}` (layer 2 attends with `G³`, and so on).
 
+  `normalize='softmax'`: `temperature=None` (default) is the standard attention scaling,
+  logits `x_i·x_j/√d` (T = 1/√d on NT's `Σ = x·x'/d`); T = 1 would make every row of a
+  unit-norm dataset nearly uniform and the normalised kernel nearly constant.
+
   Input `(B, N, d)` (B sequences of N tokens); output the same shape.
   """
   _check_heads(normalize, rank, depth, temperature)
 
-  def pattern(sigma, c):
-    return attention_pattern(sigma, c, normalize, rank, temperature, average)
+  def pattern(sigma, c, d):
+    return attention_pattern(sigma, c, normalize, rank, softmax_temperature(temperature, d),
+                             average)
 
   def init_fn(rng, input_shape):
     return input_shape, ()
@@ -211,7 +223,7 @@ def LinearizedAttention(depth: int = 1,
     a = None
     for _ in range(depth):
       if a is None or not shared:
-        a = pattern(x @ jnp.swapaxes(x, -1, -2) / d, c)
+        a = pattern(x @ jnp.swapaxes(x, -1, -2) / d, c, d)
       x = a @ x
     return x
 
@@ -250,7 +262,8 @@ def QKVAttention(width: int, n_heads: int = 1, mechanism: str = 'IDENTITY'):
     raise ValueError(f'width must be a positive integer, got {width!r}.')
   normalize = MECHANISMS[mechanism]
 
-  def pattern(sigma, c):
+  def pattern(sigma, c, d):
+    del d   # NT's convention: logits Σ of the query/key features, temperature 1
     return attention_pattern(sigma, c, normalize)
 
   def init_fn(rng, input_shape):
@@ -337,6 +350,47 @@ def Normalize(eps: float = 0.0):
 
 
 @_nt.layer
+def ScaledDense(width: int, init_std: float = 1.0, W_std: float = 1.0):
+  """NT's `Dense(width, W_std, b_std=None, parameterization='ntk')` with weights that start
+  at `W ~ N(0, init_std²)` instead of `N(0, 1)` (docs/method.md §4).
+
+  `apply_fn` is NT's: `h = W_std · x W / √d`. On RMS-1 inputs (`Normalize`), `x/√d` is the
+  unit-norm `x̂`, so with `W_std = 1` this is `h_r = w_r·x̂` with the trained weight `w_r`
+  itself drawn from `N(0, init_std²)`: the study's standard parameterisation, in which an
+  optimiser step moves `w_r` directly.
+
+  Kernel, for an input covariance `Σ` and NTK `Θ` (`s = init_std`):
+    `nngp' = W_std² s² Σ`,  `ntk' = W_std² (s² Θ + Σ)`;
+  the `Σ` term (the gradient w.r.t. `W`) does not depend on `s`, so after a ReLU the
+  first-layer NTK `Θ∞ = W_std² ⟨x̂, x̂'⟩ (π − θ)/(2π)` is the same for every `s` (ReLU is
+  1-homogeneous and its derivative is scale-free). `init_std = 1` is NT's `Dense`.
+  Input `(..., d)` -> `(..., width)`.
+  """
+  if not (init_std > 0 and init_std < float('inf')):
+    raise ValueError(f'init_std must be a positive finite number, got {init_std!r}.')
+  init_dense, apply_fn, _ = _nt.stax.Dense(width, W_std=W_std, b_std=None,
+                                           parameterization='ntk')
+
+  def init_fn(rng, input_shape):
+    out_shape, (w, b) = init_dense(rng, input_shape)
+    return out_shape, (w * init_std, b)
+
+  @_nt.requires(batch_axis=0, channel_axis=-1)
+  def kernel_fn(k, **kwargs):
+    del kwargs
+    var = W_std ** 2 * init_std ** 2
+
+    def scale(mat):
+      return None if mat is None else var * mat
+
+    ntk = None if k.ntk is None else W_std ** 2 * (init_std ** 2 * k.ntk + k.nngp)
+    return k.replace(nngp=scale(k.nngp), ntk=ntk, cov1=scale(k.cov1), cov2=scale(k.cov2),
+                     is_gaussian=True, is_input=False)
+
+  return init_fn, apply_fn, kernel_fn
+
+
+@_nt.layer
 def FrozenReadout(out_dim: int):
   """Readout `f = h a / √m` with `a ∈ {−1, +1}^{m×C}` drawn once and frozen.
 
@@ -365,5 +419,5 @@ def FrozenReadout(out_dim: int):
   return init_fn, apply_fn, kernel_fn
 
 
-__all__ = ['as_sequence', 'attention_pattern', 'LinearizedAttention', 'Normalize',
-           'FrozenReadout', 'QKVAttention', 'NORMALIZATIONS', 'MECHANISMS']
+__all__ = ['as_sequence', 'attention_pattern', 'softmax_temperature', 'LinearizedAttention', 'Normalize',
+           'ScaledDense', 'FrozenReadout', 'QKVAttention', 'NORMALIZATIONS', 'MECHANISMS']

@@ -35,15 +35,21 @@ from ntk_attention import influence as influence_lib
 from ntk_attention import kernels
 from ntk_attention import layers
 from ntk_attention import models as models_lib
+from ntk_attention import spectral
 from ntk_attention import training
 
 ATTACKS = attacks_lib.ATTACKS + ('influence',)
 KERNELS = ('empirical', 'analytic')
 INTERVENTIONS = ('curated', 'transformed', 'adversarial')
 METRICS = ('flip_rate', 'spearman', 'topk_overlap')
+# Per trained model: accuracies (and kernel regression with its own analytic NTK), distance
+# to that NTK, final loss and how concentrated the head's input features are.
+DIAGNOSTICS = ('test_accuracy', 'train_accuracy', 'krr_test_accuracy', 'kernel_distance',
+               'final_loss', 'feature_top_share', 'feature_effective_rank', 'eps_pixels')
 
 
 SCORES = ('mean', 'per_point')
+EPS_UNITS = ('pixel', 'std')
 
 
 class Setup(NamedTuple):
@@ -60,6 +66,22 @@ class Setup(NamedTuple):
   attack: attacks_lib.AttackConfig = attacks_lib.AttackConfig()
   score: str = 'mean'
   topk: int = 0          # k of topk_overlap; 0 = |S|
+  eps_units: str = 'pixel'   # ε in [0, 1] pixels, or in units of the training pixels' std
+  pixel_std: float = 1.0     # std of the training pixels; used when eps_units == 'std'
+
+
+def eps_pixels(setup: Setup, eps: float) -> float:
+  """The ℓ∞ budget on [0, 1] pixels of a budget `eps` given in `setup.eps_units`:
+  `eps` ('pixel') or `eps · pixel_std` ('std', as in a mean/std-normalised pipeline)."""
+  return float(eps) * (setup.pixel_std if setup.eps_units == 'std' else 1.0)
+
+
+def with_pixel_std(setup: Setup, x_train) -> Setup:
+  """`setup` with `pixel_std` = the std of every training pixel (float64) when ε is in
+  std units; unchanged otherwise."""
+  if setup.eps_units != 'std':
+    return setup
+  return setup._replace(pixel_std=float(np.std(np.asarray(x_train, np.float64))))
 
 
 def validate(attack_names: Sequence[str], epsilons: Sequence[float], setup: Setup,
@@ -73,6 +95,8 @@ def validate(attack_names: Sequence[str], epsilons: Sequence[float], setup: Setu
                      'the top-tau set would be empty.')
   if isinstance(setup.topk, bool) or int(setup.topk) != setup.topk or not 0 <= setup.topk <= n_train:
     raise ValueError(f'topk must be an integer in [0, n_train={n_train}], got {setup.topk}.')
+  if setup.eps_units not in EPS_UNITS:
+    raise ValueError(f'eps_units must be one of {EPS_UNITS}, got {setup.eps_units!r}.')
   if setup.score not in SCORES:
     raise ValueError(f'score must be one of {SCORES}, got {setup.score!r}.')
   if setup.kernel not in KERNELS:
@@ -87,7 +111,7 @@ def validate(attack_names: Sequence[str], epsilons: Sequence[float], setup: Setu
   if not epsilons:
     raise ValueError('no epsilons given.')
   for eps in epsilons:
-    attacks_lib.validate('pgd', setup.attack._replace(eps=eps))
+    attacks_lib.validate('pgd', setup.attack._replace(eps=eps_pixels(setup, eps)))
   for name in interventions:
     if name not in INTERVENTIONS:
       raise ValueError(f'unknown intervention {name!r}; choose from {INTERVENTIONS}.')
@@ -218,9 +242,10 @@ def pgd_training_perturbation(model, y_train, kind: str, attack: attacks_lib.Att
 
 def attack_one(model, params, x_train, y_train, x_eval, y_eval, before, attack_name, eps,
                setup: Setup, key, kind: str):
-  """Steps 2–3 of the protocol for one attack and ε: `(subset, x_adv)`."""
+  """Steps 2–3 of the protocol for one attack and ε (in `setup.eps_units`):
+  `(subset, x_adv)`."""
   subset = influence_lib.top_fraction(np.asarray(before.scores), setup.tau)
-  setup = setup._replace(attack=setup.attack._replace(eps=float(eps)))
+  setup = setup._replace(attack=setup.attack._replace(eps=eps_pixels(setup, eps)))
   return subset, perturb(model, params, attack_name, x_train, y_train, subset, setup, key, kind,
                          x_eval, y_eval, before.scores)
 
@@ -244,12 +269,19 @@ def protocol(model, params, x_train, y_train, x_eval, y_eval, labels_eval, attac
   blocks = kernel_blocks(model, params, x_train, x_eval, setup.kernel)
   before = influence_lib.loo_influence(blocks.train, blocks.eval_train, y_train, y_eval,
                                        ridge=setup.ridge)
-  _, f_eval = training.outputs(model, params, x_train, x_eval)
-  common = {'test_accuracy': float(training.accuracy(f_eval, labels_eval))}
+  f_train, f_eval = training.outputs(model, params, x_train, x_eval)
+  common = {'test_accuracy': float(training.accuracy(f_eval, labels_eval)),
+            'train_accuracy': float(training.accuracy(
+                f_train, training.labels_from_targets(y_train))),
+            'eps_units': setup.eps_units}
+  common.update(trainability(model, params, x_train, x_eval))
   if theta_inf is not None:
     k = kernel_blocks(model, params, x_train, x_eval, 'empirical')
     full = jnp.block([[k.train, k.eval_train.T], [k.eval_train, k.eval]])
     common['kernel_distance'] = float(kernels.relative_distance(full, theta_inf))
+    krr = kernels.ntk_predictor(kernels.split_blocks(theta_inf, x_train.shape[0]), y_train,
+                                ridge=setup.ridge)
+    common['krr_test_accuracy'] = float(training.accuracy(krr, labels_eval))
   arrays = {'k_train': blocks.train, 'k_eval_train': blocks.eval_train, 'y_train': y_train,
             'y_eval': y_eval, 'influence_before': before.scores}
   records = []
@@ -262,12 +294,21 @@ def protocol(model, params, x_train, y_train, x_eval, y_eval, labels_eval, attac
                                  name, eps, setup, k_attack, kind)
       p_after = params if retrain_fn is None else retrain_fn(x_adv)
       after = influence(model, p_after, x_adv, y_train, x_eval, y_eval, setup)
-      rec = dict(common, attack=name, eps=float(eps),
+      rec = dict(common, attack=name, eps=float(eps), eps_pixels=eps_pixels(setup, eps),
                  linf=float(jnp.max(jnp.abs(x_adv - x_train))),
                  **compare(before, after, subset, setup.score, setup.topk))
       records.append(rec)
       arrays[f'influence_after/{name}/{eps:g}'] = after.scores
   return records, arrays
+
+
+def trainability(model, params, x_train, x_eval) -> dict:
+  """Why a model does or does not train: how concentrated the training features that the
+  ReLU head sees are (`spectral.feature_concentration` of the prefix output)."""
+  seq, context = layers.as_sequence(x_train, x_eval)
+  z = models_lib.features(model, params, seq, context)[0, :jnp.shape(x_train)[0]]
+  top, eff = spectral.feature_concentration(np.asarray(z, np.float64))
+  return {'feature_top_share': top, 'feature_effective_rank': eff}
 
 
 def intervention_set(name, model, params, x_train, y_train, subset, setup: Setup, key, kind):
@@ -286,18 +327,23 @@ def sweep(ds, model_names: Sequence[str], width: int, seeds: Sequence[int],
           interventions: Sequence[str] = (), adversarial_training: bool = False,
           on_record=lambda r: None, on_arrays=lambda key, arrays: None, done=(),
           on_progress=lambda n: None, task: str = 'all', base_seed: int = 0,
-          model_options: Optional[dict] = None) -> list:
+          model_options: Optional[dict] = None, train_fn=training.train) -> list:
   """Malleability of every model × setting × attack × ε × seed; returns the new records.
 
   Settings: 'standard' (or 'retrain' with `retrain`), each of `interventions`, and
   'pgd_at' with `adversarial_training`. Records go to `on_record` as they exist; `done`
   holds `KEY_FIELDS` tuples to skip; `on_arrays(key, arrays)` receives seed `seeds[0]`'s
   kernels and influence vectors of each model and setting. `model_options`: per-model-name
-  `models.build` options (attention variants).
+  `models.build` options (attention variants, `init_std`). `train_fn` has the signature of
+  `training.train` (e.g. a `training.cached_train` shared across sweeps).
   """
   from ntk_attention import data as data_lib
   validate(attack_names, epsilons, setup, len(ds.x_train), interventions)
   training.validate(train_config)
+  setup = with_pixel_std(setup, ds.x_train)
+  # PGD of the interventions and of adversarial training, at setup.attack.eps in eps_units.
+  train_setup = setup._replace(attack=setup.attack._replace(
+      eps=eps_pixels(setup, setup.attack.eps)))
   done = set(done)
   y_train = jnp.asarray(data_lib.targets(ds.y_train, ds.num_classes))
   y_eval = jnp.asarray(data_lib.targets(ds.y_test, ds.num_classes))
@@ -323,7 +369,7 @@ def sweep(ds, model_names: Sequence[str], width: int, seeds: Sequence[int],
     theta_clean = theta_inf(x_train)    # shared by every setting that keeps the data
 
     def train(x, y, keys, perturb_fn=None):
-      return training.train(model, keys, x, y, train_config, perturb=perturb_fn)
+      return train_fn(model, keys, x, y, train_config, perturb=perturb_fn)
 
     for setting in settings:
       seeds_left = [s for s in seeds if todo(name, setting, s)]
@@ -331,7 +377,7 @@ def sweep(ds, model_names: Sequence[str], width: int, seeds: Sequence[int],
         continue
       keys = training.seed_keys(seeds_left, base_seed)
       if setting == 'pgd_at':
-        at = pgd_training_perturbation(model, y_train, kind, setup.attack)
+        at = pgd_training_perturbation(model, y_train, kind, train_setup.attack)
         result = train(x_train, y_train, keys, at)
       else:
         result = train(x_train, y_train, keys)
@@ -342,9 +388,12 @@ def sweep(ds, model_names: Sequence[str], width: int, seeds: Sequence[int],
         if setting in INTERVENTIONS:
           clean = influence(model, params, x_train, y_train, x_eval, y_eval, setup)
           subset = influence_lib.top_fraction(np.asarray(clean.scores), setup.tau)
-          x_s, y_s = intervention_set(setting, model, params, x_train, y_train, subset, setup,
-                                      jax.random.fold_in(key, 1), kind)
-          params = training.unstack(train(x_s, y_s, keys[i:i + 1]).params, 0)
+          x_s, y_s = intervention_set(setting, model, params, x_train, y_train, subset,
+                                      train_setup, jax.random.fold_in(key, 1), kind)
+          retrained = train(x_s, y_s, keys[i:i + 1])
+          params, losses = training.unstack(retrained.params, 0), retrained.losses[0]
+        else:
+          losses = result.losses[i]
         retrain_fn = None
         if setting == 'retrain':
           retrain_fn = lambda x_adv, k=keys[i:i + 1], y=y_s: training.unstack(
@@ -353,18 +402,24 @@ def sweep(ds, model_names: Sequence[str], width: int, seeds: Sequence[int],
         records, arrays = protocol(model, params, x_s, y_s, x_eval, y_eval, ds.y_test,
                                    attack_names, epsilons, setup, key, kind, retrain_fn,
                                    theta_clean if x_s is x_train else theta_inf(x_s), skip)
+        if records:
+          rec0 = records[0]
+          training.warn_if_undertrained(rec0['test_accuracy'], ds.num_classes,
+                                        f'{name} ({setting}, seed {seed})')
         for rec in records:
           rec.update(task=task, model=name, setting=setting, seed=int(seed), width=int(width),
                      dataset=ds.name, n_train=int(x_s.shape[0]), tau=setup.tau,
-                     kernel=setup.kernel)
+                     kernel=setup.kernel, init_std=model.init_std,
+                     final_loss=float(losses[-1]),
+                     undertrained=rec0['test_accuracy'] < training.accuracy_floor(ds.num_classes))
           on_record(rec)
           new.append(rec)
         if seed == seeds[0]:
-          on_arrays(f'{name}/{setting}', arrays)
+          on_arrays(f'{name}/{setting}', dict(arrays, loss_curve=losses))
         on_progress(len(records))
   return new
 
 
-__all__ = ['SCORES', 'KEY_FIELDS', 'protocol', 'intervention_set', 'sweep', 'ATTACKS', 'KERNELS', 'INTERVENTIONS', 'METRICS', 'Setup', 'validate',
+__all__ = ['SCORES', 'EPS_UNITS', 'DIAGNOSTICS', 'eps_pixels', 'with_pixel_std', 'trainability', 'KEY_FIELDS', 'protocol', 'intervention_set', 'sweep', 'ATTACKS', 'KERNELS', 'INTERVENTIONS', 'METRICS', 'Setup', 'validate',
            'kernel_blocks', 'influence', 'compare', 'loss_objective', 'influence_objective',
            'perturb', 'pgd_training_perturbation', 'attack_one']

@@ -10,12 +10,15 @@ Every model is `serial(prefix, head)` on a dataset laid out as one sequence `(1,
 `relu_head(m, C)` is the paper's `f(x) = (1/√m) Σ_r a_r σ(w_r·x)`: NT `Dense(m)` in NTK
 parameterisation (no bias), ReLU, and a frozen ±1 readout (`layers.FrozenReadout`).
 
-Parameterisation. NT's `Dense(m, W_std)` computes `h = W_std · x W / √d` with
-`W ~ N(0, 1)`; on the RMS-1 inputs that `Normalize` produces (the paper's unit-norm x,
-rescaled by √d), this is the paper's `w_r·x` with `w_r ~ N(0, W_std²)`. The paper's
-initialisation `N(0, 0.01²)` is a choice of scale that the ReLU NTK ignores (it is
+Parameterisation (docs/method.md §4). The head's first layer is `layers.ScaledDense`:
+NT's `h = W_std · x W / √d` with `W ~ N(0, init_std²)`. On the RMS-1 inputs that
+`Normalize` produces (the paper's unit-norm x̂, rescaled by √d) and `W_std = 1` this is
+`h_r = w_r·x̂` with the trained weight `w_r = W[:, r] ~ N(0, init_std²)` — the study's
+standard parameterisation, `init_std = 0.01` by default, so Adam moves `w_r` itself by
+about lr per step, as in the study. The ReLU NTK ignores the init scale (it is
 1-homogeneous in w); with only the first layer trained and `a² = 1`, NT's `ntk` is
-`Θ∞(x, x') = W_std² ⟨x̂, x̂'⟩ (π − θ)/(2π)` for unit-norm x̂ — the paper's kernel.
+`Θ∞(x, x') = W_std² ⟨x̂, x̂'⟩ (π − θ)/(2π)` for every `init_std` — the paper's kernel —
+while f at initialisation, the NNGP and the training dynamics scale with `init_std`.
 """
 import dataclasses
 from typing import Any, Callable, Optional
@@ -31,17 +34,22 @@ stax = _nt.stax
 MODELS = ('relu_mlp', 'mlp_attn', 'mlp_attn_qkv')
 
 
-def relu_head(width: int, out_dim: int = 1, W_std: float = 1.0):
-  """`Dense(width, W_std, no bias) → ReLU → FrozenReadout(out_dim)`, per token."""
+DEFAULT_INIT_STD = 0.01   # [choice] the study's N(0, 0.01²) first layer (docs/method.md §4)
+
+
+def relu_head(width: int, out_dim: int = 1, W_std: float = 1.0,
+              init_std: float = DEFAULT_INIT_STD):
+  """`ScaledDense(width, init_std, W_std, no bias) → ReLU → FrozenReadout(out_dim)`, per
+  token: `f(x) = (1/√m) Σ_r a_r ReLU(w_r·x̂)` with `w_r ~ N(0, init_std²)` (W_std = 1)."""
   _check_width(width)
   return stax.serial(
-      stax.Dense(width, W_std=W_std, b_std=None, parameterization='ntk'),
+      layers.ScaledDense(width, init_std=init_std, W_std=W_std),
       stax.Relu(),
       layers.FrozenReadout(out_dim))
 
 
 def attention_prefix(depth: int = 1, shared: bool = True, rank: Optional[int] = None,
-                     normalize: str = 'linear', temperature: float = 1.0):
+                     normalize: str = 'linear', temperature: Optional[float] = None):
   """Parameter-free `Normalize → LinearizedAttention → Normalize`; kernel: normalised `G³`.
 
   The pattern is averaged over context tokens (a global scale that the final
@@ -63,25 +71,29 @@ def qkv_prefix(width: int, n_heads: int = 1, mechanism: str = 'IDENTITY'):
       layers.Normalize())
 
 
-def relu_mlp(width: int, out_dim: int = 1, W_std: float = 1.0):
+def relu_mlp(width: int, out_dim: int = 1, W_std: float = 1.0,
+             init_std: float = DEFAULT_INIT_STD):
   """2-layer ReLU net on unit-norm inputs; `(init_fn, apply_fn, kernel_fn)`."""
-  return build('relu_mlp', width, out_dim, W_std=W_std).triple
+  return build('relu_mlp', width, out_dim, W_std=W_std, init_std=init_std).triple
 
 
-def mlp_attn(width: int, out_dim: int = 1, W_std: float = 1.0, **attention):
+def mlp_attn(width: int, out_dim: int = 1, W_std: float = 1.0,
+             init_std: float = DEFAULT_INIT_STD, **attention):
   """The same net behind parameter-free linearized attention; a stax triple.
 
   `attention`: `depth`, `shared`, `rank`, `normalize`, `temperature` of `attention_prefix`.
   """
-  return build('mlp_attn', width, out_dim, W_std=W_std, **attention).triple
+  return build('mlp_attn', width, out_dim, W_std=W_std, init_std=init_std, **attention).triple
 
 
-def mlp_attn_qkv(width: int, out_dim: int = 1, W_std: float = 1.0, **attention):
+def mlp_attn_qkv(width: int, out_dim: int = 1, W_std: float = 1.0,
+                 init_std: float = DEFAULT_INIT_STD, **attention):
   """The same net behind trainable QKV attention across samples; a stax triple.
 
   `attention`: `n_heads`, `mechanism` ('IDENTITY' or 'SOFTMAX') of `qkv_prefix`.
   """
-  return build('mlp_attn_qkv', width, out_dim, W_std=W_std, **attention).triple
+  return build('mlp_attn_qkv', width, out_dim, W_std=W_std, init_std=init_std,
+               **attention).triple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +113,7 @@ class Model:
   head: Any
   prefix_trainable: bool
   options: tuple = ()
+  init_std: float = DEFAULT_INIT_STD
 
   @property
   def triple(self):
@@ -119,8 +132,10 @@ class Model:
     return self.triple[2]
 
 
-def build(name: str, width: int, out_dim: int = 1, W_std: float = 1.0, **options) -> Model:
-  """`Model` by name: one of `MODELS`; `options` go to the attention prefix."""
+def build(name: str, width: int, out_dim: int = 1, W_std: float = 1.0,
+          init_std: float = DEFAULT_INIT_STD, **options) -> Model:
+  """`Model` by name: one of `MODELS`; `options` go to the attention prefix; `init_std`
+  is the std of the head's first-layer weights (the analytic NTK does not depend on it)."""
   _check_width(width)
   if name == 'relu_mlp':
     if options:
@@ -133,7 +148,8 @@ def build(name: str, width: int, out_dim: int = 1, W_std: float = 1.0, **options
   else:
     raise ValueError(f'unknown model {name!r}; choose from {MODELS}.')
   return Model(name, int(width), int(out_dim), float(W_std), prefix,
-               relu_head(width, out_dim, W_std), trainable, tuple(sorted(options.items())))
+               relu_head(width, out_dim, W_std, init_std), trainable,
+               tuple(sorted(options.items())), float(init_std))
 
 
 def init_params(model: Model, key, n_features: int, dtype=jnp.float32):
@@ -169,6 +185,6 @@ def _check_width(width):
     raise ValueError(f'width must be a positive integer, got {width!r}.')
 
 
-__all__ = ['MODELS', 'Model', 'build', 'relu_head', 'attention_prefix', 'qkv_prefix',
+__all__ = ['MODELS', 'DEFAULT_INIT_STD', 'Model', 'build', 'relu_head', 'attention_prefix', 'qkv_prefix',
            'relu_mlp', 'mlp_attn', 'mlp_attn_qkv', 'init_params', 'trainable_mask',
            'features', 'head_apply']

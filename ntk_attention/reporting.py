@@ -426,6 +426,45 @@ def plot_scatter(path, x, y, xlabel, ylabel, title, diagonal=True) -> str:
   return _save(fig, path)
 
 
+def plot_tornado(path, baseline: float, rows: Sequence[dict], title, xlabel,
+                 reference=None, reference_label='') -> str:
+  """Tornado chart: one horizontal line per row from `baseline` to the row's `value`, with
+  its interval `[low, high]` as a bar (a None bound is drawn to the axis edge as an arrow).
+
+  `rows`: dicts with 'label', 'value' (None: not drawn, labelled 'undefined'), 'low',
+  'high'. `reference=(lo, hi)`: a shaded band (e.g. the study's range), drawn unlike data.
+  """
+  rows = list(rows)
+  fig = Figure(figsize=(7.2, 0.42 * len(rows) + 1.6))
+  ax = fig.add_subplot()
+  ax.set_title(title)
+  ax.set_xlabel(xlabel)
+  ax.grid(True, axis='x', alpha=0.3)
+  values = [v for r in rows for v in (r['value'], r['low'], r['high']) if v is not None]
+  values += [baseline] + (list(reference) if reference else [])
+  lo_edge, hi_edge = min(values) - 0.15, max(values) + 0.15
+  if reference:
+    ax.axvspan(reference[0], reference[1], color='tab:orange', alpha=0.18, lw=0,
+               label=reference_label)
+  ax.axvline(baseline, color='k', lw=1, ls='--', label='baseline')
+  for i, r in enumerate(rows):
+    if r['value'] is None:
+      ax.text(baseline, i, '  undefined (no 2L-ReLU flips)', va='center', fontsize=8)
+      continue
+    low = lo_edge if r['low'] is None else r['low']
+    high = hi_edge if r['high'] is None else r['high']
+    ax.plot([low, high], [i, i], color='tab:blue', lw=5, alpha=0.35, solid_capstyle='butt')
+    ax.plot([baseline, r['value']], [i, i], color='tab:blue', lw=1.5)
+    ax.plot([r['value']], [i], 'o', color='tab:blue', ms=5)
+  ax.set_yticks(range(len(rows)))
+  ax.set_yticklabels([r['label'] for r in rows], fontsize=8)
+  ax.set_ylim(-0.7, len(rows) - 0.3)
+  ax.invert_yaxis()
+  ax.set_xlim(lo_edge, hi_edge)
+  ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize=8)
+  return _save(fig, path)
+
+
 def plot_spectra(path, spectra: dict, title) -> str:
   """Eigenvalues sorted descending against their index (1-based) on a log y axis.
 

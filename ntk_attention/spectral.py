@@ -115,6 +115,21 @@ def log10_width_v2(kappa_d, n):
   return 6.0 * _log10(kappa_d) + math.log10(n * math.log(n))
 
 
+def feature_concentration(z):
+  """How close the rows of `z (n, d)` are to one direction, from the spectrum of `Z Zᵀ`.
+
+  Returns `(top_share, effective_rank)`: `top_share = λ₁ / Σλ` (1 when the features are
+  collinear) and the participation ratio `(Σλ)² / Σλ²` (between 1 and rank), float64,
+  computed from the singular values of `z` (λ = s²).
+  """
+  z = _finite_matrix(z, 'features')
+  lam = np.linalg.svd(z, compute_uv=False) ** 2
+  total = lam.sum()
+  if not total > 0:
+    raise ValueError('features are all zero.')
+  return float(lam[0] / total), float(total ** 2 / np.sum(lam ** 2))
+
+
 def truncate(g, rank):
   """Top-r eigen-truncation U_r diag(λ_1..λ_r) U_rᵀ of symmetric g (n, n) (SPEC §3 `rank=r`)."""
   w, v = _eigh(g)

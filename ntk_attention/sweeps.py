@@ -34,7 +34,8 @@ from ntk_attention import training
 
 KEY_FIELDS = ('model', 'width', 'seed')
 METRICS = ('kernel_distance_init', 'kernel_distance_final', 'kernel_movement',
-           'function_distance', 'function_distance_rel', 'train_accuracy', 'test_accuracy')
+           'function_distance', 'function_distance_rel', 'train_accuracy', 'test_accuracy',
+           'krr_test_accuracy')
 
 
 def comparison(config: training.TrainConfig, num_outputs: int) -> str:
@@ -110,9 +111,8 @@ def ntk_distance_sweep(ds: data_lib.Dataset,
     theta_inf = kernels.analytic_kernel(models_lib.build(name, 1, out_dim, **options),
                                         x_train64, x_test64)
     blocks_inf = kernels.split_blocks(theta_inf, n)
-    f_ridge = None
-    if mode == 'ridge_regression':
-      f_ridge = kernels.ntk_predictor(blocks_inf, y_train, ridge=ridge)
+    f_ridge = kernels.ntk_predictor(blocks_inf, y_train, ridge=ridge)
+    krr_accuracy = float(training.accuracy(f_ridge, ds.y_test))
     for width in widths:
       todo = todo_by_width[width]
       if not todo:
@@ -125,7 +125,11 @@ def ntk_distance_sweep(ds: data_lib.Dataset,
                           config, mode, ridge)
       seconds = (time.time() - t0) / len(todo)
       for seed, rec in zip(todo, records):
+        undertrained = training.warn_if_undertrained(
+            rec['test_accuracy'], ds.num_classes, f'{name} width {width} seed {seed}')
         rec.update(model=name, width=int(width), seed=int(seed), wall_time_s=seconds,
+                   krr_test_accuracy=krr_accuracy, undertrained=undertrained,
+                   init_std=model.init_std,
                    comparison=mode, dataset=ds.name, n_train=n, n_test=len(ds.x_test),
                    optimizer=config.optimizer, loss=training.loss_kind(config, out_dim),
                    lr=config.lr, epochs=config.epochs, batch_size=config.batch_size,

@@ -19,6 +19,8 @@ Losses (per step, over the B minibatch rows and C outputs):
   xent: mean_b −log softmax(f_b)[y_b]
 """
 import functools
+import hashlib
+import warnings
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -110,6 +112,32 @@ def accuracy(out, labels) -> jnp.ndarray:
   return jnp.mean(pred == jnp.asarray(labels))
 
 
+def labels_from_targets(targets) -> jnp.ndarray:
+  """Labels `(n,)` of targets `(n, C)`: argmax of one-hot rows, or 0 for +1 / 1 for −1
+  (the ±1 binary targets of `data.targets`)."""
+  targets = jnp.asarray(targets)
+  if targets.shape[-1] > 1:
+    return jnp.argmax(targets, -1)
+  return (targets[:, 0] < 0).astype(jnp.int32)
+
+
+def accuracy_floor(num_classes: int) -> float:
+  """Accuracy below which a trained model is reported as not trained: twice chance,
+  `2/C`, capped at halfway between chance and perfect, `(1 + 1/C)/2` (0.75 for binary)."""
+  return min(2.0 / num_classes, (1.0 + 1.0 / num_classes) / 2)
+
+
+def warn_if_undertrained(accuracy: float, num_classes: int, what: str) -> bool:
+  """Warns (UserWarning) and returns True when `accuracy < accuracy_floor(num_classes)`."""
+  floor = accuracy_floor(num_classes)
+  if accuracy < floor:
+    warnings.warn(f'{what}: test accuracy {100 * accuracy:.1f}% is below '
+                  f'{100 * floor:.0f}% (twice chance, capped); the model barely trained, so '
+                  'its malleability and distance numbers describe an untrained network.')
+    return True
+  return False
+
+
 def _batches(key, n: int, batch_size: int):
   """Shuffled minibatch indices `(n_batches, B)`; the remainder `n mod B` is dropped
   (different points each epoch); a batch larger than n trains full-batch."""
@@ -197,6 +225,32 @@ def _train_seeds(model, config, kind, perturb, keys, x_train, y_train):
   return jax.vmap(one_seed)(keys)
 
 
+def cached_train(cache: Optional[dict] = None) -> Callable:
+  """`train` with a memo: a run with the same model (name, width, outputs,
+  parameterisation, options), configuration, data, keys and no `perturb` returns the
+  stored `TrainResult` instead of training again. `cache` is a plain dict the caller owns
+  (pass one to share it between several trainers)."""
+  cache = {} if cache is None else cache
+
+  def fn(model, keys, x_train, y_train, config=TrainConfig(), dtype=jnp.float32, perturb=None):
+    if perturb is not None:
+      return train(model, keys, x_train, y_train, config, dtype, perturb)
+    key = (model.name, model.width, model.out_dim, model.W_std, model.init_std, model.options,
+           tuple(config), np.dtype(dtype).str, _digest(x_train), _digest(y_train),
+           _digest(keys))
+    if key not in cache:
+      cache[key] = train(model, keys, x_train, y_train, config, dtype)
+    return cache[key]
+
+  fn.cache = cache
+  return fn
+
+
+def _digest(a) -> tuple:
+  a = np.ascontiguousarray(np.asarray(a))
+  return a.shape, a.dtype.str, hashlib.sha1(a.tobytes()).hexdigest()
+
+
 def seed_keys(seeds, base_seed: int = 0):
   """`(S, 2)` keys for integer seeds: `PRNGKey(base_seed + s)`."""
   return jnp.stack([jax.random.PRNGKey(base_seed + int(s)) for s in seeds])
@@ -218,5 +272,6 @@ def _shard_seeds(keys):
 
 
 __all__ = ['OPTIMIZERS', 'LOSSES', 'TrainConfig', 'TrainResult', 'validate', 'loss_kind',
-           'loss_value', 'make_optimizer', 'outputs', 'accuracy', 'train', 'seed_keys',
+           'loss_value', 'make_optimizer', 'outputs', 'accuracy', 'labels_from_targets',
+           'accuracy_floor', 'warn_if_undertrained', 'cached_train', 'train', 'seed_keys',
            'unstack']

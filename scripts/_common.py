@@ -51,7 +51,13 @@ def define_model_flags():
   flags.DEFINE_integer('attn_rank', 0, 'mlp_attn: top-r eigen-truncation of the pattern (0 = none).')
   flags.DEFINE_enum('attn_normalize', 'linear', ['linear', 'softmax'],
                     "mlp_attn: 'linear' (X Xᵀ X) or 'softmax' (Nadaraya–Watson) pattern.")
-  flags.DEFINE_float('attn_temperature', 1.0, 'mlp_attn softmax temperature T (logits Σ/T).')
+  flags.DEFINE_float('attn_temperature', None,
+                    'mlp_attn softmax temperature T (logits Σ/T, Σ = x·x\'/d); default: the '
+                    'standard 1/√d scaling, logits x_i·x_j/√d [choice, docs/method.md §3].')
+  flags.DEFINE_float('init_std', 0.01,
+                     'Std of the first-layer weights w_r on unit-norm inputs, h_r = w_r·x̂ '
+                     '(the study: 0.01) [choice, docs/method.md §4]. The analytic NTK does '
+                     'not depend on it; training does. 1.0 is NT\'s default initialisation.')
   flags.DEFINE_enum('qkv_mechanism', 'IDENTITY', ['IDENTITY', 'SOFTMAX'],
                     'mlp_attn_qkv: attention mechanism (linear scaling, as NT).')
   flags.DEFINE_integer('qkv_heads', 1, 'mlp_attn_qkv: heads.')
@@ -66,14 +72,19 @@ def model_options() -> dict:
     raise ValueError(f'--attn_rank must be >= 0, got {FLAGS.attn_rank}.')
   if FLAGS.attn_rank and FLAGS.attn_normalize != 'linear':
     raise ValueError('--attn_rank applies to --attn_normalize=linear only.')
+  if not 0 < FLAGS.init_std < float('inf'):
+    raise ValueError(f'--init_std must be a positive number, got {FLAGS.init_std}.')
+  if FLAGS.attn_temperature is not None and not FLAGS.attn_temperature > 0:
+    raise ValueError(f'--attn_temperature must be > 0, got {FLAGS.attn_temperature}.')
   if FLAGS.qkv_heads < 1:
     raise ValueError(f'--qkv_heads must be >= 1, got {FLAGS.qkv_heads}.')
   attn = dict(depth=FLAGS.attn_depth, shared=FLAGS.attn_shared,
               rank=FLAGS.attn_rank or None, normalize=FLAGS.attn_normalize,
               temperature=FLAGS.attn_temperature)
   layers.LinearizedAttention(**{k: v for k, v in attn.items()})   # validates
-  return {'mlp_attn': attn,
-          'mlp_attn_qkv': dict(mechanism=FLAGS.qkv_mechanism, n_heads=FLAGS.qkv_heads)}
+  init = {'init_std': FLAGS.init_std}
+  return {'relu_mlp': init, 'mlp_attn': dict(attn, **init),
+          'mlp_attn_qkv': dict(mechanism=FLAGS.qkv_mechanism, n_heads=FLAGS.qkv_heads, **init)}
 
 
 def training_config():

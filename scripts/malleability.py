@@ -30,7 +30,11 @@ flags.DEFINE_integer('width', 1024, 'Hidden width m [choice].')
 flags.DEFINE_integer('seeds', 3, 'Seeds (trained together, vmapped).')
 flags.DEFINE_string('attacks', 'fgsm,pgd,mim',
                     "Comma list of 'fgsm', 'pgd', 'mim', 'influence' (influence-targeted PGD).")
-flags.DEFINE_string('epsilons', '0.3', 'Comma list of l_inf budgets on [0,1] pixels [choice].')
+flags.DEFINE_string('epsilons', '0.3', 'Comma list of l_inf budgets, in --eps_units [choice].')
+flags.DEFINE_enum('eps_units', 'pixel', ['pixel', 'std'],
+                  "Units of ε [choice, docs/method.md §9]: 'pixel' ([0, 1] pixels) or 'std' "
+                  "(the training pixels' standard deviation, as in a mean/std-normalised "
+                  "pipeline: MNIST ε = 0.3 -> ~0.092 pixels). Perturbations stay in [0, 1].")
 flags.DEFINE_float('tau', 0.1, 'Fraction of most influential training points attacked [choice].')
 flags.DEFINE_enum('kernel', 'empirical', ['empirical', 'analytic'],
                   'Influence from the empirical NTK at the trained parameters, or the analytic.')
@@ -84,7 +88,8 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
   from ntk_attention import reporting
   settings = dict(dataset=ds.name, classes=list(ds.classes), n_train=len(ds.x_train),
                   n_test=len(ds.x_test), data_seed=FLAGS.seed, width=width,
-                  tau=setup.tau, kernel=setup.kernel, ridge=setup.ridge, score=setup.score, topk=setup.topk,
+                  tau=setup.tau, kernel=setup.kernel, ridge=setup.ridge, score=setup.score,
+                  topk=setup.topk, eps_units=setup.eps_units,
                   attack=setup.attack._asdict(), model_options=model_options or {},
                   **config._asdict())
   store = _common.open_store(prefix, settings, resume, out_dir)
@@ -110,15 +115,16 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
     reporting.write_npz(save_arrays, **arrays)
     logging.info('arrays in %s', save_arrays)
   records = store.records()
-  metrics = malleability.METRICS + ('test_accuracy', 'kernel_distance')
+  metrics = malleability.METRICS + malleability.DIAGNOSTICS
   summary = reporting.summarize(records, GROUP, metrics)
   for row in summary:
     # The study compared mean scores; per-point flips have no published counterpart.
     row['paper_flip_rate_pct'] = paper_value(ds.name, task, row) if setup.score == 'mean' else None
   reporting.write_json(_common.out_path(prefix + '.json', out_dir), {
       'summary': summary, 'provenance': _common.provenance(
-          ('models', 'width', 'seeds', 'attacks', 'epsilons', 'tau', 'kernel', 'ridge',
-           'retrain', 'interventions', 'adversarial_training', 'epochs', 'lr'))})
+          ('models', 'width', 'seeds', 'attacks', 'epsilons', 'eps_units', 'tau', 'kernel',
+           'ridge', 'retrain', 'interventions', 'adversarial_training', 'epochs', 'lr',
+           'init_std'))})
   reporting.write_csv(_common.out_path(prefix + '.csv', out_dir), summary)
   reporting.write_text(_common.out_path(prefix + '_table.md', out_dir),
                        report.malleability_section({'summary': summary}, 'Influence malleability',
@@ -142,6 +148,7 @@ def paper_value(dataset, task, row):
 
 def plot(summary, records, arrays, model_names, prefix, out_dir=None):
   import numpy as np
+  from ntk_attention import report
   from ntk_attention import reporting
   base = [r for r in summary if r['setting'] in ('standard', 'retrain')]
   if not base:
@@ -167,9 +174,19 @@ def plot(summary, records, arrays, model_names, prefix, out_dir=None):
         lines[f'{m} {a.upper()}'] = ([r['eps'] for r in rows],
                                      [100 * r['flip_rate_mean'] for r in rows],
                                      [100 * r['flip_rate_std'] for r in rows])
+    units = records[0].get('eps_units', 'pixel') if records else 'pixel'
     reporting.plot_lines(_common.out_path(prefix + '_eps.png', out_dir), lines,
-                         'ε (l_inf budget on [0, 1] pixels)', 'flip rate (%)',
+                         'ε (l_inf budget, ' + ('[0, 1] pixels)' if units == 'pixel' else
+                                                'units of the pixel std)'), 'flip rate (%)',
                          'Flip rate against ε (mean ± std over seeds)')
+  curves = {m: np.asarray(arrays[f'{m}/{base[0]["setting"]}/loss_curve'])
+            for m in model_names if f'{m}/{base[0]["setting"]}/loss_curve' in arrays}
+  if curves:
+    reporting.plot_lines(
+        _common.out_path(prefix + '_loss.png', out_dir),
+        {report.model_name(m): (list(range(1, len(c) + 1)), list(c), None)
+         for m, c in curves.items()},
+        'epoch', 'mean training loss', 'Training loss per epoch (seed 0)', logy=True)
   for m in model_names:
     setting = base[0]['setting']
     key = f'{m}/{setting}/influence_before'
@@ -204,7 +221,8 @@ def main(argv):
   config = _common.training_config()
   options = {n: o for n, o in _common.model_options().items() if n in model_names}
   setup = malleability.Setup(tau=FLAGS.tau, kernel=FLAGS.kernel, ridge=FLAGS.ridge,
-                             attack=attack_config(), score=FLAGS.score, topk=FLAGS.topk)
+                             attack=attack_config(), score=FLAGS.score, topk=FLAGS.topk,
+                             eps_units=FLAGS.eps_units)
   # n_train is only known after loading; check τ against the size asked for first.
   malleability.validate(attack_names, epsilons, setup, FLAGS.n_train, interventions)
   _common.setup()

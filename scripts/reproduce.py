@@ -35,7 +35,7 @@ from absl import logging  # noqa: E402
 import _common  # noqa: E402
 
 PARTS = ('spectral', 'ntk_distance', 'malleability', 'binary', 'interventions',
-         'adversarial_training', 'beyond')
+         'adversarial_training', 'sensitivity', 'beyond')
 
 # Beyond the study: model variants, each measured with ntk_distance and malleability.
 VARIANTS = {
@@ -67,6 +67,9 @@ flags.DEFINE_string('attacks', 'fgsm,pgd,mim', 'malleability parts: attacks.')
 flags.DEFINE_string('epsilons', '0.1,0.2,0.3,0.5', 'malleability part: the ε sweep.')
 flags.DEFINE_float('tau', 0.1, 'malleability parts: top-τ fraction [choice].')
 flags.DEFINE_string('kernel', 'empirical', 'malleability parts: influence kernel.')
+flags.DEFINE_enum('eps_units', 'pixel', ['pixel', 'std'],
+                  "malleability parts: units of ε, [0, 1] pixels or the training pixels' std "
+                  '[choice, docs/method.md §9].')
 flags.DEFINE_string('binary_tasks', 'same:3,8',
                     "binary part: '+'-separated DATASET:CLASSES tasks; 'same' = --dataset, "
                     "e.g. 'mnist:3,8+cifar10:1,0'.")
@@ -83,11 +86,24 @@ flags.DEFINE_integer('beyond_epochs', 0, 'beyond part: epochs (0 = --epochs).')
 flags.DEFINE_string('beyond_widths', '16,64,256', 'beyond part: widths of the NTK-distance runs.')
 flags.DEFINE_integer('beyond_width', 64, 'beyond part: width of the malleability runs.')
 flags.DEFINE_integer('beyond_seeds', 2, 'beyond part: seeds.')
-for _script in ('spectral', 'ntk_distance', 'malleability', 'approximation'):
+flags.DEFINE_string('beyond_parts', 'variants,influence_attack,approximation',
+                    "beyond part: which of 'variants' (--beyond_variants, each with "
+                    "ntk_distance and malleability), 'influence_attack', 'approximation'.")
+# sensitivity
+flags.DEFINE_integer('sens_n_train', 0, 'sensitivity part: baseline n_train (0 = --n_train).')
+flags.DEFINE_integer('sens_n_test', 0, 'sensitivity part: n_test (0 = --n_test).')
+flags.DEFINE_integer('sens_width', 0, 'sensitivity part: baseline width (0 = --mall_width).')
+flags.DEFINE_integer('sens_epochs', 0, 'sensitivity part: baseline epochs (0 = --epochs).')
+flags.DEFINE_integer('sens_seeds', 3, 'sensitivity part: seeds (>= 2, for the bootstrap).')
+flags.DEFINE_string('sens_tasks', 'all+3,8', "sensitivity part: '+'-separated tasks.")
+flags.DEFINE_string('sens_variations', '',
+                    "sensitivity part: 'CHOICE=V1,V2;...' ('' = the default grid).")
+for _script in ('spectral', 'ntk_distance', 'malleability', 'approximation', 'sensitivity'):
   flags.DEFINE_string(f'{_script}_flags', '',
                       f'Extra flags for every {_script}.py run, e.g. "--pgd_steps=40 --ridge=1e-2": '
                       'any flag of the underlying script overrides the preset this way.')
 _common.define_training_flags()
+_common.define_model_flags()
 
 FLAGS = flags.FLAGS
 PRESETS = os.path.join(HERE, 'presets')
@@ -114,13 +130,27 @@ def _data_args(dataset=None, classes=None, n_train=None, n_test=None):
 def _train_args(epochs=None):
   return [_arg('epochs', epochs or FLAGS.epochs), _arg('batch_size', FLAGS.batch_size),
           _arg('lr', FLAGS.lr), _arg('weight_decay', FLAGS.weight_decay),
-          _arg('optimizer', FLAGS.optimizer), _arg('loss', FLAGS.loss)]
+          _arg('optimizer', FLAGS.optimizer), _arg('loss', FLAGS.loss),
+          _arg('init_std', FLAGS.init_std)]
 
 
 def _mall_args(epsilons, attacks=None):
   return [_arg('models', FLAGS.mall_models), _arg('width', FLAGS.mall_width),
           _arg('seeds', FLAGS.mall_seeds), _arg('attacks', attacks or FLAGS.attacks),
-          _arg('epsilons', epsilons), _arg('tau', FLAGS.tau), _arg('kernel', FLAGS.kernel)]
+          _arg('epsilons', epsilons), _arg('tau', FLAGS.tau), _arg('kernel', FLAGS.kernel),
+          _arg('eps_units', FLAGS.eps_units)]
+
+
+def _sensitivity_args():
+  n_train = FLAGS.sens_n_train or FLAGS.n_train
+  n_test = FLAGS.sens_n_test or FLAGS.n_test
+  return (_data_args(classes='', n_train=n_train, n_test=n_test)
+          + _train_args(FLAGS.sens_epochs or None)
+          + [_arg('width', FLAGS.sens_width or FLAGS.mall_width), _arg('seeds', FLAGS.sens_seeds),
+             _arg('tasks', FLAGS.sens_tasks), _arg('attacks', FLAGS.attacks),
+             _arg('tau', FLAGS.tau), _arg('kernel', FLAGS.kernel),
+             _arg('eps_units', FLAGS.eps_units)]
+          + ([_arg('variations', FLAGS.sens_variations)] if FLAGS.sens_variations else []))
 
 
 def binary_tasks():
@@ -158,6 +188,8 @@ def commands() -> dict:
                                 _data_args(n_train=FLAGS.at_n_train or None)
                                 + _train_args(FLAGS.at_epochs or None)
                                 + _mall_args('0.3', 'pgd') + ['--adversarial_training'])],
+      'sensitivity': [('sensitivity', os.path.join(HERE, 'sensitivity.py'),
+                       _sensitivity_args())],
       'beyond': beyond_commands(),
   }
   return cmds
@@ -169,7 +201,8 @@ def beyond_commands():
   data = _data_args(n_train=FLAGS.beyond_n_train, n_test=FLAGS.beyond_n_test)
   train = _train_args(FLAGS.beyond_epochs or None)
   cmds = []
-  for name in FLAGS.beyond_variants.split(','):
+  parts = FLAGS.beyond_parts.split(',')
+  for name in (FLAGS.beyond_variants.split(',') if 'variants' in parts else []):
     flags_ = VARIANTS[name]
     cmds.append((f'beyond/{name}/ntk_distance', os.path.join(HERE, 'ntk_distance.py'),
                  data + train + flags_ + [_arg('widths', FLAGS.beyond_widths),
@@ -179,12 +212,16 @@ def beyond_commands():
                                           _arg('seeds', FLAGS.beyond_seeds),
                                           _arg('attacks', 'pgd'), _arg('epsilons', '0.3'),
                                           _arg('tau', FLAGS.tau), _arg('kernel', FLAGS.kernel)]))
-  cmds.append(('beyond/influence_attack', os.path.join(HERE, 'malleability.py'),
-               data + train + [_arg('models', FLAGS.mall_models), _arg('width', FLAGS.beyond_width),
-                               _arg('seeds', FLAGS.beyond_seeds), _arg('attacks', 'pgd,influence'),
-                               _arg('epsilons', '0.1,0.3'), _arg('tau', FLAGS.tau),
-                               _arg('kernel', FLAGS.kernel)]))
-  cmds.append(('beyond/approximation', os.path.join(HERE, 'approximation.py'), _data_args()))
+  if 'influence_attack' in parts:
+    cmds.append(('beyond/influence_attack', os.path.join(HERE, 'malleability.py'),
+                 data + train + [_arg('models', FLAGS.mall_models),
+                                 _arg('width', FLAGS.beyond_width),
+                                 _arg('seeds', FLAGS.beyond_seeds),
+                                 _arg('attacks', 'pgd,influence'), _arg('epsilons', '0.1,0.3'),
+                                 _arg('tau', FLAGS.tau), _arg('kernel', FLAGS.kernel),
+                                 _arg('eps_units', FLAGS.eps_units)]))
+  if 'approximation' in parts:
+    cmds.append(('beyond/approximation', os.path.join(HERE, 'approximation.py'), _data_args()))
   return cmds
 
 
@@ -272,6 +309,11 @@ def build_report(parts_info, wall):
   if res:
     sections.append(report.malleability_section(
         res, 'PGD adversarial training', FLAGS.dataset, task))
+  res = load('sensitivity', 'sensitivity.json')
+  if res:
+    figures = [os.path.join('sensitivity', f) for f in sorted(os.listdir(os.path.join(d, 'sensitivity')))
+               if f.startswith('sensitivity_tornado') and f.endswith('.png')]
+    sections.append(report.sensitivity_section(res, figures))
   sections.append(beyond_section(load, figs, spec))
   text = '\n'.join(s for s in sections if s)
   reporting.write_text(os.path.join(d, 'report.md'), text)
@@ -334,6 +376,11 @@ def main(argv):
     raise ValueError(f'--tau must be in (0, 1], got {FLAGS.tau}.')
   _common.training_config()
   _common.parse_int_list(FLAGS.beyond_widths, 'beyond_widths')
+  _common.parse_names(FLAGS.beyond_parts, 'beyond_parts',
+                      ('variants', 'influence_attack', 'approximation'))
+  _common.model_options()
+  if FLAGS.sens_seeds < 2:
+    raise ValueError(f'--sens_seeds must be >= 2, got {FLAGS.sens_seeds}.')
   for ds, cls in binary_tasks():
     from ntk_attention import data
     data.validate_dataset_name(ds)

@@ -42,7 +42,7 @@ OVERRIDES = ['--n_train=60', '--n_test=30', '--n_grid=10,20', '--widths=16,32', 
              '--mall_seeds=2', '--mall_width=16', '--epochs=3', '--at_epochs=2',
              '--at_n_train=40', '--epsilons=0.1,0.3', '--binary_n_train=40',
              '--binary_n_test=20', '--parts=spectral,ntk_distance,malleability,binary']
-TINY = ['--preset=quick'] + OVERRIDES
+TINY = ['--preset=quick_digits'] + OVERRIDES
 NTK_SENTINEL = 4.56e7          # prints as '4.56e+07' (.3g): no computed distance looks like it.
 FLIP_SENTINEL = 0.777          # prints as '77.7' (%).
 

@@ -1,0 +1,263 @@
+"""How robust is the study's verdict? One unpublished choice varied at a time (docs/method.md §12).
+
+Around a baseline (the study's conventions where it published them, our [choice]s where it
+did not), each *variation* changes one choice — ε, its units, τ, init_std, epochs, width,
+n_train, ridge, score, kernel, retrain, PGD steps — and reruns the malleability protocol
+(`malleability.sweep`) for both models, every task and attack, over the same seeds.
+Trained models are shared between variations that do not change training (`train_fn`, e.g.
+`training.cached_train`), so a variation of ε or of the ridge costs only the attacks.
+
+Per (task, variation, attack):
+  `ratio = mean_s flip(MLP-Attn) / mean_s flip(2L-ReLU)` over the seeds s, with a 95%
+  percentile bootstrap interval: each model's seeds are resampled with replacement
+  (independently: the two models are separate networks), B = 2000 resamples. A resample
+  whose 2L-ReLU mean is 0 has an infinite ratio; the bound it lands on is then null.
+Per variation, the calibration against the study's flip rates (its Tables 2–3):
+  `distance = mean over cells |ln(ours/study)|`, cells = (task, attack, model) with a
+  published value; a zero flip rate counts as half a flip of the top-τ set (ln 0 is
+  undefined). `distance_relu` / `distance_attn` restrict the cells to one model.
+
+The library does no I/O: records go to `on_record`, finished cells are named by `done`.
+"""
+import math
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from ntk_attention import malleability
+from ntk_attention import paper
+from ntk_attention import training
+
+CHOICES = ('eps', 'eps_units', 'tau', 'init_std', 'epochs', 'width', 'n_train', 'ridge',
+           'score', 'kernel', 'retrain', 'pgd_steps')
+KEY_FIELDS = ('task', 'choice', 'value', 'model', 'attack', 'seed')
+BASELINE = ('baseline', '')
+BOOTSTRAP = 2000
+
+
+class Baseline(NamedTuple):
+  """The setting every variation departs from; defaults are the study's / our [choice]s."""
+  eps: float = 0.3
+  eps_units: str = 'pixel'
+  tau: float = 0.1
+  init_std: float = 0.01
+  epochs: int = 500
+  width: int = 1024
+  n_train: int = 1000
+  ridge: float = 1e-3
+  score: str = 'mean'
+  kernel: str = 'empirical'
+  retrain: bool = False
+  pgd_steps: int = 20
+
+
+def default_variations(base: Baseline) -> list:
+  """`[(choice, value)]`: two values on either side of the baseline for numeric choices
+  (×⅓ and ×5/3 for ε; ×½ and ×2 for τ, epochs, n_train; ×¼ and ×4 for the width and the
+  PGD steps; ×0.1 and ×10 for the ridge), the other value for binary ones, and init_std 1
+  (NT's default initialisation) against the study's 0.01."""
+  out = [('eps', round(base.eps / 3, 6)), ('eps', min(1.0, round(base.eps * 5 / 3, 6))),
+         ('eps_units', 'std' if base.eps_units == 'pixel' else 'pixel'),
+         ('tau', base.tau / 2), ('tau', min(1.0, base.tau * 2)),
+         ('init_std', 1.0 if base.init_std != 1.0 else 0.01),
+         ('epochs', max(1, base.epochs // 2)), ('epochs', base.epochs * 2),
+         ('width', max(1, base.width // 4)), ('width', base.width * 4),
+         ('n_train', max(2, base.n_train // 2)), ('n_train', base.n_train * 2),
+         ('ridge', base.ridge / 10), ('ridge', base.ridge * 10),
+         ('score', 'per_point' if base.score == 'mean' else 'mean'),
+         ('kernel', 'analytic' if base.kernel == 'empirical' else 'empirical'),
+         ('retrain', not base.retrain),
+         ('pgd_steps', max(1, base.pgd_steps // 4)), ('pgd_steps', base.pgd_steps * 4)]
+  return out
+
+
+def parse_variations(text: str, base: Baseline) -> list:
+  """'eps=0.1,0.5;init_std=1' -> [('eps', 0.1), ('eps', 0.5), ('init_std', 1.0)], each value
+  converted to the type of the baseline's field; '' -> `default_variations(base)`."""
+  if not text.strip():
+    return default_variations(base)
+  out = []
+  for item in text.split(';'):
+    if not item.strip():
+      continue
+    if '=' not in item:
+      raise ValueError(f'--variations: expected CHOICE=V1,V2 items separated by ";", got {item!r}.')
+    choice, values = (p.strip() for p in item.split('=', 1))
+    if choice not in CHOICES:
+      raise ValueError(f'--variations: unknown choice {choice!r}; choose from {CHOICES}.')
+    for v in values.split(','):
+      out.append((choice, _convert(choice, v.strip(), base)))
+  if not out:
+    raise ValueError('--variations is empty.')
+  return out
+
+
+def _convert(choice, text, base):
+  kind = type(getattr(base, choice))
+  if kind is bool:
+    if text.lower() not in ('true', 'false', '1', '0'):
+      raise ValueError(f'--variations: {choice} takes true/false, got {text!r}.')
+    return text.lower() in ('true', '1')
+  try:
+    return kind(text)
+  except ValueError:
+    raise ValueError(f'--variations: {choice}={text!r} is not a {kind.__name__}.') from None
+
+
+def apply(base: Baseline, choice: str, value) -> Baseline:
+  """The baseline with one choice changed (`BASELINE` changes nothing)."""
+  return base if choice == 'baseline' else base._replace(**{choice: value})
+
+
+def value_label(value) -> str:
+  """A variation's value as recorded: `str(value)` ('' for the baseline)."""
+  return '' if value == '' else str(value)
+
+
+def validate(base: Baseline, variations, attack_names, tasks) -> None:
+  """ValueError before any work for a setting that cannot run."""
+  if not tasks:
+    raise ValueError('no tasks given.')
+  for choice, value in [BASELINE] + list(variations):
+    b = apply(base, choice, value)
+    setup = malleability.Setup(tau=b.tau, kernel=b.kernel, ridge=b.ridge, score=b.score,
+                               eps_units=b.eps_units)
+    setup = setup._replace(attack=setup.attack._replace(pgd_steps=b.pgd_steps))
+    malleability.validate(attack_names, [b.eps], setup, b.n_train)
+    if not (b.init_std > 0 and b.width >= 1 and b.epochs >= 1):
+      raise ValueError(f'variation {choice}={value}: init_std, width and epochs must be > 0.')
+
+
+def run(load: Callable, tasks: Sequence[str], base: Baseline, variations, attack_names,
+        seeds: Sequence[int], train_config: training.TrainConfig,
+        on_record=lambda r: None, done=(), on_progress=lambda n: None, base_seed: int = 0,
+        train_fn: Optional[Callable] = None) -> list:
+  """Runs the baseline and every variation on every task; returns the new records.
+
+  `load(task, n_train) -> data.Dataset` gives the data of a task ('all' or e.g. '3,8') at a
+  training-set size. A 'retrain' variation attacks with PGD only (it retrains once per
+  attack and seed). Records: the fields of `malleability.protocol` plus `choice` and
+  `value` (the baseline is `choice='baseline'`, `value=''`).
+  """
+  done = set(done)
+  train_fn = train_fn or training.cached_train()
+  new = []
+  for task in tasks:
+    for choice, value in [BASELINE] + list(variations):
+      b = apply(base, choice, value)
+      label = value_label(value)
+      attacks = ['pgd'] if (choice == 'retrain' and b.retrain) else list(attack_names)
+      todo = [s for s in seeds if any((task, choice, label, m, a, int(s)) not in done
+                                      for m in ('relu_mlp', 'mlp_attn') for a in attacks)]
+      if not todo:
+        continue
+      ds = load(task, b.n_train)
+      setup = malleability.Setup(tau=b.tau, kernel=b.kernel, ridge=b.ridge, score=b.score,
+                                 eps_units=b.eps_units)
+      setup = setup._replace(attack=setup.attack._replace(pgd_steps=b.pgd_steps))
+      config = train_config._replace(epochs=b.epochs)
+
+      def record(rec, choice=choice, label=label):
+        rec.update(choice=choice, value=label)
+        if tuple(rec[k] for k in KEY_FIELDS) in done:   # resumed seed: already stored
+          return
+        on_record(rec)
+        new.append(rec)
+
+      malleability.sweep(ds, ('relu_mlp', 'mlp_attn'), b.width, todo, attacks, [b.eps], setup,
+                         config, retrain=b.retrain, on_record=record,
+                         on_progress=on_progress, task=task, base_seed=base_seed,
+                         model_options={m: {'init_std': b.init_std}
+                                        for m in ('relu_mlp', 'mlp_attn')},
+                         train_fn=train_fn)
+  return new
+
+
+def bootstrap_ratio(attn, relu, n_boot: int = BOOTSTRAP, seed: int = 0):
+  """`(ratio, low, high)`: mean(attn)/mean(relu) and its 95% percentile bootstrap interval,
+  resampling each model's per-seed flip rates with replacement. None where undefined
+  (a zero 2L-ReLU mean; a bound that falls on an infinite resample)."""
+  attn, relu = np.asarray(attn, np.float64), np.asarray(relu, np.float64)
+  ratio = float(attn.mean() / relu.mean()) if relu.mean() > 0 else None
+  rng = np.random.default_rng(seed)
+  a = attn[rng.integers(0, len(attn), (n_boot, len(attn)))].mean(1)
+  r = relu[rng.integers(0, len(relu), (n_boot, len(relu)))].mean(1)
+  with np.errstate(divide='ignore', invalid='ignore'):
+    samples = np.where(r > 0, a / np.where(r > 0, r, 1.0), np.inf)
+  samples = np.where((a == 0) & (r == 0), np.nan, samples)   # 0/0: no information
+  samples = samples[~np.isnan(samples)]
+  if samples.size == 0:
+    return ratio, None, None
+  # Order statistics, not interpolation: an infinite resample then gives an infinite bound.
+  low = np.percentile(samples, 2.5, method='lower')
+  high = np.percentile(samples, 97.5, method='higher')
+  return ratio, (float(low) if np.isfinite(low) else None), (float(high) if np.isfinite(high) else None)
+
+
+def _groups(records):
+  out = {}
+  for r in records:
+    out.setdefault((r['task'], r['choice'], r['value'], r['attack']), {}).setdefault(
+        r['model'], []).append(r)
+  return out
+
+
+def summarize(records) -> list:
+  """One row per (task, choice, value, attack): both models' mean ± std flip rates, the
+  ratio with its bootstrap interval, log10 ratio, seeds, and test accuracies."""
+  rows = []
+  for (task, choice, value, attack), by_model in _groups(records).items():
+    relu = sorted(by_model.get('relu_mlp', []), key=lambda r: r['seed'])
+    attn = sorted(by_model.get('mlp_attn', []), key=lambda r: r['seed'])
+    if not relu or not attn:
+      continue
+    fr, fa = [r['flip_rate'] for r in relu], [r['flip_rate'] for r in attn]
+    ratio, low, high = bootstrap_ratio(fa, fr)
+    rows.append({
+        'task': task, 'choice': choice, 'value': value, 'attack': attack,
+        'eps_pixels': relu[0]['eps_pixels'], 'seeds': len(relu),
+        'relu_flip_rate_mean': float(np.mean(fr)), 'relu_flip_rate_std': _std(fr),
+        'attn_flip_rate_mean': float(np.mean(fa)), 'attn_flip_rate_std': _std(fa),
+        'ratio': ratio, 'ratio_low': low, 'ratio_high': high,
+        'log10_ratio': None if not ratio else math.log10(ratio),
+        'relu_test_accuracy': float(np.mean([r['test_accuracy'] for r in relu])),
+        'attn_test_accuracy': float(np.mean([r['test_accuracy'] for r in attn])),
+        'n_subset': relu[0]['n_subset'],
+    })
+  return rows
+
+
+def _std(v):
+  return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+
+
+def calibration(summary, dataset: str) -> list:
+  """One row per variation: distance of its flip rates to the study's (module docstring),
+  over all cells and per model, sorted closest first."""
+  ref = paper.reference_dataset(dataset)
+  by_var = {}
+  for row in summary:
+    for model, key in (('relu_mlp', 'relu'), ('mlp_attn', 'attn')):
+      study = paper.flip_rate(ref, row['task'], row['attack'], model)
+      if study is None:
+        continue
+      ours = 100 * max(row[f'{key}_flip_rate_mean'], 0.5 / row['n_subset'])
+      by_var.setdefault((row['choice'], row['value']), []).append(
+          (key, abs(math.log(ours / study))))
+  rows = []
+  for (choice, value), cells in by_var.items():
+    d = [c for _, c in cells]
+    rows.append({'choice': choice, 'value': value, 'cells': len(d),
+                 'distance': float(np.mean(d)),
+                 'distance_relu': _mean([c for k, c in cells if k == 'relu']),
+                 'distance_attn': _mean([c for k, c in cells if k == 'attn'])})
+  return sorted(rows, key=lambda r: r['distance'])
+
+
+def _mean(v):
+  return float(np.mean(v)) if v else None
+
+
+__all__ = ['CHOICES', 'KEY_FIELDS', 'BASELINE', 'Baseline', 'default_variations',
+           'parse_variations', 'apply', 'value_label', 'validate', 'run', 'bootstrap_ratio',
+           'summarize', 'calibration']

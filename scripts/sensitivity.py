@@ -1,0 +1,198 @@
+r"""How robust is the study's 6–9×? Vary one unpublished choice at a time (docs/method.md §12).
+
+Around a baseline (flags below, the study's conventions by default), each variation changes
+one choice — ε, its units, τ, init_std, epochs, width, n_train, ridge, score, kernel,
+retrain, PGD steps — and reruns the malleability protocol for 2L-ReLU and MLP-Attn on every
+task (10 classes and a binary pair by default), with every attack, over the same seeds.
+Models are trained once per distinct training setting and shared between variations.
+
+  python scripts/sensitivity.py --dataset=mnist_sample --output_dir=results/sensitivity
+  python scripts/sensitivity.py --dataset=digits --n_train=200 --n_test=100 --epochs=20 \
+      --width=128 --seeds=2 --variations="eps=0.1;init_std=1" --output_dir=/tmp/sens
+
+Writes sensitivity.jsonl (one record per task × variation × model × attack × seed, appended
+as computed; --resume skips them), sensitivity.json / .csv (per task × variation × attack:
+both flip rates, the MLP-Attn / 2L-ReLU ratio with its 95% bootstrap interval, and the
+calibration against the study), sensitivity_table.md and sensitivity_tornado.png.
+"""
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+
+import _common  # noqa: E402
+
+flags.DEFINE_string('tasks', 'all+3,8',
+                    "'+'-separated tasks: 'all' (every class) or a class pair like '3,8'.")
+flags.DEFINE_string('variations', '',
+                    "One-at-a-time variations 'CHOICE=V1,V2;CHOICE=V' (choices: eps, eps_units, "
+                    "tau, init_std, epochs, width, n_train, ridge, score, kernel, retrain, "
+                    "pgd_steps); '' = the default grid around the baseline.")
+flags.DEFINE_string('attacks', 'fgsm,pgd,mim', "Comma list of 'fgsm', 'pgd', 'mim'.")
+flags.DEFINE_integer('seeds', 3, 'Seeds (trained together, vmapped).')
+flags.DEFINE_integer('width', 1024, 'Baseline width [choice].')
+flags.DEFINE_float('eps', 0.3, 'Baseline ε, in --eps_units [choice].')
+flags.DEFINE_enum('eps_units', 'pixel', ['pixel', 'std'], 'Baseline units of ε [choice].')
+flags.DEFINE_float('tau', 0.1, 'Baseline top-τ fraction [choice].')
+flags.DEFINE_float('ridge', 1e-3, 'Baseline KRR ridge λ (× mean diag K) [choice].')
+flags.DEFINE_enum('score', 'mean', ['mean', 'per_point'], 'Baseline influence score [choice].')
+flags.DEFINE_enum('kernel', 'empirical', ['empirical', 'analytic'], 'Baseline kernel [choice].')
+flags.DEFINE_bool('retrain', False, 'Baseline: retrain on the perturbed set [choice].')
+flags.DEFINE_integer('pgd_steps', 20, 'Baseline PGD steps [choice].')
+flags.DEFINE_bool('resume', False, 'Skip records already in sensitivity.jsonl.')
+_common.define_training_flags()
+_common.define_model_flags()
+
+FLAGS = flags.FLAGS
+NAME = 'sensitivity'
+
+
+def baseline():
+  from ntk_attention import sensitivity
+  return sensitivity.Baseline(eps=FLAGS.eps, eps_units=FLAGS.eps_units, tau=FLAGS.tau,
+                              init_std=FLAGS.init_std, epochs=FLAGS.epochs, width=FLAGS.width,
+                              n_train=FLAGS.n_train, ridge=FLAGS.ridge, score=FLAGS.score,
+                              kernel=FLAGS.kernel, retrain=FLAGS.retrain,
+                              pgd_steps=FLAGS.pgd_steps)
+
+
+def parse_tasks(text):
+  from ntk_attention import data
+  tasks = [t.strip() for t in text.split('+') if t.strip()]
+  if not tasks:
+    raise ValueError('--tasks is empty.')
+  for t in tasks:
+    if t != 'all':
+      try:
+        pair = data.parse_classes(t)
+      except ValueError as e:
+        raise ValueError(f'--tasks: {t!r}: {e}') from None
+      if len(pair) != 2:
+        raise ValueError(f'--tasks: {t!r} is not a pair of classes.')
+  return tasks
+
+
+def loader():
+  """`load(task, n_train)`: the data of a task, cached; the binary tasks keep the
+  train/test ratio and shrink to fit their class pool."""
+  from ntk_attention import data
+  cache = {}
+  ratio = FLAGS.n_test / FLAGS.n_train
+
+  def load(task, n_train):
+    key = (task, n_train)
+    if key not in cache:
+      classes = None if task == 'all' else data.parse_classes(task)
+      cache[key] = data.load(FLAGS.dataset, classes=classes, n_train=n_train,
+                             n_test=max(1, int(round(n_train * ratio))), seed=FLAGS.seed,
+                             data_dir=FLAGS.data_dir, fit_to_pool=classes is not None)
+      ds = cache[key]
+      logging.info('data %s task %s: %d train, %d test', ds.name, task, len(ds.x_train),
+                   len(ds.x_test))
+    return cache[key]
+
+  return load
+
+
+def run(tasks, base, variations, attack_names, seeds, config, resume, out_dir=None,
+        dataset_name=None):
+  """Runs the study into `out_dir` (default --output_dir); writes summary, table, figure."""
+  from ntk_attention import reporting
+  from ntk_attention import sensitivity
+  settings = dict(dataset=FLAGS.dataset, n_test=FLAGS.n_test, data_seed=FLAGS.seed,
+                  tasks=tasks, baseline=base._asdict(), variations=variations,
+                  attacks=attack_names, seeds=list(seeds), **config._asdict())
+  store = _common.open_store(NAME, settings, resume, out_dir)
+  done = store.done_keys(sensitivity.KEY_FIELDS)
+  per_var = {v: (1 if v[0] == 'retrain' else len(attack_names)) for v in variations}
+  total = len(tasks) * 2 * len(seeds) * (len(attack_names) + sum(per_var.values()))
+  progress = reporting.Progress(total, NAME, log_fn=logging.info)
+  if done:
+    progress.skip(min(len(done), total))
+  sensitivity.run(loader(), tasks, base, variations, attack_names, seeds, config,
+                  on_record=store.append, done=done, on_progress=progress.update,
+                  base_seed=FLAGS.seed)
+  records = store.records()
+  summary = sensitivity.summarize(records)
+  calib = sensitivity.calibration(summary, dataset_name or FLAGS.dataset)
+  result = {'summary': summary, 'calibration': calib, 'dataset': FLAGS.dataset,
+            'n_train': base.n_train, 'n_test': FLAGS.n_test, 'seeds': len(seeds),
+            'baseline': base._asdict(), 'tasks': tasks,
+            'provenance': _common.provenance(('tasks', 'variations', 'attacks', 'seeds',
+                                              'width', 'eps', 'eps_units', 'tau', 'ridge',
+                                              'score', 'kernel', 'pgd_steps', 'epochs',
+                                              'init_std'))}
+  reporting.write_json(_common.out_path(NAME + '.json', out_dir), result)
+  reporting.write_csv(_common.out_path(NAME + '.csv', out_dir), summary)
+  reporting.write_csv(_common.out_path(NAME + '_calibration.csv', out_dir), calib)
+  figures = plot(summary, tasks, out_dir)
+  from ntk_attention import report
+  text = report.sensitivity_section(result, [os.path.basename(f) for f in figures])
+  reporting.write_text(_common.out_path(NAME + '_table.md', out_dir), text)
+  return result
+
+
+def plot(summary, tasks, out_dir=None):
+  """One tornado of log10(ratio) per task (PGD, or the first attack)."""
+  from ntk_attention import paper
+  from ntk_attention import reporting
+  figures = []
+  attack = 'pgd' if any(r['attack'] == 'pgd' for r in summary) else summary[0]['attack']
+  ref = paper.reference_dataset(FLAGS.dataset)
+
+  def log(v):
+    return None if v is None or v <= 0 else math.log10(v)
+
+  for task in tasks:
+    rows = [r for r in summary if r['task'] == task and r['attack'] == attack]
+    base = next((r for r in rows if r['choice'] == 'baseline'), None)
+    if base is None or not base['ratio']:
+      logging.info('no tornado for task %s: the baseline ratio is undefined or 0', task)
+      continue
+    bars = [{'label': f"{r['choice']} = {r['value']}", 'value': log(r['ratio']),
+             'low': log(r['ratio_low']), 'high': log(r['ratio_high'])}
+            for r in rows if r['choice'] != 'baseline']
+    study = paper.FLIP_RATE.get((ref, task), {})
+    ratios = [a / b for b, a in study.values() if b > 0]
+    band = (math.log10(min(ratios)), math.log10(max(ratios))) if ratios else None
+    path = _common.out_path(f'{NAME}_tornado_{task.replace(",", "_")}.png', out_dir)
+    reporting.plot_tornado(
+        path, log(base['ratio']), bars,
+        f'MLP-Attn / 2L-ReLU flip-rate ratio, task {task}, {attack.upper()} (95% bootstrap CI)',
+        'log10(ratio)   (0 = equally malleable)', reference=band,
+        reference_label=f"study's ratios ({ref.upper()}, FGSM/PGD/MIM)")
+    figures.append(path)
+  return figures
+
+
+def main(argv):
+  del argv
+  from ntk_attention import attacks
+  from ntk_attention import sensitivity
+  classes = _common.check_data_flags()
+  if classes:
+    raise app.UsageError('--classes does not apply here; use --tasks (e.g. "all+3,8").')
+  tasks = parse_tasks(FLAGS.tasks)
+  attack_names = _common.parse_names(FLAGS.attacks, 'attacks', attacks.ATTACKS)
+  if FLAGS.seeds < 2:
+    raise app.UsageError(f'--seeds must be >= 2 for a bootstrap interval, got {FLAGS.seeds}.')
+  if FLAGS.width < 1:
+    raise app.UsageError(f'--width must be >= 1, got {FLAGS.width}.')
+  config = _common.training_config()
+  _common.model_options()    # validates --init_std and the attention flags
+  base = baseline()
+  variations = sensitivity.parse_variations(FLAGS.variations, base)
+  sensitivity.validate(base, variations, attack_names, tasks)
+  _common.setup()
+  run(tasks, base, variations, attack_names, list(range(FLAGS.seeds)), config, FLAGS.resume)
+  print(open(_common.out_path(NAME + '_table.md')).read())
+  logging.info('results in %s', FLAGS.output_dir)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,160 @@
+"""The sensitivity study (docs/method.md §12): bootstrap, calibration, and the script end to end."""
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ntk_attention import paper
+from ntk_attention import sensitivity
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'scripts', 'sensitivity.py')
+
+
+def test_bootstrap_ratio_matches_exact_resampling_distribution():
+  """With 3 seeds per model every resample is one of 3³ × 3³ equally likely pairs: the
+  bootstrap percentiles must match the exact distribution's quantiles."""
+  attn, relu = np.array([0.3, 0.5, 0.4]), np.array([0.1, 0.2, 0.15])
+  ratio, low, high = sensitivity.bootstrap_ratio(attn, relu, n_boot=40000)
+  assert ratio == pytest.approx(attn.mean() / relu.mean())
+  exact = [np.mean(attn[list(i)]) / np.mean(relu[list(j)])
+           for i in itertools.product(range(3), repeat=3)
+           for j in itertools.product(range(3), repeat=3)]
+  q_lo, q_hi = np.percentile(exact, [2.5, 97.5])
+  assert low == pytest.approx(q_lo, rel=0.03) and high == pytest.approx(q_hi, rel=0.03)
+  assert low <= ratio <= high
+
+
+def test_bootstrap_ratio_degenerate_cases():
+  assert sensitivity.bootstrap_ratio([0.2, 0.2], [0.1, 0.1]) == (2.0, 2.0, 2.0)
+  ratio, low, high = sensitivity.bootstrap_ratio([0.2, 0.3], [0.0, 0.0])
+  assert ratio is None and high is None          # 2L-ReLU never flips: unbounded
+  ratio, low, high = sensitivity.bootstrap_ratio([0.2, 0.3], [0.0, 0.1])
+  assert ratio == pytest.approx(5.0) and high is None and low == pytest.approx(2.0)
+
+
+def _row(task, attack, relu, attn, choice='baseline', value=''):
+  return {'task': task, 'attack': attack, 'choice': choice, 'value': value,
+          'relu_flip_rate_mean': relu, 'attn_flip_rate_mean': attn, 'n_subset': 100}
+
+
+def test_calibration_is_mean_abs_log_ratio_to_the_study():
+  exact = [_row('all', a, r / 100, m / 100) for a, (r, m) in
+           paper.FLIP_RATE[('mnist', 'all')].items()]
+  doubled = [_row(r['task'], r['attack'], 2 * r['relu_flip_rate_mean'],
+                  2 * r['attn_flip_rate_mean'], 'eps', '0.5') for r in exact]
+  zero = [_row('3,8', 'pgd', 0.0, 0.41, 'tau', '0.05')]
+  rows = {(r['choice'], r['value']): r
+          for r in sensitivity.calibration(exact + doubled + zero, 'mnist_sample')}
+  assert rows[('baseline', '')]['distance'] == pytest.approx(0, abs=1e-12)
+  assert rows[('baseline', '')]['cells'] == 6
+  assert rows[('eps', '0.5')]['distance'] == pytest.approx(math.log(2))
+  # A zero flip rate counts as half a flip of |S| = 100 points: 0.5 %.
+  assert rows[('tau', '0.05')]['distance_relu'] == pytest.approx(abs(math.log(0.5 / 8.4)))
+  assert rows[('tau', '0.05')]['distance_attn'] == pytest.approx(0, abs=1e-12)
+
+
+def test_parse_variations():
+  base = sensitivity.Baseline()
+  assert sensitivity.parse_variations('eps=0.1,0.5;retrain=true;width=64', base) == [
+      ('eps', 0.1), ('eps', 0.5), ('retrain', True), ('width', 64)]
+  grid = sensitivity.parse_variations('', base)
+  assert {c for c, _ in grid} == set(sensitivity.CHOICES)
+  for bad in ('foo=1', 'eps', 'width=wide', 'retrain=maybe'):
+    with pytest.raises(ValueError, match='--variations'):
+      sensitivity.parse_variations(bad, base)
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+  out = tmp_path_factory.mktemp('sens')
+  cmd = [sys.executable, SCRIPT, '--dataset=digits', '--n_train=60', '--n_test=30', '--epochs=3',
+         '--width=16', '--seeds=2', '--attacks=fgsm,pgd', '--tasks=all+3,8',
+         '--variations=eps=0.1;eps_units=std;init_std=1;retrain=true;n_train=40',
+         f'--output_dir={out}']
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return out
+
+
+def test_script_writes_one_row_per_variation_with_both_models_and_ratio(tiny_run):
+  res = json.load(open(tiny_run / 'sensitivity.json'))
+  records = [json.loads(line) for line in open(tiny_run / 'sensitivity.jsonl')]
+  expected = {('baseline', ''), ('eps', '0.1'), ('eps_units', 'std'), ('init_std', '1.0'),
+              ('retrain', 'True'), ('n_train', '40')}
+  for task in ('all', '3,8'):
+    for attack in ('fgsm', 'pgd'):
+      rows = {(r['choice'], r['value']): r for r in res['summary']
+              if r['task'] == task and r['attack'] == attack}
+      want = expected - ({('retrain', 'True')} if attack == 'fgsm' else set())
+      assert set(rows) == want      # retrain is measured with PGD only
+      for (choice, value), row in rows.items():
+        recs = [r for r in records if (r['task'], r['choice'], r['value'], r['attack']) ==
+                (task, choice, value, attack)]
+        relu = [r['flip_rate'] for r in recs if r['model'] == 'relu_mlp']
+        attn = [r['flip_rate'] for r in recs if r['model'] == 'mlp_attn']
+        assert len(relu) == len(attn) == 2 and row['seeds'] == 2
+        assert row['relu_flip_rate_mean'] == pytest.approx(np.mean(relu))
+        assert row['attn_flip_rate_mean'] == pytest.approx(np.mean(attn))
+        if np.mean(relu) > 0:
+          assert row['ratio'] == pytest.approx(np.mean(attn) / np.mean(relu))
+          if row['ratio_low'] is not None:
+            assert row['ratio_low'] <= row['ratio'] + 1e-12
+          if row['ratio_high'] is not None:
+            assert row['ratio'] <= row['ratio_high'] + 1e-12
+        else:
+          assert row['ratio'] is None
+  # The variations change what they say: budget, units, init, training-set size.
+  by = {(r['choice'], r['value'], r['model']): r for r in records if r['task'] == 'all'}
+  std = np.std(np.asarray(__import__('ntk_attention').data.load(
+      'digits', n_train=60, n_test=30, seed=0).x_train, np.float64))
+  assert by[('eps_units', 'std', 'relu_mlp')]['eps_pixels'] == pytest.approx(0.3 * std)
+  assert by[('eps', '0.1', 'relu_mlp')]['eps_pixels'] == pytest.approx(0.1)
+  assert by[('init_std', '1.0', 'mlp_attn')]['init_std'] == 1.0
+  assert by[('baseline', '', 'mlp_attn')]['init_std'] == 0.01
+  assert by[('n_train', '40', 'relu_mlp')]['n_train'] == 40
+  assert by[('retrain', 'True', 'relu_mlp')]['setting'] == 'retrain'
+  cal = {(r['choice'], r['value']) for r in res['calibration']}
+  assert cal == expected
+  for task in ('all', '3,8'):     # a tornado needs a finite, positive baseline ratio
+    base = next(r for r in res['summary'] if (r['task'], r['choice'], r['attack']) ==
+                (task, 'baseline', 'pgd'))
+    path = tiny_run / f'sensitivity_tornado_{task.replace(",", "_")}.png'
+    assert path.exists() == bool(base['ratio'])
+    if path.exists():
+      assert os.path.getsize(path) > 0
+  assert 'How robust is the verdict' in open(tiny_run / 'sensitivity_table.md').read()
+
+
+def test_script_json_numbers_are_numbers_or_null(tiny_run):
+  def walk(v):
+    if isinstance(v, dict):
+      for k, x in v.items():
+        if k.endswith(('_mean', '_std', 'ratio', '_low', '_high', 'distance')):
+          assert x is None or isinstance(x, (int, float)), (k, x)
+        walk(x)
+    elif isinstance(v, list):
+      for x in v:
+        walk(x)
+  walk(json.load(open(tiny_run / 'sensitivity.json')))
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--variations=colour=1', '--variations'),
+    ('--tasks=3', '--tasks'),
+    ('--seeds=1', '--seeds'),
+    ('--init_std=-1', '--init_std'),
+])
+def test_bad_flags_fail_before_any_output(tmp_path, flag, message):
+  out = tmp_path / 'never'
+  proc = subprocess.run([sys.executable, SCRIPT, '--dataset=digits', flag,
+                         f'--output_dir={out}'], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode != 0
+  assert message in proc.stderr
+  assert not out.exists()
