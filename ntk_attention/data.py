@@ -16,7 +16,12 @@ Conventions (every loader, every source):
   so the two are disjoint; test counts are then proportional to the remaining pool.
 
 Sources:
-- `digits`: scikit-learn's bundled 8x8 digits (1,797 images, values 0..16, divided by 16).
+- `mnist_sample`: 5,000 real MNIST images (the first 5,000 of the official test set),
+  shipped in the package (`datasets/mnist_sample.npz`); the offline default of the main job.
+- `cifar10_sample`: 1,000 real CIFAR-10 training images (100 per class), shipped likewise;
+  colour images are flattened channel-last to 3,072 features.
+- `digits`: scikit-learn's bundled 8x8 digits (1,797 images, values 0..16, divided by 16),
+  a fast proxy for tests (docs/method.md §11).
 - `mnist`, `fashion_mnist`, `cifar10`: tensorflow-datasets train/test splits (uint8 / 255).
   Offline and not prepared in `data_dir`, they fail within seconds with a RuntimeError.
 - `npz:PATH`: arrays `x` (N, H, W[, C]) uint8 0..255 or float in [0, 1], `y` (N,) integer
@@ -36,7 +41,9 @@ import warnings
 
 import numpy as np
 
-DATASETS = ('digits', 'mnist', 'fashion_mnist', 'cifar10')
+DATASETS = ('mnist_sample', 'cifar10_sample', 'digits', 'mnist', 'fashion_mnist', 'cifar10')
+# Real images shipped inside the package (datasets/README.md: provenance, licences).
+_BUNDLED = {'mnist_sample': 'mnist_sample.npz', 'cifar10_sample': 'cifar10_sample.npz'}
 _TFDS_DATASETS = ('mnist', 'fashion_mnist', 'cifar10')
 _NPZ_PREFIX = 'npz:'
 # tfds downloads its checksummed files and metadata from Google Cloud Storage.
@@ -45,8 +52,10 @@ _PROBE_TIMEOUT_S = 3.0
 # Fixed batch, not batch_size=-1: one code path for real and mocked tfds (the mock's split
 # sizes are unknown, and batch_size=-1 aborts the process there).
 _TFDS_BATCH = 10_000
-_OFFLINE_HINT = ("Offline alternatives: --dataset=digits (scikit-learn's bundled 8x8 digits) "
-                 "or --dataset=npz:PATH (arrays x (N, H, W[, C]) and y (N,)).")
+_OFFLINE_HINT = ("Offline alternatives: --dataset=mnist_sample (5,000 real MNIST images, "
+                 "bundled), --dataset=cifar10_sample (1,000 real CIFAR-10 images, bundled), "
+                 "--dataset=digits (scikit-learn's 8x8 digits) or --dataset=npz:PATH "
+                 "(arrays x (N, H, W[, C]) and y (N,)).")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -196,6 +205,8 @@ def load(name: str,
 
   if name == 'digits':
     train_pool, test_pool = _digits_pool(), None
+  elif name in _BUNDLED:
+    train_pool, test_pool = _npz_pools(bundled_path(name))
   elif name in _TFDS_DATASETS:
     train_pool, test_pool = _tfds_pools(name, data_dir, classes)
   else:
@@ -368,6 +379,11 @@ def _digits_pool():
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
   digits = datasets.load_digits()
   return (digits.images / 16.0).astype(np.float32), digits.target.astype(np.int64)
+
+
+def bundled_path(name: str) -> str:
+  """Path of a dataset shipped with the package ('mnist_sample', 'cifar10_sample')."""
+  return os.path.join(os.path.dirname(os.path.abspath(__file__)), 'datasets', _BUNDLED[name])
 
 
 def _npz_path(name: str) -> str:

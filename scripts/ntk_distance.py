@@ -82,6 +82,8 @@ def plot(summary, model_names, comparison, out_dir=None, name=NAME):
   from ntk_attention import reporting
   from ntk_attention import sweeps
   for metric in sweeps.METRICS:
+    if metric == 'krr_test_accuracy':    # does not depend on width: a column of the tables
+      continue
     series = {}
     for model in model_names:
       rows = sorted((r for r in summary if r['model'] == model), key=lambda r: r['width'])

@@ -294,6 +294,8 @@ def build_report(parts_info, wall):
         figs('malleability', ['malleability_flip_rates.png', 'malleability_eps.png',
                               'malleability_influence_relu_mlp.png',
                               'malleability_influence_mlp_attn.png'])))
+    sections.append(report.trainability_section(mall, figs('malleability',
+                                                           ['malleability_loss.png'])))
   for ds, cls in binary_tasks():
     sub = f'binary_{ds}_{cls.replace(",", "_")}'
     res = load(sub, 'malleability.json')

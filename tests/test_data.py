@@ -365,3 +365,63 @@ def test_network_probe_closed_and_open_port(monkeypatch):
   start = time.monotonic()
   assert not data._network_available('127.0.0.1', port, timeout=1)  # now closed
   assert time.monotonic() - start < 3
+
+
+# ------------------------------------------------------------------ bundled real data
+
+MNIST_SAMPLE_SHA256 = '41fa3ef91bfa80e674894c7d8f2fc1b584d8b905f1637ea68c3c7e7c8b3b0dcf'  # published
+MNIST_POOL_COUNTS = [460, 571, 530, 500, 500, 456, 462, 512, 489, 520]
+
+
+def _raw(name):
+  with np.load(data.bundled_path(name)) as f:
+    return f['x'], f['y'].astype(np.int64)
+
+
+def test_mnist_sample_is_the_published_file():
+  import hashlib
+  with open(data.bundled_path('mnist_sample'), 'rb') as f:
+    assert hashlib.sha256(f.read()).hexdigest() == MNIST_SAMPLE_SHA256
+  x, y = _raw('mnist_sample')
+  assert x.shape == (5000, 28, 28) and x.dtype == np.uint8
+  assert np.bincount(y).tolist() == MNIST_POOL_COUNTS
+
+
+@pytest.mark.parametrize('name, d, per_class, n', [
+    ('mnist_sample', 784, MNIST_POOL_COUNTS, (1000, 500)),
+    ('cifar10_sample', 3072, [100] * 10, (600, 300))])
+def test_bundled_sample_loads_offline_stratified_and_exact(name, d, per_class, n):
+  ds = data.load(name, n_train=n[0], n_test=n[1], seed=4)
+  assert ds.x_train.shape == (n[0], d) and ds.x_test.shape == (n[1], d)
+  assert ds.x_train.dtype == np.float32 and 0 <= ds.x_train.min() and ds.x_train.max() <= 1
+  assert ds.classes == tuple(range(10))
+  # Class balance: the largest-remainder allocation of the pool's counts.
+  np.testing.assert_array_equal(np.bincount(ds.y_train, minlength=10),
+                                data._allocate(n[0], np.array(per_class)))
+  # Every drawn row is a raw image /255 with its own label; train and test are disjoint.
+  x, y = _raw(name)
+  flat = x.reshape(len(x), -1)
+  index = {row.tobytes(): i for i, row in enumerate(flat)}
+  train_idx = [index[np.rint(r * 255).astype(np.uint8).tobytes()] for r in ds.x_train]
+  test_idx = [index[np.rint(r * 255).astype(np.uint8).tobytes()] for r in ds.x_test]
+  np.testing.assert_array_equal(ds.x_train, flat[train_idx].astype(np.float32) / 255)
+  np.testing.assert_array_equal(ds.y_train, y[train_idx])
+  np.testing.assert_array_equal(ds.y_test, y[test_idx])
+  assert not set(train_idx) & set(test_idx)
+
+
+def test_bundled_sample_draws_are_reproducible_and_seeded():
+  a = data.load('mnist_sample', n_train=200, n_test=100, seed=1)
+  b = data.load('mnist_sample', n_train=200, n_test=100, seed=1)
+  c = data.load('mnist_sample', n_train=200, n_test=100, seed=2)
+  np.testing.assert_array_equal(a.x_train, b.x_train)
+  np.testing.assert_array_equal(a.y_test, b.y_test)
+  assert not np.array_equal(a.x_train, c.x_train)
+
+
+def test_bundled_sample_binary_task():
+  ds = data.load('mnist_sample', classes='3,8', n_train=400, n_test=200, seed=0)
+  assert ds.classes == (3, 8) and ds.num_classes == 2
+  # Pool: 500 threes and 489 eights.
+  np.testing.assert_array_equal(np.bincount(ds.y_train), data._allocate(400, np.array([500, 489])))
+  assert ds.x_train.shape == (400, 784) and set(np.unique(ds.y_test)) == {0, 1}
