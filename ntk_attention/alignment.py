@@ -1,4 +1,4 @@
-"""Approximation power of the data-dependent kernel (SPEC §1 claim 5), float64 numpy.
+"""Approximation power of the data-dependent kernel (docs/method.md §1 claim 5), float64 numpy.
 
 The "power" side of the study's duality: the same kernel `G³` whose conditioning keeps
 MLP-Attn out of the kernel regime can fit targets that follow the data geometry better than

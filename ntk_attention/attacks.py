@@ -1,4 +1,4 @@
-"""ℓ∞ attacks on [0, 1] pixels: FGSM, PGD and MIM (SPEC §9).
+"""ℓ∞ attacks on [0, 1] pixels: FGSM, PGD and MIM (docs/method.md §9).
 
 Every attack maximises a scalar ``loss_fn(x)`` of the whole pixel matrix ``x`` of shape
 ``(N, d)`` (the model is transductive: attacked points are also attention context), while
@@ -24,7 +24,7 @@ LossFn = Callable[[jax.Array], jax.Array]
 
 
 class AttackConfig(NamedTuple):
-  """Attack hyper-parameters; defaults are SPEC §9 [choice]."""
+  """Attack hyper-parameters; defaults are docs/method.md §9 [choice]."""
   eps: float = 0.3
   pgd_steps: int = 20
   pgd_step_size: Optional[float] = None  # None -> 2.5 * eps / pgd_steps

@@ -1,9 +1,9 @@
-"""Datasets as flattened [0, 1] pixels with stratified, seeded subsamples (SPEC §11).
+"""Datasets as flattened [0, 1] pixels with stratified, seeded subsamples (docs/method.md §11).
 
 Conventions (every loader, every source):
 - `x` is float32 of shape (n, d), d = H*W*C, pixels in [0, 1], flattened in C order
   (row-major, channel last). No per-sample normalisation here: scaling each sample to unit
-  ℓ2 norm is part of the model (SPEC §3), so attacks can act on [0, 1] pixels.
+  ℓ2 norm is part of the model (docs/method.md §3), so attacks can act on [0, 1] pixels.
 - `y` is int32 of shape (n,), an index into `Dataset.classes` (the original class ids kept,
   in the order the caller gave them). `classes=(3, 8)` makes 3 -> 0 and 8 -> 1.
 - A trailing channel axis of size 1 is dropped from `image_shape` ((28, 28, 1) -> (28, 28)).
@@ -278,7 +278,7 @@ def targets(y: np.ndarray, num_classes: int) -> np.ndarray:
 
   num_classes > 2: one-hot, shape (n, num_classes), T[i, y_i] = 1.
   num_classes == 2: shape (n, 1), +1 for label 0 (classes[0]) and -1 for label 1 (the ±1
-  targets of the binary MSE tasks, SPEC §1).
+  targets of the binary MSE tasks, docs/method.md §1).
   """
   y = np.asarray(y)
   if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):

@@ -1,5 +1,5 @@
-"""Exact leave-one-out influence of training points under kernel ridge regression (SPEC §8),
-and the malleability metrics that compare two score vectors (SPEC §10, step 4).
+"""Exact leave-one-out influence of training points under kernel ridge regression (docs/method.md §8),
+and the malleability metrics that compare two score vectors (docs/method.md §10, step 4).
 
 Kernel ridge regression (KRR) on a training kernel ``K`` (n, n) with targets ``Y`` (n, C):
 
@@ -44,7 +44,7 @@ class Influence(NamedTuple):
   """Exact LOO influence of every training point on every evaluation point.
 
   matrix: (n_eval, n_train) I_ti.
-  scores: (n_train,) mean of ``matrix`` over evaluation points (SPEC §8 default [choice]).
+  scores: (n_train,) mean of ``matrix`` over evaluation points (docs/method.md §8 default [choice]).
   loo_residuals: (n_train, C) r_i = alpha_i / (A^-1)_ii = y_i - f_{-i}(x_i).
   delta: (n_eval, n_train, C) Delta_ti = f_{-i}(x_t) - f(x_t), or None unless requested.
   predictions: (n_eval, C) f(x_t) = K_t. A^-1 Y.
@@ -57,7 +57,7 @@ class Influence(NamedTuple):
 
 
 def ridge_scale(k_train, ridge=1e-3):
-  """lam = ridge * mean(diag K): the ridge added to K, scaled to the kernel's size (SPEC §8)."""
+  """lam = ridge * mean(diag K): the ridge added to K, scaled to the kernel's size (docs/method.md §8)."""
   k_train = jnp.asarray(k_train)
   return ridge * jnp.mean(jnp.diagonal(k_train))
 
@@ -126,7 +126,7 @@ def _loo_influence(k_train, k_eval_train, y_train, y_eval, ridge, return_delta):
 
 def loo_influence(k_train, k_eval_train, y_train, y_eval, ridge=1e-3, allow_float32=False,
                   return_delta=False):
-  """Exact leave-one-out influence of KRR (module docstring, SPEC §8), one Cholesky of A.
+  """Exact leave-one-out influence of KRR (module docstring, docs/method.md §8), one Cholesky of A.
 
   Args:
     k_train: (n, n) symmetric PSD training kernel K. It is symmetrised, (K + K^T)/2.
@@ -213,7 +213,7 @@ def loo_predictions_bruteforce(k_train, k_eval_train, y_train, ridge=1e-3):
   return out
 
 
-# --- malleability metrics (SPEC §10 step 4), numpy -------------------------------------------
+# --- malleability metrics (docs/method.md §10 step 4), numpy -------------------------------------------
 
 def _finite_1d(x, name):
   x = np.asarray(x, np.float64)

@@ -1,7 +1,7 @@
 """Analytic and empirical kernels of a model, their blocks, and distances.
 
 A dataset with `n` training and `t` evaluation points is one sequence `[train; eval]` of
-`N = n + t` tokens with the training points as context (SPEC §2), so every kernel here is
+`N = n + t` tokens with the training points as context (docs/method.md §2), so every kernel here is
 first an `(N, N)` matrix and then sliced into `Blocks(train (n, n), eval_train (t, n),
 eval (t, t))`.
 

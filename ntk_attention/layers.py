@@ -1,7 +1,7 @@
 """Attention across samples as neural-tangents `stax` layers.
 
 A dataset of N points with d features is ONE sequence of shape `(1, N, d)`: tokens are
-samples (SPEC §2). Every layer here is a `stax` triple `(init_fn, apply_fn, kernel_fn)`, so
+samples (docs/method.md §2). Every layer here is a `stax` triple `(init_fn, apply_fn, kernel_fn)`, so
 the infinite-width kernel and the finite-width network come from one definition and
 compose with NT's own layers in `stax.serial`.
 
@@ -110,7 +110,7 @@ def attention_pattern(sigma, c, normalize: str = 'linear', rank: Optional[int] =
                       temperature: float = 1.0, average: bool = False):
   """The parameter-free attention pattern `A` from a token covariance.
 
-  `linear`:  `A_ij = Σ_ij c_j` with `Σ_ij = x_i·x_j / d` (SPEC §3);
+  `linear`:  `A_ij = Σ_ij c_j` with `Σ_ij = x_i·x_j / d` (docs/method.md §3);
              `rank=r` replaces `Σ` on the context by its top-r eigen-truncation.
   `softmax`: `A_ij = exp(Σ_ij/T) c_j / Σ_k exp(Σ_ik/T) c_k` (Nadaraya–Watson); T must
              be a number here (see `softmax_temperature` for the default).

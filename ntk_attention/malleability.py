@@ -1,4 +1,4 @@
-"""Influence malleability (SPEC §10): how much NTK influence moves under attack.
+"""Influence malleability (docs/method.md §10): how much NTK influence moves under attack.
 
 Protocol, per trained model and seed:
   1. influence scores `I` of every training point (exact KRR leave-one-out, `influence`),
@@ -53,7 +53,7 @@ EPS_UNITS = ('pixel', 'std')
 
 
 class Setup(NamedTuple):
-  """What the protocol needs besides the model: [choice] defaults of SPEC §8–10.
+  """What the protocol needs besides the model: [choice] defaults of docs/method.md §8–10.
 
   `score`: 'mean' compares each training point's influence averaged over the evaluation
   set (default); 'per_point' compares the (evaluation, training) influence matrices —
@@ -130,7 +130,7 @@ def kernel_blocks(model: models_lib.Model, params, x_train, x_eval, kernel: str 
 
 
 def influence(model, params, x_train, y_train, x_eval, y_eval, setup: Setup):
-  """`influence.Influence` of every training point on the evaluation set (SPEC §8)."""
+  """`influence.Influence` of every training point on the evaluation set (docs/method.md §8)."""
   blocks = kernel_blocks(model, params, x_train, x_eval, setup.kernel)
   return influence_lib.loo_influence(blocks.train, blocks.eval_train, y_train, y_eval,
                                      ridge=setup.ridge)

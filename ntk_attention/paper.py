@@ -6,7 +6,7 @@ Labelled as the paper's wherever shown; never used in a computation.
 CITATION = ('Miñoza, Medina, Ibañez, "Influence Malleability in Linearized Attention: Dual '
             'Implications of Non-Convergent NTK Dynamics", arXiv 2603.13085 (v1, 2026)')
 
-# κ(G) quoted by the study; the sample count n was not published (SPEC §5: ~100 for MNIST).
+# κ(G) quoted by the study; the sample count n was not published (docs/method.md §5: ~100 for MNIST).
 KAPPA = {'mnist': 1.2e3, 'cifar10': 8.7e3}
 
 # ‖f_m − f_NTK‖ at widths 16, 1024, 4096 (Table 1).

@@ -1,4 +1,4 @@
-"""Spectral analysis of the sample Gram matrix G = U Uᵀ (SPEC §1 claim 2, §3, §5).
+"""Spectral analysis of the sample Gram matrix G = U Uᵀ (docs/method.md §1 claim 2, §3, §5).
 
 Pure numpy float64. Linearized attention turns G into the kernel G³ (G^{2k+1} or G^{3^k} with
 depth, (U_r Λ_r U_rᵀ)³ with rank r), so its condition number is a power of G's:
@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-# float64 resolves a condition number up to about 1e12 (SPEC §5).
+# float64 resolves a condition number up to about 1e12 (docs/method.md §5).
 MAX_RELIABLE_LOG10_KAPPA = 12.0
 
 
@@ -131,7 +131,7 @@ def feature_concentration(z):
 
 
 def truncate(g, rank):
-  """Top-r eigen-truncation U_r diag(λ_1..λ_r) U_rᵀ of symmetric g (n, n) (SPEC §3 `rank=r`)."""
+  """Top-r eigen-truncation U_r diag(λ_1..λ_r) U_rᵀ of symmetric g (n, n) (docs/method.md §3 `rank=r`)."""
   w, v = _eigh(g)
   if not 0 <= rank <= len(w):
     raise ValueError(f'rank must be in [0, {len(w)}], got {rank}.')

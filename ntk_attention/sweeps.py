@@ -1,7 +1,7 @@
 """Width sweeps: distance of trained finite-width models to their infinite-width NTK.
 
 A cell is one (model, width, seed). All seeds of a (model, width) train together in one
-vmapped program (`training.train`); each seed then yields one record (SPEC §7), on the
+vmapped program (`training.train`); each seed then yields one record (docs/method.md §7), on the
 fixed evaluation set laid out with the training set as one sequence `[train; eval]`:
 
   kernel_distance_init  = ‖Θ_m(0) − Θ∞‖_F / ‖Θ∞‖_F     (full (n+t)×(n+t) kernel)

@@ -1,6 +1,6 @@
 """Training with optax, every seed of a width in one compiled, vmapped program.
 
-Defaults follow the study (SPEC §6): Adam, lr 1e-3, batch 128, 500 epochs, L2 weight
+Defaults follow the study (docs/method.md §6): Adam, lr 1e-3, batch 128, 500 epochs, L2 weight
 decay 1e-3 on the trained weights (added to the gradient, as PyTorch's Adam does), the ±1
 readout frozen; cross-entropy for C > 2 classes and MSE on ±1 targets for binary tasks.
 
@@ -36,7 +36,7 @@ LOSSES = ('auto', 'mse', 'xent')
 
 
 class TrainConfig(NamedTuple):
-  """[choice] defaults of SPEC §6; every field is a script flag."""
+  """[choice] defaults of docs/method.md §6; every field is a script flag."""
   optimizer: str = 'adam'
   lr: float = 1e-3
   epochs: int = 500

@@ -34,7 +34,7 @@ FLAGS = flags.FLAGS
 
 
 def define_training_flags(epochs: int = 500):
-  """Training flags (SPEC §6 [choice] defaults), for scripts that train."""
+  """Training flags (docs/method.md §6 [choice] defaults), for scripts that train."""
   flags.DEFINE_integer('epochs', epochs, 'Training epochs [choice: the study, 500].')
   flags.DEFINE_integer('batch_size', 128, 'Minibatch size [choice: the study].')
   flags.DEFINE_float('lr', 1e-3, 'Learning rate [choice: the study].')
@@ -46,7 +46,7 @@ def define_training_flags(epochs: int = 500):
 
 
 def define_model_flags():
-  """Attention options of the models (SPEC §3 variants; issue 'beyond the study')."""
+  """Attention options of the models (docs/method.md §3 variants; issue 'beyond the study')."""
   flags.DEFINE_integer('attn_depth', 1, 'mlp_attn: stacked linearized-attention layers k.')
   flags.DEFINE_bool('attn_shared', True, 'mlp_attn: share the pattern across layers (G^{2k+1}); '
                     'false recomputes it from each output (G^{3^k}).')

@@ -1,4 +1,4 @@
-r"""Approximation power of the data-dependent kernel (SPEC §1 claim 5, the "power" side).
+r"""Approximation power of the data-dependent kernel (docs/method.md §1 claim 5, the "power" side).
 
 For four kernels on one sequence [x_train; x_test] (training points as context): the linear
 kernel G (cosine Gram), the normalised G³ of parameter-free linearized attention (its NNGP),

@@ -1,4 +1,4 @@
-"""Compare analytic (infinite-width) and empirical (finite-width) NTKs at initialisation (SPEC §4, §7).
+"""Compare analytic (infinite-width) and empirical (finite-width) NTKs at initialisation (docs/method.md §4, §7).
 
 For each model, width and seed: the empirical NTK Θ_m at initialisation (float32, traced over the
 outputs; params `models.init_params(model, PRNGKey(--seed + s))`), over the one sequence

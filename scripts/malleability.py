@@ -1,4 +1,4 @@
-r"""Influence malleability of 2L-ReLU and MLP-Attn under FGSM / PGD / MIM (SPEC §8–10).
+r"""Influence malleability of 2L-ReLU and MLP-Attn under FGSM / PGD / MIM (docs/method.md §8–10).
 
 The study's Tables 2–4: train each model (all seeds vmapped), compute exact NTK
 leave-one-out influence of every training point, attack the top-τ most influential

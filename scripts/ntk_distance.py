@@ -1,6 +1,6 @@
 r"""Distance of trained 2L-ReLU and MLP-Attn networks to their infinite-width NTK.
 
-The study's Table 1 / Figure 1 (SPEC §6–7): for every model × width × seed, train with
+The study's Table 1 / Figure 1 (docs/method.md §6–7): for every model × width × seed, train with
 optax (all seeds of a width in one vmapped program), then record kernel distance at
 initialisation and after training, kernel movement, function distance to the
 infinite-width NTK predictor, and train/test accuracy.

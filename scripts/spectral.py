@@ -1,4 +1,4 @@
-"""Spectral analysis of the sample Gram matrix G and of linearized attention's kernel G³ (SPEC §5).
+"""Spectral analysis of the sample Gram matrix G and of linearized attention's kernel G³ (docs/method.md §5).
 
 Everything is computed on the training subsample (`--n_train` points of `--dataset`), in float64:
 

@@ -1,4 +1,4 @@
-"""Exact LOO influence (SPEC §8) against brute-force KRR retraining; metrics (SPEC §10)."""
+"""Exact LOO influence (docs/method.md §8) against brute-force KRR retraining; metrics (docs/method.md §10)."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -117,7 +117,7 @@ def test_truncate_spectrum_and_eckart_young():
   np.testing.assert_allclose(t, (v[:, :r] * sv[:r] ** 2) @ v[:, :r].T, atol=1e-12)
   kd, rr = spectral.effective_condition_number(t_eigs, n, d)
   assert rr == r and kd == pytest.approx(sv[0] ** 2 / sv[r - 1] ** 2, rel=1e-10)
-  # its cube's nonzero part has condition number (λ₁/λ_r)³ (SPEC §3)
+  # its cube's nonzero part has condition number (λ₁/λ_r)³ (docs/method.md §3)
   kd3, rr3 = spectral.effective_condition_number(
       spectral.eigenvalues(spectral.matrix_power_sym(t, 3)), n, d)
   assert rr3 == r and kd3 == pytest.approx((eigs[0] / eigs[r - 1]) ** 3, rel=1e-9)
