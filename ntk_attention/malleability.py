@@ -194,10 +194,12 @@ def _mask(n: int, subset):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _loss_attack(model, name, kind, attack, params, x, y, subset, key):
-  """Attack `name` maximising the model's loss on rows `subset`; compiled once per setting."""
+def _loss_attack(model, name, kind, attack, params, x, y, subset, key, eps):
+  """Attack `name` maximising the model's loss on rows `subset`. `eps` is traced (one
+  compilation serves every budget); `attack` (steps, sizes) is static."""
   loss_fn = loss_objective(model, params, y, subset, kind)
-  return attacks_lib.attack(name, loss_fn, x, attack, key=key, mask=_mask(x.shape[0], subset))
+  return attacks_lib.attack(name, loss_fn, x, attack._replace(eps=eps), key=key,
+                            mask=_mask(x.shape[0], subset))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -220,7 +222,9 @@ def perturb(model, params, name: str, x_train, y_train, subset, setup: Setup, ke
     x_adv = _influence_attack(model, setup, params, x_train, y_train, x_eval, y_eval, subset,
                               jnp.asarray(scores), key)
   else:
-    x_adv = _loss_attack(model, name, kind, setup.attack, params, x_train, y_train, subset, key)
+    attacks_lib.validate(name, setup.attack)
+    x_adv = _loss_attack(model, name, kind, setup.attack._replace(eps=0.0), params, x_train,
+                         y_train, subset, key, jnp.asarray(setup.attack.eps, x_train.dtype))
   if not bool(jnp.all(jnp.isfinite(x_adv))):
     raise FloatingPointError(f'{name} attack produced non-finite pixels.')
   return x_adv

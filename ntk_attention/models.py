@@ -21,6 +21,7 @@ about lr per step, as in the study. The ReLU NTK ignores the init scale (it is
 while f at initialisation, the NNGP and the training dynamics scale with `init_std`.
 """
 import dataclasses
+import functools
 from typing import Any, Callable, Optional
 
 import jax
@@ -135,8 +136,25 @@ class Model:
 def build(name: str, width: int, out_dim: int = 1, W_std: float = 1.0,
           init_std: float = DEFAULT_INIT_STD, **options) -> Model:
   """`Model` by name: one of `MODELS`; `options` go to the attention prefix; `init_std`
-  is the std of the head's first-layer weights (the analytic NTK does not depend on it)."""
+  is the std of the head's first-layer weights (the analytic NTK does not depend on it).
+
+  The same arguments return the same `Model` object, so that programs compiled with a
+  model as a static argument (training, attacks, kernels) are reused, not recompiled.
+  """
   _check_width(width)
+  try:
+    return _build(name, int(width), int(out_dim), float(W_std), float(init_std),
+                  tuple(sorted(options.items())))
+  except TypeError as e:      # an unhashable option value: build without the memo
+    if 'unhashable' not in str(e):
+      raise
+    return _build.__wrapped__(name, int(width), int(out_dim), float(W_std), float(init_std),
+                              tuple(sorted(options.items())))
+
+
+@functools.lru_cache(maxsize=256)
+def _build(name, width, out_dim, W_std, init_std, options) -> Model:
+  options = dict(options)
   if name == 'relu_mlp':
     if options:
       raise ValueError(f'relu_mlp takes no attention options, got {sorted(options)}.')
@@ -147,9 +165,8 @@ def build(name: str, width: int, out_dim: int = 1, W_std: float = 1.0,
     prefix, trainable = qkv_prefix(width, **options), True
   else:
     raise ValueError(f'unknown model {name!r}; choose from {MODELS}.')
-  return Model(name, int(width), int(out_dim), float(W_std), prefix,
-               relu_head(width, out_dim, W_std, init_std), trainable,
-               tuple(sorted(options.items())), float(init_std))
+  return Model(name, width, out_dim, W_std, prefix, relu_head(width, out_dim, W_std, init_std),
+               trainable, tuple(sorted(options.items())), init_std)
 
 
 def init_params(model: Model, key, n_features: int, dtype=jnp.float32):

@@ -453,9 +453,12 @@ def plot_tornado(path, baseline: float, rows: Sequence[dict], title, xlabel,
       continue
     low = lo_edge if r['low'] is None else r['low']
     high = hi_edge if r['high'] is None else r['high']
-    ax.plot([low, high], [i, i], color='tab:blue', lw=5, alpha=0.35, solid_capstyle='butt')
+    first = i == next(j for j, q in enumerate(rows) if q['value'] is not None)
+    ax.plot([low, high], [i, i], color='tab:blue', lw=5, alpha=0.35, solid_capstyle='butt',
+            label='95% interval' if first else None)
     ax.plot([baseline, r['value']], [i, i], color='tab:blue', lw=1.5)
-    ax.plot([r['value']], [i], 'o', color='tab:blue', ms=5)
+    ax.plot([r['value']], [i], 'o', color='tab:blue', ms=5,
+            label='measured (mean over seeds)' if first else None)
   ax.set_yticks(range(len(rows)))
   ax.set_yticklabels([r['label'] for r in rows], fontsize=8)
   ax.set_ylim(-0.7, len(rows) - 0.3)

@@ -186,7 +186,7 @@ def plot(summary, records, arrays, model_names, prefix, out_dir=None):
         _common.out_path(prefix + '_loss.png', out_dir),
         {report.model_name(m): (list(range(1, len(c) + 1)), list(c), None)
          for m, c in curves.items()},
-        'epoch', 'mean training loss', 'Training loss per epoch (seed 0)', logy=True)
+        'epoch', 'mean training loss', 'Training loss per epoch (seed 0)')
   for m in model_names:
     setting = base[0]['setting']
     key = f'{m}/{setting}/influence_before'

@@ -76,6 +76,8 @@ flags.DEFINE_string('binary_tasks', 'same:3,8',
 flags.DEFINE_integer('binary_n_train', 0, 'binary part: n_train (0 = 1000, shrunk to fit the pool).')
 flags.DEFINE_integer('binary_n_test', 0, 'binary part: n_test (0 = 500, shrunk to fit the pool).')
 flags.DEFINE_string('interventions', 'curated,transformed,adversarial', 'interventions part.')
+flags.DEFINE_string('intervention_attacks', 'pgd',
+                    'interventions part: attacks measured after each retrained intervention.')
 flags.DEFINE_integer('at_epochs', 0, 'adversarial_training part: epochs (0 = --epochs).')
 flags.DEFINE_integer('at_n_train', 0, 'adversarial_training part: n_train (0 = --n_train).')
 flags.DEFINE_string('beyond_variants', ','.join(VARIANTS),
@@ -182,7 +184,9 @@ def commands() -> dict:
                   _data_args(ds, cls, FLAGS.binary_n_train, FLAGS.binary_n_test)
                   + _train_args() + _mall_args('0.3'))
                  for ds, cls in binary_tasks()],
-      'interventions': [('interventions', mall, _data_args() + _train_args() + _mall_args('0.3')
+      'interventions': [('interventions', mall,
+                         _data_args() + _train_args()
+                         + _mall_args('0.3', FLAGS.intervention_attacks)
                          + [_arg('interventions', FLAGS.interventions)])],
       'adversarial_training': [('adversarial_training', mall,
                                 _data_args(n_train=FLAGS.at_n_train or None)
@@ -371,6 +375,7 @@ def main(argv):
   _common.parse_names(FLAGS.ntk_models, 'ntk_models', models.MODELS)
   _common.parse_names(FLAGS.mall_models, 'mall_models', models.MODELS)
   _common.parse_names(FLAGS.attacks, 'attacks', malleability.ATTACKS)
+  _common.parse_names(FLAGS.intervention_attacks, 'intervention_attacks', malleability.ATTACKS)
   for eps in _common.parse_float_list(FLAGS.epsilons, 'epsilons'):
     if not 0 <= eps <= 1:
       raise ValueError(f'--epsilons must lie in [0, 1], got {eps}.')

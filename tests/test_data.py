@@ -1,5 +1,6 @@
 """Tests for ntk_attention.data: sources, class selection, stratified subsampling, targets."""
 import fractions
+import os
 import socket
 import time
 
@@ -374,7 +375,10 @@ MNIST_POOL_COUNTS = [460, 571, 530, 500, 500, 456, 462, 512, 489, 520]
 
 
 def _raw(name):
-  with np.load(data.bundled_path(name)) as f:
+  """The shipped npz read with numpy through importlib.resources, not data.bundled_path."""
+  import importlib.resources
+  resource = importlib.resources.files('ntk_attention') / 'datasets' / f'{name}.npz'
+  with resource.open('rb') as fh, np.load(fh) as f:
     return f['x'], f['y'].astype(np.int64)
 
 
@@ -425,3 +429,109 @@ def test_bundled_sample_binary_task():
   # Pool: 500 threes and 489 eights.
   np.testing.assert_array_equal(np.bincount(ds.y_train), data._allocate(400, np.array([500, 489])))
   assert ds.x_train.shape == (400, 784) and set(np.unique(ds.y_test)) == {0, 1}
+
+
+# The shipped file's hash as stated in ntk_attention/datasets/README.md (regenerating the
+# sample gives equal arrays; another numpy/zlib may compress them to other bytes).
+IMAGE_SHAPES = {'mnist_sample': (28, 28), 'cifar10_sample': (32, 32, 3)}
+CIFAR10_SAMPLE_SHA256 = '6caf1d83c82ff0474bbdab9a47ac599b0aad49e76f0ee5328442725103524339'
+_SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared',
+                            'data')
+
+
+def _raw_index(name):
+  """Maps each raw image's bytes to its pool index; the pools hold no duplicate images."""
+  x, y = _raw(name)
+  flat = x.reshape(len(x), -1)
+  index = {row.tobytes(): i for i, row in enumerate(flat)}
+  assert len(index) == len(flat)
+  return flat, y, index
+
+
+def _pool_rows(ds, index):
+  return ([index[np.rint(r * 255).astype(np.uint8).tobytes()] for r in ds.x_train],
+          [index[np.rint(r * 255).astype(np.uint8).tobytes()] for r in ds.x_test])
+
+
+def test_bundled_samples_are_registered_and_named_in_the_offline_hint():
+  for name in ('mnist_sample', 'cifar10_sample'):
+    assert name in data.DATASETS
+    data.validate_dataset_name(name)
+    assert os.path.samefile(data.bundled_path(name), os.path.join(
+        os.path.dirname(data.__file__), 'datasets', f'{name}.npz'))
+  hint = data._OFFLINE_HINT
+  assert hint.index('mnist_sample') < hint.index('digits') < hint.index('npz:')
+
+
+def test_cifar10_sample_is_the_shipped_file():
+  import hashlib
+  with open(data.bundled_path('cifar10_sample'), 'rb') as f:
+    assert hashlib.sha256(f.read()).hexdigest() == CIFAR10_SAMPLE_SHA256
+  x, y = _raw('cifar10_sample')
+  assert x.shape == (1000, 32, 32, 3) and x.dtype == np.uint8
+  assert np.bincount(y).tolist() == [100] * 10
+
+
+@pytest.mark.parametrize('name', ['mnist_sample', 'cifar10_sample'])
+def test_bundled_sample_loads_without_network(name, monkeypatch):
+  def no_network(*args, **kwargs):
+    raise OSError('network disabled in this test')
+  monkeypatch.setattr(socket, 'create_connection', no_network)
+  monkeypatch.setattr(socket.socket, 'connect', no_network)
+  ds = data.load(name, n_train=50, n_test=20, seed=0)
+  assert ds.x_train.shape[0] == 50 and ds.x_test.shape[0] == 20
+
+
+@pytest.mark.parametrize('name, d, n', [('mnist_sample', 784, (300, 200)),
+                                        ('cifar10_sample', 3072, (500, 500))])
+def test_bundled_sample_test_rows_are_raw_pixels_and_disjoint(name, d, n):
+  flat, y, index = _raw_index(name)
+  ds = data.load(name, n_train=n[0], n_test=n[1], seed=7)
+  train_idx, test_idx = _pool_rows(ds, index)
+  assert ds.x_test.shape == (n[1], d) and ds.x_test.dtype == np.float32
+  np.testing.assert_array_equal(ds.x_test, flat[test_idx].astype(np.float32) / 255)
+  np.testing.assert_array_equal(ds.x_train, flat[train_idx].astype(np.float32) / 255)
+  np.testing.assert_array_equal(ds.y_test, y[test_idx])
+  assert len(set(train_idx)) == n[0] and len(set(test_idx)) == n[1]
+  assert not set(train_idx) & set(test_idx)
+  # Test counts: largest remainder over what train left of each class.
+  left = np.bincount(y, minlength=10) - np.bincount(y[train_idx], minlength=10)
+  assert np.bincount(ds.y_test, minlength=10).tolist() == expected_allocation(n[1], left.tolist())
+
+
+def test_cifar10_sample_draws_are_reproducible_and_seeded():
+  a = data.load('cifar10_sample', n_train=100, n_test=50, seed=1)
+  b = data.load('cifar10_sample', n_train=100, n_test=50, seed=1)
+  c = data.load('cifar10_sample', n_train=100, n_test=50, seed=2)
+  np.testing.assert_array_equal(a.x_train, b.x_train)
+  np.testing.assert_array_equal(a.x_test, b.x_test)
+  np.testing.assert_array_equal(a.y_train, b.y_train)
+  assert not np.array_equal(a.x_train, c.x_train)
+  assert not np.array_equal(a.x_test, c.x_test)
+
+
+@pytest.mark.parametrize('name, pool', [('mnist_sample', (500, 489)),
+                                        ('cifar10_sample', (100, 100))])
+def test_bundled_sample_class_selection_keeps_the_chosen_raw_images(name, pool):
+  flat, y, index = _raw_index(name)
+  ds = data.load(name, classes=(3, 8), n_train=101, n_test=60, seed=3)
+  assert ds.classes == (3, 8) and ds.image_shape == IMAGE_SHAPES[name]
+  train_idx, test_idx = _pool_rows(ds, index)
+  np.testing.assert_array_equal(y[train_idx], np.array((3, 8))[ds.y_train])
+  np.testing.assert_array_equal(y[test_idx], np.array((3, 8))[ds.y_test])
+  assert np.bincount(ds.y_train).tolist() == expected_allocation(101, list(pool))
+  assert not set(train_idx) & set(test_idx)
+
+
+def test_cifar10_sample_regenerates_from_the_partial_file(tmp_path):
+  src = os.path.join(_SHARED_DATA, 'cifar10_train_partial.npz')
+  if not os.path.isfile(src):
+    pytest.skip(f'{src} not present')
+  from ntk_attention.datasets import make_cifar10_sample
+  out = tmp_path / 'cifar10_sample.npz'
+  make_cifar10_sample.make(src, str(out))
+  x, y = _raw('cifar10_sample')
+  with np.load(out) as f:
+    np.testing.assert_array_equal(f['x'], x)
+    np.testing.assert_array_equal(f['y'].astype(np.int64), y)
+    assert f['y'].dtype == np.uint8

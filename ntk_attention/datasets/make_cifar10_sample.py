@@ -4,7 +4,7 @@
 
 100 images per class, drawn without replacement by np.random.default_rng(0) (classes in
 order 0..9), kept in their original order. The arrays are identical on every run; the
-compressed file's bytes may differ (zip timestamps).
+compressed bytes may differ under another numpy or zlib version.
 """
 import sys
 
