@@ -33,9 +33,10 @@ MODEL_INDEX = {'relu_mlp': 0, 'mlp_attn': 1}
 
 
 def reference_dataset(dataset: str) -> str:
-  """The study's dataset to compare with: itself for mnist/cifar10, else MNIST (the bundled
-  digits and user data are closest to handwritten digits); reports label it."""
-  return dataset if dataset in ('mnist', 'cifar10') else 'mnist'
+  """The study's dataset to compare with: CIFAR-10 for `cifar10` and the bundled
+  `cifar10_sample`, else MNIST (`mnist`, `mnist_sample`, and digits and user data, which are
+  closest to handwritten digits); reports label it."""
+  return 'cifar10' if dataset in ('cifar10', 'cifar10_sample') else 'mnist'
 
 
 def flip_rate(dataset: str, classes: str, attack: str, model: str):
