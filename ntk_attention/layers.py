@@ -262,7 +262,7 @@ def QKVAttention(width: int, n_heads: int = 1, mechanism: str = 'IDENTITY'):
     raise ValueError(f'width must be a positive integer, got {width!r}.')
   normalize = MECHANISMS[mechanism]
 
-  def pattern(sigma, c, d):
+  def pattern(sigma, c, d=None):
     del d   # NT's convention: logits Σ of the query/key features, temperature 1
     return attention_pattern(sigma, c, normalize)
 

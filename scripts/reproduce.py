@@ -98,6 +98,7 @@ flags.DEFINE_integer('sens_width', 0, 'sensitivity part: baseline width (0 = --m
 flags.DEFINE_integer('sens_epochs', 0, 'sensitivity part: baseline epochs (0 = --epochs).')
 flags.DEFINE_integer('sens_seeds', 3, 'sensitivity part: seeds (>= 2, for the bootstrap).')
 flags.DEFINE_string('sens_tasks', 'all+3,8', "sensitivity part: '+'-separated tasks.")
+flags.DEFINE_string('sens_attacks', 'fgsm,pgd,mim', 'sensitivity part: attacks.')
 flags.DEFINE_string('sens_variations', '',
                     "sensitivity part: 'CHOICE=V1,V2;...' ('' = the default grid).")
 for _script in ('spectral', 'ntk_distance', 'malleability', 'approximation', 'sensitivity'):
@@ -149,7 +150,7 @@ def _sensitivity_args():
   return (_data_args(classes='', n_train=n_train, n_test=n_test)
           + _train_args(FLAGS.sens_epochs or None)
           + [_arg('width', FLAGS.sens_width or FLAGS.mall_width), _arg('seeds', FLAGS.sens_seeds),
-             _arg('tasks', FLAGS.sens_tasks), _arg('attacks', FLAGS.attacks),
+             _arg('tasks', FLAGS.sens_tasks), _arg('attacks', FLAGS.sens_attacks),
              _arg('tau', FLAGS.tau), _arg('kernel', FLAGS.kernel),
              _arg('eps_units', FLAGS.eps_units)]
           + ([_arg('variations', FLAGS.sens_variations)] if FLAGS.sens_variations else []))
@@ -376,6 +377,7 @@ def main(argv):
   _common.parse_names(FLAGS.mall_models, 'mall_models', models.MODELS)
   _common.parse_names(FLAGS.attacks, 'attacks', malleability.ATTACKS)
   _common.parse_names(FLAGS.intervention_attacks, 'intervention_attacks', malleability.ATTACKS)
+  _common.parse_names(FLAGS.sens_attacks, 'sens_attacks', ('fgsm', 'pgd', 'mim'))
   for eps in _common.parse_float_list(FLAGS.epsilons, 'epsilons'):
     if not 0 <= eps <= 1:
       raise ValueError(f'--epsilons must lie in [0, 1], got {eps}.')

@@ -281,7 +281,8 @@ def _check_variant_checks(section, res):
 
 NTK_METRICS = {'kernel dist. init': 'kernel_distance_init', 'kernel dist. final':
                'kernel_distance_final', 'kernel movement': 'kernel_movement',
-               'rel. function dist.': 'function_distance_rel', 'test acc.': 'test_accuracy'}
+               'rel. function dist.': 'function_distance_rel', 'train acc.': 'train_accuracy',
+               'test acc.': 'test_accuracy', 'KRR acc. (own NTK)': 'krr_test_accuracy'}
 
 
 def _ntk_cell(section, model, width):
@@ -354,11 +355,13 @@ def _check_malleability(section, res, task, n_subsections):
         cell = line[f'{name} paper (MNIST) %']
         assert _nums(cell) == ([] if ref is None else [ref]), (cell, ref)
         n_paper += ref is not None
-    acc = re.search(r'Clean test accuracy: (.*?)\. ', text)[1]
+    acc = re.search(r'own analytic NTK\): (.*?) %\.', text)[1]
     for m in dict.fromkeys(r['model'] for r in rows):
-      value = next(r for r in rows if r['model'] == m)['test_accuracy_mean']
-      got = _nums(acc.split(report.NAMES[m] + ' ')[1])[0]
-      assert _close_fixed(got, 100 * value, 1), (acc, m, value)
+      row = next(r for r in rows if r['model'] == m)
+      got = _nums(acc.split(report.NAMES[m] + ' ')[1])[:3]   # train / test / KRR
+      want = [row['train_accuracy_mean'], row['test_accuracy_mean'], row['krr_test_accuracy_mean']]
+      for g, w in zip(got, want):
+        assert _close_fixed(g, 100 * w, 1), (acc, m, want)
   return n_paper
 
 
@@ -366,6 +369,23 @@ def _provenance_rows(md):
   (head, rows), = _tables(_sections(md)['Setup and provenance'])
   assert head == ['part', 'status', 'wall time', 'command']
   return rows
+
+
+TRAIN_COLUMNS = {'train acc. %': ('train_accuracy', 100), 'test acc. %': ('test_accuracy', 100),
+                 'KRR with own NTK, test acc. %': ('krr_test_accuracy', 100),
+                 'λ₁/Σλ of head-input Gram': ('feature_top_share', 1)}
+
+
+def _check_trainability(section, res):
+  """Every number of the 'why it barely trains' table is the malleability JSON's."""
+  (head, rows), = _tables(section)
+  for r in rows:
+    model = next(k for k, v in report.NAMES.items() if v == r['model'])
+    s = next(x for x in res['summary'] if x['model'] == model and x['setting'] == 'standard')
+    for col, (key, scale) in TRAIN_COLUMNS.items():
+      got, = _nums(r[col])
+      assert abs(got - scale * s[f'{key}_mean']) <= 0.051 * (1 if scale == 100 else 0.02), (col, r, s)
+  assert [r['model'] for r in rows] == ['2L-ReLU', 'MLP-Attn']
 
 
 # ------------------------------------------------------------------------------------------ tests
@@ -378,7 +398,7 @@ def test_report_tables_are_the_parts_results(first):
   beyond = ['Beyond the study'] if res['spectral'].get('variant_checks') else []
   assert list(sec) == ['Setup and provenance', 'Spectral amplification',
                        'Distance to the NTK regime', 'Influence malleability',
-                       'Binary task digits 3,8'] + beyond
+                       'Why MLP-Attn barely trains', 'Binary task digits 3,8'] + beyond
   _check_spectral(sec['Spectral amplification'], res['spectral'])
   if beyond:
     _check_variant_checks(sec['Beyond the study'], res['spectral'])
@@ -386,6 +406,7 @@ def test_report_tables_are_the_parts_results(first):
   # 10-class task: the paper's 'all' numbers beside ε = 0.3, for 3 attacks × 2 models.
   assert _check_malleability(sec['Influence malleability'], res['malleability'], 'all', 2) == 6
   assert _check_malleability(sec['Binary task digits 3,8'], res[BINARY], '3,8', 1) == 6
+  _check_trainability(sec['Why MLP-Attn barely trains'], res['malleability'])
   assert res[BINARY]['summary'][0]['task'] == '3,8'
   # No cell anywhere is a NaN or a leftover placeholder.
   for _, rows in _tables(md):
