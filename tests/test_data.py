@@ -360,9 +360,11 @@ def test_tfds_download_failure_is_runtime_error(tfds_tf, monkeypatch, tmp_path):
     raise OSError('connection reset')
 
   with tfds.testing.mock_data(num_examples=20):
-    monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', fail)
-    with pytest.raises(RuntimeError, match='connection reset.*digits.*npz:'):
-      data.load('fashion_mnist', n_train=10, n_test=10, data_dir=str(tmp_path))
+    # Undone inside the mock: undone after it, it would restore the mock's no-op for good.
+    with monkeypatch.context() as patch:
+      patch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', fail)
+      with pytest.raises(RuntimeError, match='connection reset.*digits.*npz:'):
+        data.load('fashion_mnist', n_train=10, n_test=10, data_dir=str(tmp_path))
 
 
 def test_tfds_prepares_a_dataset(tfds_tf, tmp_path):
