@@ -7,29 +7,29 @@ exposed.
 
 Running it on current JAX. NT 0.6.5 was written against JAX <= 0.5 and, as released,
 imports only there. Everything needed to run it from JAX 0.5.3 to the newest lives in this
-module and nowhere else in the package (see BUILD.md, "Supported JAX versions"):
+module and nowhere else in the package (BUILD.md, "Supported versions, and why"):
 
-1. Names NT imports that JAX has since removed, or still serves only through a
-   deprecation hook that warns on access, are lent to JAX while NT is imported and taken
-   back right after (`_names_lent_for_import`). NT binds them at import time, so JAX itself
-   is left exactly as it was: no other library sees a name JAX does not have.
-   - `jax.core.{Jaxpr, JaxprEqn, Literal, Var, Primitive}`: deprecated in JAX 0.5,
+1. Names NT imports that JAX has since removed, or serves only through a deprecation hook
+   that warns on access, are lent to JAX while NT is imported and taken back right after
+   (`_names_lent_for_import`). NT binds them at import time, so JAX is left exactly as it
+   was: no other library sees a name JAX does not have.
+   - `jax.core.{Jaxpr, JaxprEqn, Literal, Var, Primitive}`: warn on access in 0.5.3,
      removed in 0.6; the same classes live in `jax.extend.core`.
-   - `jax.util.safe_map` / `safe_zip`: deprecated in 0.6, removed in 0.7; the module
-     `jax.util` is gone from 0.8. NT uses them as `map` / `zip` that check lengths.
-   - `jax.interpreters.ad.zeros_like_p`: deprecated in 0.7.1, removed in 0.9. NT's
-     `rules.py` only uses it as a dictionary key for STRUCTURED_DERIVATIVES rules; JAX has
-     not emitted that primitive since 0.4.24, so a fresh primitive that no jaxpr contains
-     is an exact stand-in.
-   Each is a no-op where JAX still has the name as a plain attribute.
+   - `jax.util.safe_map` / `safe_zip`: warn in 0.6, removed in 0.7; the module `jax.util`
+     is gone from 0.8. NT uses them as a `map` / `zip` that check lengths.
+   - `jax.interpreters.ad.zeros_like_p`: warns from 0.7.1, removed in 0.9. NT's `rules.py`
+     only uses it as the dictionary key of a STRUCTURED_DERIVATIVES rule; JAX has not
+     emitted that primitive since 0.4.24, so a fresh primitive that no jaxpr contains is an
+     exact stand-in.
+   Each is a no-op where JAX has the name as a plain attribute.
 2. `neural_tangents.experimental` (`empirical_ntk_fn_tf`, the only part of NT that imports
    tensorflow, tf2jax and jax2tf) is not imported with NT: a placeholder stands in for it
-   and imports the real subpackage only when one of its two functions is asked for. So
-   `import neural_tangents` no longer imports tensorflow (about 4 s per process).
-3. NTK_VECTOR_PRODUCTS calls `jnp.shape` / `jnp.size` on the `jax.ShapeDtypeStruct`s of
-   `eval_shape`, which JAX >= 0.7 deprecates (it will become an error). Where JAX rejects
-   or warns about that, NT's two helpers that do it are replaced by equivalents that read
-   `.shape` directly (`_patch_shape_helpers`); they return the same arrays.
+   and imports the real subpackage only when one of its functions is asked for. So
+   `import neural_tangents` does not import tensorflow (about 4 s per process).
+3. NTK_VECTOR_PRODUCTS calls `jnp.size` on the `jax.ShapeDtypeStruct`s of `eval_shape`,
+   which JAX deprecates (0.5.3 to 0.12 warn that it will become an error). Where JAX warns
+   about or rejects that, NT's two helpers that do it are replaced by equivalents reading
+   `.shape` (`_patch_shape_helpers`); they return the same arrays.
 """
 import contextlib
 import importlib
@@ -40,6 +40,7 @@ import types
 import warnings
 
 import jax
+import jax.core
 import jax.extend.core
 import jax.interpreters.ad
 import jax.numpy as jnp
@@ -172,8 +173,9 @@ def _patch_shape_helpers(empirical):
                                      for leaf in leaves])
     return unravel_array_into_pytree(pytree, 1, jnp.eye(n, dtype=dtype))
 
-  empirical._unravel_array_into_pytree = unravel_array_into_pytree  # pylint: disable=protected-access
-  empirical._std_basis = std_basis  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  empirical._unravel_array_into_pytree = unravel_array_into_pytree
+  empirical._std_basis = std_basis
 
 
 nt = _import_neural_tangents()
