@@ -24,12 +24,15 @@ Sources:
   a fast proxy for tests (docs/method.md §11).
 - `mnist`, `fashion_mnist`, `cifar10`: tensorflow-datasets train/test splits (uint8 / 255).
   Offline and not prepared in `data_dir`, they fail within seconds with a RuntimeError.
+  tfds needs tensorflow to prepare and to read them (the default install has it); without
+  it they fail at once with a RuntimeError. Nothing else in the package imports tensorflow.
 - `npz:PATH`: arrays `x` (N, H, W[, C]) uint8 0..255 or float in [0, 1], `y` (N,) integer
   class ids >= 0; optional `x_test`, `y_test` used as the test pool.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import numbers
 import os
 import socket
@@ -438,6 +441,11 @@ def _network_available(host: str = _PROBE_HOST, port: int = _PROBE_PORT,
   return bool(ok)
 
 
+def _tensorflow_available() -> bool:
+  """Whether tensorflow is installed (checked without importing it)."""
+  return importlib.util.find_spec('tensorflow') is not None
+
+
 def _tfds_pools(name: str, data_dir: str | None, classes):
   """tfds train and test splits as ((x, y), (x, y)), x uint8 (N, H, W, C), y int64 (N,).
 
@@ -451,6 +459,12 @@ def _tfds_pools(name: str, data_dir: str | None, classes):
     unknown = [c for c in classes if c >= num_classes]
     raise ValueError(f'classes {unknown} not in {name}; available class ids: '
                      f'{list(range(num_classes))}.')
+  if not _tensorflow_available():
+    raise RuntimeError(
+        f'tensorflow-datasets needs tensorflow to prepare and read {name!r}, and it is not '
+        'installed (the tensorflow-free install of BUILD.md leaves it out): pip install '
+        "tensorflow. Or use --dataset=digits (scikit-learn's bundled 8x8 digits) or "
+        '--dataset=npz:PATH (arrays x (N, H, W[, C]) and y (N,)).')
   if not builder.is_prepared():
     if not _network_available():
       raise RuntimeError(

@@ -12,7 +12,7 @@ import time
 from absl import flags
 from absl import logging
 
-# neural-tangents pulls in tensorflow; keep its C++ logs quiet.
+# tensorflow (imported only by tfds, for mnist / cifar10) logs from C++; keep it quiet.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # numpy's eigensolvers with 2 OpenBLAS threads slow down 100x when another process holds a
 # core (measured: eigvalsh of 1000x1000, 0.06 s vs 6.5 s); JAX has its own thread pool.

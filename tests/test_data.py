@@ -307,7 +307,17 @@ def tfds():
   return pytest.importorskip('tensorflow_datasets')
 
 
-def test_tfds_mnist_under_mock(tfds, monkeypatch, tmp_path):
+@pytest.fixture
+def tfds_tf(tfds):
+  """tfds for tests that prepare or read data, or run under `tfds.testing.mock_data` (which
+  patches `tf.io.gfile`): all need tensorflow, which the default install has and the
+  tensorflow-free one of BUILD.md leaves out."""
+  pytest.importorskip('tensorflow', reason='tfds needs tensorflow to prepare, read or mock data')
+  return tfds
+
+
+def test_tfds_mnist_under_mock(tfds_tf, monkeypatch, tmp_path):
+  tfds = tfds_tf
   # Under the mock nothing is prepared on disk; download_and_prepare is a no-op, so let the
   # connectivity check pass and the real loading code runs on the fake examples.
   monkeypatch.setattr(data, '_network_available', lambda *a, **k: True)
@@ -343,16 +353,42 @@ def test_tfds_offline_fails_fast(tfds, monkeypatch, tmp_path):
   assert not any(tmp_path.rglob('*.tfrecord*'))
 
 
-def test_tfds_download_failure_is_runtime_error(tfds, monkeypatch, tmp_path):
+def test_tfds_download_failure_is_runtime_error(tfds_tf, monkeypatch, tmp_path):
+  tfds = tfds_tf
   monkeypatch.setattr(data, '_network_available', lambda *a, **k: True)
 
   def fail(*args, **kwargs):
     raise OSError('connection reset')
 
   with tfds.testing.mock_data(num_examples=20):
-    monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', fail)
-    with pytest.raises(RuntimeError, match='connection reset.*digits.*npz:'):
-      data.load('fashion_mnist', n_train=10, n_test=10, data_dir=str(tmp_path))
+    # Undone inside the mock: undone after it, it would restore the mock's no-op for good.
+    with monkeypatch.context() as patch:
+      patch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', fail)
+      with pytest.raises(RuntimeError, match='connection reset.*digits.*npz:'):
+        data.load('fashion_mnist', n_train=10, n_test=10, data_dir=str(tmp_path))
+
+
+def test_tfds_prepares_a_dataset(tfds_tf, tmp_path):
+  # A real download_and_prepare and read (tfds' own 3-example builder; nothing to download).
+  # mock_data skips preparation, so only this catches a runtime dependency of tfds'
+  # preparation path that the install lacks (importlib_resources: tfds imports it and
+  # declares it for Python < 3.9 only).
+  builder = tfds_tf.testing.DummyDataset(data_dir=str(tmp_path))
+  builder.download_and_prepare()
+  ids = np.concatenate([b['id'] for b in tfds_tf.as_numpy(
+      builder.as_dataset(split='train', batch_size=2))])
+  assert sorted(ids) == [0, 1, 2]
+
+
+def test_tfds_without_tensorflow_fails_clearly(tfds, monkeypatch, tmp_path):
+  del tfds
+  monkeypatch.setattr(data, '_tensorflow_available', lambda: False)
+  monkeypatch.setattr(data, '_network_available', lambda *a, **k: True)
+  with pytest.raises(RuntimeError, match=r'needs tensorflow.*digits.*npz:'):
+    data.load('mnist', n_train=10, n_test=10, data_dir=str(tmp_path))
+  with pytest.raises(ValueError, match=r'classes \[12\] not in mnist'):
+    data.load('mnist', classes=(3, 12), n_train=10, n_test=10, data_dir=str(tmp_path))
+  assert not any(tmp_path.rglob('*.tfrecord*'))
 
 
 def test_network_probe_closed_and_open_port(monkeypatch):
