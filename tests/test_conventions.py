@@ -45,7 +45,8 @@ def test_analytic_ntk_does_not_depend_on_init_std(digits):
   x = jnp.asarray(digits.x_train, jnp.float64)
   for name in ('relu_mlp', 'mlp_attn'):
     k = [kernels.analytic_kernel(models.build(name, 1, 10, init_std=s), x) for s in (0.01, 1.0)]
-    np.testing.assert_allclose(k[0], k[1], rtol=1e-12, atol=1e-14)
+    # atol: arccos near ρ = 1 on the diagonal rounds differently on JAX >= 0.6 (test_layers).
+    np.testing.assert_allclose(k[0], k[1], rtol=1e-12, atol=1e-8)
     # The NNGP does: it scales with init_std² (ReLU is 1-homogeneous).
     g = [kernels.analytic_kernel(models.build(name, 1, 10, init_std=s), x, get='nngp')
          for s in (0.01, 1.0)]
