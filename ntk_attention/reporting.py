@@ -291,20 +291,28 @@ class Progress:
   """Progress lines for long sweeps: '[label] 3/10 cells, 12.3 s/cell, ~1m26s left'.
 
   The rate is wall time since construction (time.monotonic) over the cells passed to `update`; cells passed to
-  `skip` (already done on resume) count towards done but not towards the rate. Both methods return the line.
+  `skip` (already done on resume) count towards done but not towards the rate. Both methods return the line
+  and then call `on_update(self)` if given (a run-wide progress line listens there).
   """
 
-  def __init__(self, total: int, label: str, log_fn=print):
+  def __init__(self, total: int, label: str, log_fn=print, on_update=None):
     if total < 0:
       raise ValueError(f'total must be >= 0, got {total}')
     self.total, self.label, self.log_fn = int(total), label, log_fn
+    self.on_update = on_update
     self.done = self.timed = 0
     self._start = time.monotonic()
+
+  @property
+  def elapsed(self) -> float:
+    return time.monotonic() - self._start
 
   def skip(self, n: int = 1) -> str:
     self.done += n
     msg = f'[{self.label}] {self.done}/{self.total} cells already done (resumed)'
     self.log_fn(msg)
+    if self.on_update:
+      self.on_update(self)
     return msg
 
   def update(self, n: int = 1) -> str:
@@ -317,6 +325,8 @@ class Progress:
     tail = f'~{format_duration(rate * left)} left' if left else f'done in {format_duration(elapsed)}'
     msg = f'[{self.label}] {self.done}/{self.total} cells, {rate_s}, {tail}'
     self.log_fn(msg)
+    if self.on_update:
+      self.on_update(self)
     return msg
 
 

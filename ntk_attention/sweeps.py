@@ -80,7 +80,8 @@ def ntk_distance_sweep(ds: data_lib.Dataset,
                        on_progress: Callable[[int], None] = lambda n: None,
                        ridge: float = 1e-3,
                        model_options: Optional[dict] = None,
-                       base_seed: int = 0) -> list:
+                       base_seed: int = 0,
+                       train_fn: Callable = training.train) -> list:
   """Runs every unfinished (model, width, seed) cell; returns the new records.
 
   Args:
@@ -92,6 +93,7 @@ def ntk_distance_sweep(ds: data_lib.Dataset,
     on_progress: called with the number of cells just finished.
     ridge: λ of the ridge-regression comparison.
     model_options: per-model-name dict of `models.build` options.
+    train_fn: `training.train` or a `training.cached_train` (shared between sweeps).
   """
   validate_sweep(model_names, widths, seeds, config)
   model_options = model_options or {}
@@ -119,8 +121,7 @@ def ntk_distance_sweep(ds: data_lib.Dataset,
         continue
       t0 = time.time()
       model = models_lib.build(name, int(width), out_dim, **options)
-      result = training.train(model, training.seed_keys(todo, base_seed),
-                              ds.x_train, y_train, config)
+      result = train_fn(model, training.seed_keys(todo, base_seed), ds.x_train, y_train, config)
       records = _evaluate(model, result, ds, y_train, theta_inf, blocks_inf, f_ridge,
                           config, mode, ridge)
       seconds = (time.time() - t0) / len(todo)

@@ -1,13 +1,16 @@
 """Flags and start-up shared by every script: data selection, seed, output folder.
 
-Each script does `from _common import ...` (the scripts folder is on sys.path when a
-script runs), defines its own flags at the top, and calls `setup()` first in `main`.
+Each script does `import _common` (the scripts folder is on sys.path when a script runs),
+takes its flag registry from `script_flags(__name__)`, defines its flags into it at the top,
+and calls `setup(FLAGS)` first in `main(argv, context=None)`. `context` is what
+scripts/reproduce.py shares between the parts it runs in-process (`PartContext`).
 """
 import json
 import os
 import platform
 import sys
 import time
+from typing import Callable, NamedTuple, Optional
 
 from absl import flags
 from absl import logging
@@ -18,82 +21,137 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # core (measured: eigvalsh of 1000x1000, 0.06 s vs 6.5 s); JAX has its own thread pool.
 os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
 
-flags.DEFINE_string('dataset', 'mnist_sample',
-                    "'mnist_sample' (5,000 real MNIST images, bundled, offline), "
-                    "'cifar10_sample' (1,000 real CIFAR-10 images, bundled), 'digits' "
-                    "(scikit-learn 8x8, a fast proxy), 'mnist', 'fashion_mnist', 'cifar10' "
-                    "(tensorflow-datasets), or 'npz:PATH' (arrays x (N,H,W[,C]), y (N,)).")
-flags.DEFINE_string('classes', '', "Class ids to keep, e.g. '3,8' (binary task); '' = all.")
-flags.DEFINE_integer('n_train', 1000, 'Training points (stratified, seeded subsample).')
-flags.DEFINE_integer('n_test', 500, 'Test / evaluation points (stratified, seeded subsample).')
-flags.DEFINE_integer('seed', 0, 'Seed of the data subsample (and the base of model seeds).')
-flags.DEFINE_string('data_dir', None, 'tensorflow-datasets data folder.')
-flags.DEFINE_string('output_dir', 'results', 'Folder for JSON, CSV and figures.')
 
-FLAGS = flags.FLAGS
+def script_flags(module_name: str) -> flags.FlagValues:
+  """The flag registry of a script: absl's global `flags.FLAGS` when the script runs as a
+  program, a private `FlagValues` when it is imported (scripts/reproduce.py runs the parts
+  in-process; absl allows one definition of a name per registry, and the scripts share names
+  such as --models and --width)."""
+  return flags.FLAGS if module_name == '__main__' else flags.FlagValues()
 
 
-def define_training_flags(epochs: int = 500):
+class PartContext(NamedTuple):
+  """What an in-process reproduction shares between its parts.
+
+  train_fn: a `training.cached_train` (one memory cache for the run, files in D/cache/train).
+  on_progress: `fn(progress)` after every cell, with the part's `reporting.Progress`.
+  """
+  train_fn: Callable
+  on_progress: Optional[Callable] = None
+
+
+def progress(label: str, total: int, context: Optional[PartContext]):
+  """A `reporting.Progress` for a part's cells: logged, and reported to the reproduction."""
+  from ntk_attention import reporting
+  return reporting.Progress(total, label, log_fn=logging.info,
+                            on_update=context.on_progress if context else None)
+
+
+def define_data_flags(fv: flags.FlagValues):
+  """Data selection, seed and output folder, in every script."""
+  flags.DEFINE_string('dataset', 'mnist_sample',
+                      "'mnist_sample' (5,000 real MNIST images, bundled, offline), "
+                      "'cifar10_sample' (1,000 real CIFAR-10 images, bundled), 'digits' "
+                      "(scikit-learn 8x8, a fast proxy), 'mnist', 'fashion_mnist', 'cifar10' "
+                      "(tensorflow-datasets), or 'npz:PATH' (arrays x (N,H,W[,C]), y (N,)).",
+                      flag_values=fv)
+  flags.DEFINE_string('classes', '', "Class ids to keep, e.g. '3,8' (binary task); '' = all.",
+                      flag_values=fv)
+  flags.DEFINE_integer('n_train', 1000, 'Training points (stratified, seeded subsample).',
+                       flag_values=fv)
+  flags.DEFINE_integer('n_test', 500, 'Test / evaluation points (stratified, seeded subsample).',
+                       flag_values=fv)
+  flags.DEFINE_integer('seed', 0, 'Seed of the data subsample (and the base of model seeds).',
+                       flag_values=fv)
+  flags.DEFINE_string('data_dir', None, 'tensorflow-datasets data folder.', flag_values=fv)
+  flags.DEFINE_string('output_dir', 'results', 'Folder for JSON, CSV and figures.',
+                      flag_values=fv)
+
+
+def define_training_flags(fv: flags.FlagValues, epochs: int = 500):
   """Training flags (docs/method.md §6 [choice] defaults), for scripts that train."""
-  flags.DEFINE_integer('epochs', epochs, 'Training epochs [choice: the study, 500].')
-  flags.DEFINE_integer('batch_size', 128, 'Minibatch size [choice: the study].')
-  flags.DEFINE_float('lr', 1e-3, 'Learning rate [choice: the study].')
-  flags.DEFINE_float('weight_decay', 1e-3, 'L2 weight decay on trained weights [choice].')
+  flags.DEFINE_integer('epochs', epochs, 'Training epochs [choice: the study, 500].',
+                       flag_values=fv)
+  flags.DEFINE_integer('batch_size', 128, 'Minibatch size [choice: the study].', flag_values=fv)
+  flags.DEFINE_float('lr', 1e-3, 'Learning rate [choice: the study].', flag_values=fv)
+  flags.DEFINE_float('weight_decay', 1e-3, 'L2 weight decay on trained weights [choice].',
+                     flag_values=fv)
   flags.DEFINE_enum('optimizer', 'adam', ['adam', 'sgd'],
-                    "'adam' (the study) or 'sgd' (with --loss=mse: the kernel-regime check).")
+                    "'adam' (the study) or 'sgd' (with --loss=mse: the kernel-regime check).",
+                    flag_values=fv)
   flags.DEFINE_enum('loss', 'auto', ['auto', 'mse', 'xent'],
-                    "'auto': cross-entropy for > 2 classes, MSE on ±1 targets for binary.")
+                    "'auto': cross-entropy for > 2 classes, MSE on ±1 targets for binary.",
+                    flag_values=fv)
+  flags.DEFINE_string('train_cache', '',
+                      'Folder of trained parameters, one file per model, options, data, training '
+                      'configuration and seed: a run that needs the same training loads it '
+                      "instead (docs/method.md §14). '' = keep them in memory only.",
+                      flag_values=fv)
 
 
-def define_model_flags():
+def trainer(fv: flags.FlagValues, shared=None):
+  """The `train_fn` of a script: `shared` (the one cache of an in-process reproduction) or a
+  `training.cached_train` on --train_cache."""
+  from ntk_attention import training
+  if shared is not None:
+    return shared
+  return training.cached_train(directory=fv.train_cache or None)
+
+
+def define_model_flags(fv: flags.FlagValues):
   """Attention options of the models (docs/method.md §3 variants; issue 'beyond the study')."""
-  flags.DEFINE_integer('attn_depth', 1, 'mlp_attn: stacked linearized-attention layers k.')
+  flags.DEFINE_integer('attn_depth', 1, 'mlp_attn: stacked linearized-attention layers k.',
+                       flag_values=fv)
   flags.DEFINE_bool('attn_shared', True, 'mlp_attn: share the pattern across layers (G^{2k+1}); '
-                    'false recomputes it from each output (G^{3^k}).')
-  flags.DEFINE_integer('attn_rank', 0, 'mlp_attn: top-r eigen-truncation of the pattern (0 = none).')
+                    'false recomputes it from each output (G^{3^k}).', flag_values=fv)
+  flags.DEFINE_integer('attn_rank', 0, 'mlp_attn: top-r eigen-truncation of the pattern (0 = none).',
+                       flag_values=fv)
   flags.DEFINE_enum('attn_normalize', 'linear', ['linear', 'softmax'],
-                    "mlp_attn: 'linear' (X Xᵀ X) or 'softmax' (Nadaraya–Watson) pattern.")
+                    "mlp_attn: 'linear' (X Xᵀ X) or 'softmax' (Nadaraya–Watson) pattern.",
+                    flag_values=fv)
   flags.DEFINE_float('attn_temperature', None,
                     'mlp_attn softmax temperature T (logits Σ/T, Σ = x·x\'/d); default: the '
-                    'standard 1/√d scaling, logits x_i·x_j/√d [choice, docs/method.md §3].')
+                    'standard 1/√d scaling, logits x_i·x_j/√d [choice, docs/method.md §3].',
+                    flag_values=fv)
   flags.DEFINE_float('init_std', 0.01,
                      'Std of the first-layer weights w_r on unit-norm inputs, h_r = w_r·x̂ '
                      '(the study: 0.01) [choice, docs/method.md §4]. The analytic NTK does '
-                     'not depend on it; training does. 1.0 is NT\'s default initialisation.')
+                     'not depend on it; training does. 1.0 is NT\'s default initialisation.',
+                     flag_values=fv)
   flags.DEFINE_enum('qkv_mechanism', 'IDENTITY', ['IDENTITY', 'SOFTMAX'],
-                    'mlp_attn_qkv: attention mechanism (linear scaling, as NT).')
-  flags.DEFINE_integer('qkv_heads', 1, 'mlp_attn_qkv: heads.')
+                    'mlp_attn_qkv: attention mechanism (linear scaling, as NT).', flag_values=fv)
+  flags.DEFINE_integer('qkv_heads', 1, 'mlp_attn_qkv: heads.', flag_values=fv)
 
 
-def model_options() -> dict:
+def model_options(fv: flags.FlagValues) -> dict:
   """Per-model `models.build` options from the model flags."""
   from ntk_attention import layers
-  if FLAGS.attn_depth < 1:
-    raise ValueError(f'--attn_depth must be >= 1, got {FLAGS.attn_depth}.')
-  if FLAGS.attn_rank < 0:
-    raise ValueError(f'--attn_rank must be >= 0, got {FLAGS.attn_rank}.')
-  if FLAGS.attn_rank and FLAGS.attn_normalize != 'linear':
+  if fv.attn_depth < 1:
+    raise ValueError(f'--attn_depth must be >= 1, got {fv.attn_depth}.')
+  if fv.attn_rank < 0:
+    raise ValueError(f'--attn_rank must be >= 0, got {fv.attn_rank}.')
+  if fv.attn_rank and fv.attn_normalize != 'linear':
     raise ValueError('--attn_rank applies to --attn_normalize=linear only.')
-  if not 0 < FLAGS.init_std < float('inf'):
-    raise ValueError(f'--init_std must be a positive number, got {FLAGS.init_std}.')
-  if FLAGS.attn_temperature is not None and not FLAGS.attn_temperature > 0:
-    raise ValueError(f'--attn_temperature must be > 0, got {FLAGS.attn_temperature}.')
-  if FLAGS.qkv_heads < 1:
-    raise ValueError(f'--qkv_heads must be >= 1, got {FLAGS.qkv_heads}.')
-  attn = dict(depth=FLAGS.attn_depth, shared=FLAGS.attn_shared,
-              rank=FLAGS.attn_rank or None, normalize=FLAGS.attn_normalize,
-              temperature=FLAGS.attn_temperature)
+  if not 0 < fv.init_std < float('inf'):
+    raise ValueError(f'--init_std must be a positive number, got {fv.init_std}.')
+  if fv.attn_temperature is not None and not fv.attn_temperature > 0:
+    raise ValueError(f'--attn_temperature must be > 0, got {fv.attn_temperature}.')
+  if fv.qkv_heads < 1:
+    raise ValueError(f'--qkv_heads must be >= 1, got {fv.qkv_heads}.')
+  attn = dict(depth=fv.attn_depth, shared=fv.attn_shared,
+              rank=fv.attn_rank or None, normalize=fv.attn_normalize,
+              temperature=fv.attn_temperature)
   layers.LinearizedAttention(**{k: v for k, v in attn.items()})   # validates
-  init = {'init_std': FLAGS.init_std}
+  init = {'init_std': fv.init_std}
   return {'relu_mlp': init, 'mlp_attn': dict(attn, **init),
-          'mlp_attn_qkv': dict(mechanism=FLAGS.qkv_mechanism, n_heads=FLAGS.qkv_heads, **init)}
+          'mlp_attn_qkv': dict(mechanism=fv.qkv_mechanism, n_heads=fv.qkv_heads, **init)}
 
 
-def training_config():
+def training_config(fv: flags.FlagValues):
   from ntk_attention import training
-  config = training.TrainConfig(optimizer=FLAGS.optimizer, lr=FLAGS.lr, epochs=FLAGS.epochs,
-                                batch_size=FLAGS.batch_size,
-                                weight_decay=FLAGS.weight_decay, loss=FLAGS.loss)
+  config = training.TrainConfig(optimizer=fv.optimizer, lr=fv.lr, epochs=fv.epochs,
+                                batch_size=fv.batch_size,
+                                weight_decay=fv.weight_decay, loss=fv.loss)
   training.validate(config)
   return config
 
@@ -131,45 +189,45 @@ def parse_names(text: str, name: str, allowed):
   return values
 
 
-def check_data_flags():
+def check_data_flags(fv: flags.FlagValues):
   """Validates the shared data flags without loading anything."""
   from ntk_attention import data
-  data.validate_dataset_name(FLAGS.dataset)
-  classes = data.parse_classes(FLAGS.classes)
-  if FLAGS.n_train < 2:
-    raise ValueError(f'--n_train must be >= 2, got {FLAGS.n_train}.')
-  if FLAGS.n_test < 1:
-    raise ValueError(f'--n_test must be >= 1, got {FLAGS.n_test}.')
+  data.validate_dataset_name(fv.dataset)
+  classes = data.parse_classes(fv.classes)
+  if fv.n_train < 2:
+    raise ValueError(f'--n_train must be >= 2, got {fv.n_train}.')
+  if fv.n_test < 1:
+    raise ValueError(f'--n_test must be >= 1, got {fv.n_test}.')
   return classes
 
 
-def setup(x64: bool = True):
+def setup(fv: flags.FlagValues, x64: bool = True):
   """Enables float64 (spectra, influence and analytic kernels need it) and the output dir."""
   import jax
   if x64:
     jax.config.update('jax_enable_x64', True)
-  os.makedirs(FLAGS.output_dir, exist_ok=True)
+  os.makedirs(fv.output_dir, exist_ok=True)
   logging.set_verbosity(logging.INFO)
   # JAX logs its backend probing (rocm, tpu) at INFO; it is noise on CPU machines.
   import logging as std_logging
   std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
 
 
-def load_data(classes):
+def load_data(fv: flags.FlagValues, classes):
   from ntk_attention import data
   t0 = time.time()
   # Default sizes shrink to fit small pools (digits 3 vs 8: 357 images); sizes the user
   # asked for are honoured or refused.
-  defaults = not (FLAGS['n_train'].present or FLAGS['n_test'].present)
-  ds = data.load(FLAGS.dataset, classes=classes, n_train=FLAGS.n_train,
-                 n_test=FLAGS.n_test, seed=FLAGS.seed, data_dir=FLAGS.data_dir,
+  defaults = not (fv['n_train'].present or fv['n_test'].present)
+  ds = data.load(fv.dataset, classes=classes, n_train=fv.n_train,
+                 n_test=fv.n_test, seed=fv.seed, data_dir=fv.data_dir,
                  fit_to_pool=defaults)
   logging.info('data %s: %d train, %d test, d=%d, %d classes (%.1fs)', ds.name,
                len(ds.x_train), len(ds.x_test), ds.d, ds.num_classes, time.time() - t0)
   return ds
 
 
-def provenance(flag_names=()):
+def provenance(fv: flags.FlagValues, flag_names=()):
   """Versions, device and the flags that matter, for results files."""
   import jax
   from ntk_attention import _nt
@@ -184,7 +242,7 @@ def provenance(flag_names=()):
       'time': time.strftime('%Y-%m-%d %H:%M:%S'),
   }
   names = ('dataset', 'classes', 'n_train', 'n_test', 'seed') + tuple(flag_names)
-  out['flags'] = {n: _jsonable(FLAGS[n].value) for n in names}
+  out['flags'] = {n: _jsonable(fv[n].value) for n in names if n in fv}
   return out
 
 
@@ -196,14 +254,13 @@ def _jsonable(v):
     return str(v)
 
 
-def out_path(name: str, out_dir=None) -> str:
-  """`out_dir/name` (default --output_dir), creating the folder."""
-  out_dir = out_dir or FLAGS.output_dir
+def out_path(name: str, out_dir: str) -> str:
+  """`out_dir/name`, creating the folder."""
   os.makedirs(out_dir, exist_ok=True)
   return os.path.join(out_dir, name)
 
 
-def open_store(basename: str, settings: dict, resume: bool, out_dir=None):
+def open_store(basename: str, settings: dict, resume: bool, out_dir: str):
   """The JSONL results store `D/basename.jsonl`, emptied unless `resume`.
 
   `settings` (everything that changes the numbers) is kept beside it in

@@ -32,12 +32,17 @@ import numpy as np  # noqa: E402
 
 import _common  # noqa: E402
 
-flags.DEFINE_float('ridge', 1e-3, 'Ridge λ (× mean diag K) of kernel ridge regression [choice].')
-flags.DEFINE_integer('k_top', 5, "Top eigenvectors of G spanned by the 'aligned' synthetic targets.")
-flags.DEFINE_integer('synthetic_seeds', 3, 'Draws of each synthetic task (seeds 0..S-1).')
-flags.DEFINE_float('noise', 0.0, 'Std of Gaussian noise added to the synthetic targets (RMS 1).')
+FLAGS = _common.script_flags(__name__)
+_common.define_data_flags(FLAGS)
+flags.DEFINE_float('ridge', 1e-3, 'Ridge λ (× mean diag K) of kernel ridge regression [choice].',
+                   flag_values=FLAGS)
+flags.DEFINE_integer('k_top', 5, "Top eigenvectors of G spanned by the 'aligned' synthetic targets.",
+                     flag_values=FLAGS)
+flags.DEFINE_integer('synthetic_seeds', 3, 'Draws of each synthetic task (seeds 0..S-1).',
+                     flag_values=FLAGS)
+flags.DEFINE_float('noise', 0.0, 'Std of Gaussian noise added to the synthetic targets (RMS 1).',
+                   flag_values=FLAGS)
 
-FLAGS = flags.FLAGS
 NAME = 'approximation'
 TASKS = ('real', 'aligned', 'random')
 KERNEL_LABELS = {'linear': 'linear (G)', 'gram_cubed': 'G³ (attention NNGP)',
@@ -107,7 +112,7 @@ def run(ds, out_dir, ridge, k_top, seeds, noise=0.0) -> dict:
                   'alignment': 'centred kernel–target alignment on the training block',
                   'accuracy': 'real task: argmax (one-hot) or sign (±1) agreement'},
       'summary': summary, 'records': records,
-      'provenance': _common.provenance(('ridge', 'k_top', 'synthetic_seeds', 'noise')),
+      'provenance': _common.provenance(FLAGS, ('ridge', 'k_top', 'synthetic_seeds', 'noise')),
   }
   reporting.write_json(_common.out_path(NAME + '.json', out_dir), result)
   columns = ['task', 'kernel'] + [f'{m}_{s}' for m in METRICS for s in ('mean', 'std', 'count')]
@@ -143,10 +148,12 @@ def plot(summary, ds, k_top, n_seeds, out_dir=None):
   return paths
 
 
-def main(argv):
+def main(argv, context=None):
+  """`context` (scripts/reproduce.py in-process) is unused: nothing here trains."""
+  del context
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  classes = _common.check_data_flags()
+  classes = _common.check_data_flags(FLAGS)
   if not FLAGS.ridge > 0:
     raise app.UsageError(f'--ridge must be > 0, got {FLAGS.ridge}.')
   if FLAGS.k_top < 1:
@@ -155,8 +162,8 @@ def main(argv):
     raise app.UsageError(f'--synthetic_seeds must be >= 1, got {FLAGS.synthetic_seeds}.')
   if not FLAGS.noise >= 0:
     raise app.UsageError(f'--noise must be >= 0, got {FLAGS.noise}.')
-  _common.setup()
-  ds = _common.load_data(classes)
+  _common.setup(FLAGS)
+  ds = _common.load_data(FLAGS, classes)
   result = run(ds, FLAGS.output_dir, FLAGS.ridge, FLAGS.k_top, FLAGS.synthetic_seeds,
                FLAGS.noise)
   from ntk_attention import reporting

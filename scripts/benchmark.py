@@ -57,22 +57,27 @@ from ntk_attention import kernels  # noqa: E402
 from ntk_attention import models  # noqa: E402
 from ntk_attention import reporting  # noqa: E402
 
-flags.DEFINE_string('only', '', "Comma list of entries to run ('' = all): see REGISTRY.")
-flags.DEFINE_bool('quick', False, 'Small sizes (CI and tests); full sizes otherwise.')
+FLAGS = _common.script_flags(__name__)
+flags.DEFINE_string('only', '', "Comma list of entries to run ('' = all): see REGISTRY.",
+                    flag_values=FLAGS)
+flags.DEFINE_bool('quick', False, 'Small sizes (CI and tests); full sizes otherwise.',
+                  flag_values=FLAGS)
 flags.DEFINE_integer('repeats', 3, 'Timed calls per function after one warm-up; the median '
-                     'is reported.')
+                     'is reported.', flag_values=FLAGS)
 flags.DEFINE_float('max_case_s', 300.0, 'Time budget (s) for the timed calls of one function: '
                    'when the warm-up call shows the repeats would overrun it, fewer are timed '
-                   '(at least one).')
-flags.DEFINE_string('output', 'results/benchmark.json', 'JSON output; a .csv goes next to it.')
-flags.DEFINE_integer('bench_seed', 0, 'Seed of the random inputs and parameters.')
+                   '(at least one).', flag_values=FLAGS)
+flags.DEFINE_string('output', 'results/benchmark.json', 'JSON output; a .csv goes next to it.',
+                    flag_values=FLAGS)
+flags.DEFINE_integer('bench_seed', 0, 'Seed of the random inputs and parameters.',
+                     flag_values=FLAGS)
 # ntk entry
-flags.DEFINE_integer('ntk_out_dim', 1, 'Outputs C of the ntk-entry models.')
+flags.DEFINE_integer('ntk_out_dim', 1, 'Outputs C of the ntk-entry models.', flag_values=FLAGS)
 flags.DEFINE_string('ntk_models', 'relu_mlp,mlp_attn', 'Models of the ntk entry (parameter-'
-                    'free prefix: relu_mlp, mlp_attn).')
+                    'free prefix: relu_mlp, mlp_attn).', flag_values=FLAGS)
 flags.DEFINE_integer('ntk_generic_max_n', 0, 'Cap on the points given to the generic NT '
                      'methods (0 = none); above it both methods run on the first points '
-                     'and the row says so.')
+                     'and the row says so.', flag_values=FLAGS)
 # Peak memory of the generic methods over their float32 Jacobian (N*C*P): measured 3.0x for
 # jacobian_contraction (20 GB at n=512 d=784 m=4096 C=1) and 1.7x for ntk_vector_products.
 GENERIC_PEAK_OVER_JACOBIAN = 3.0
@@ -80,9 +85,8 @@ flags.DEFINE_float('ntk_max_memory_gb', 0.0, 'Memory (GB) the generic NT methods
                    '(0 = 90% of physical memory). Their peak is estimated as '
                    f'{GENERIC_PEAK_OVER_JACOBIAN:g} x the float32 Jacobian; above the limit '
                    'they run on fewer points instead of meeting the out-of-memory killer, and '
-                   'the row says so.')
+                   'the row says so.', flag_values=FLAGS)
 
-FLAGS = flags.FLAGS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -494,7 +498,7 @@ def main(argv):
         raise FloatingPointError(f'{row["case"]}: {key} is {row[key]}.')
   flag_names = ('only', 'quick', 'repeats', 'max_case_s', 'bench_seed', 'ntk_out_dim',
                 'ntk_models', 'ntk_generic_max_n', 'ntk_max_memory_gb')
-  reporting.write_json(FLAGS.output, {'provenance': _common.provenance(flag_names),
+  reporting.write_json(FLAGS.output, {'provenance': _common.provenance(FLAGS, flag_names),
                                       'cpu_count': os.cpu_count(), 'loadavg_start':
                                       load_start, 'loadavg_end': _loadavg(), 'rows': rows})
   reporting.write_csv(FLAGS.output[:-len('.json')] + '.csv', rows)

@@ -30,26 +30,32 @@ from ntk_attention import kernels
 from ntk_attention import models
 from ntk_attention import reporting
 
+FLAGS = _common.script_flags(__name__)
+_common.define_data_flags(FLAGS)
 flags.DEFINE_string('models', 'relu_mlp,mlp_attn',
-                    f'Comma-separated models, from {", ".join(models.MODELS)}.')
-flags.DEFINE_string('widths', '16,64,256,1024,4096', 'Comma-separated hidden widths m.')
-flags.DEFINE_integer('seeds', 4, 'Initialisations per width (PRNGKey(--seed + s)).')
+                    f'Comma-separated models, from {", ".join(models.MODELS)}.', flag_values=FLAGS)
+flags.DEFINE_string('widths', '16,64,256,1024,4096', 'Comma-separated hidden widths m.',
+                    flag_values=FLAGS)
+flags.DEFINE_integer('seeds', 4, 'Initialisations per width (PRNGKey(--seed + s)).',
+                     flag_values=FLAGS)
 flags.DEFINE_string('method', 'auto',
                     "Empirical NTK: 'auto' (closed_form where the prefix is parameter-free, else "
-                    f"ntk_vector_products) or one of {', '.join(kernels.METHODS)}.")
+                    f"ntk_vector_products) or one of {', '.join(kernels.METHODS)}.",
+                    flag_values=FLAGS)
 flags.DEFINE_string('save_kernels', '',
                     "'' or FILE.npz (path as given, relative to the working directory): train-block "
-                    'analytic NTK per model and seed-0 empirical train block per model x width.')
-flags.DEFINE_integer('out_dim', 0, 'Outputs C of the readout; 0 = number of classes (binary: 1).')
+                    'analytic NTK per model and seed-0 empirical train block per model x width.',
+                    flag_values=FLAGS)
+flags.DEFINE_integer('out_dim', 0, 'Outputs C of the readout; 0 = number of classes (binary: 1).',
+                     flag_values=FLAGS)
 
-_common.define_model_flags()
+_common.define_model_flags(FLAGS)
 
-FLAGS = flags.FLAGS
 
 
 def _check_flags():
   """Validates every flag before any data is loaded; returns (classes, names, widths, methods, save)."""
-  classes = _common.check_data_flags()
+  classes = _common.check_data_flags(FLAGS)
   names = list(dict.fromkeys(_common.parse_names(FLAGS.models, 'models', models.MODELS)))
   widths = sorted(set(_common.parse_int_list(FLAGS.widths, 'widths')))
   if FLAGS.seeds < 1:
@@ -86,10 +92,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   classes, names, widths, methods, save = _check_flags()
-  options = {n: _common.model_options().get(n, {}) for n in names}
-  _common.setup()
+  options = {n: _common.model_options(FLAGS).get(n, {}) for n in names}
+  _common.setup(FLAGS)
 
-  ds = _common.load_data(classes)
+  ds = _common.load_data(FLAGS, classes)
   n, d = ds.x_train.shape
   out_dim = FLAGS.out_dim or (1 if ds.is_binary else ds.num_classes)
   x_tr32, x_te32 = jnp.asarray(ds.x_train, jnp.float32), jnp.asarray(ds.x_test, jnp.float32)
@@ -145,7 +151,7 @@ def main(argv):
       'n_train': n, 'n_test': len(ds.x_test), 'd': d, 'out_dim': out_dim,
       'seeds': FLAGS.seeds, 'methods': methods, 'seconds': elapsed,
       'summary': summary, 'records': records,
-      'provenance': _common.provenance(('models', 'widths', 'seeds', 'method', 'save_kernels',
+      'provenance': _common.provenance(FLAGS, ('models', 'widths', 'seeds', 'method', 'save_kernels',
                                         'out_dim')),
   })
 

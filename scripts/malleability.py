@@ -25,40 +25,55 @@ from absl import logging  # noqa: E402
 
 import _common  # noqa: E402
 
-flags.DEFINE_string('models', 'relu_mlp,mlp_attn', 'Comma list of models.')
-flags.DEFINE_integer('width', 1024, 'Hidden width m [choice].')
-flags.DEFINE_integer('seeds', 3, 'Seeds (trained together, vmapped).')
+FLAGS = _common.script_flags(__name__)
+_common.define_data_flags(FLAGS)
+flags.DEFINE_string('models', 'relu_mlp,mlp_attn', 'Comma list of models.', flag_values=FLAGS)
+flags.DEFINE_integer('width', 1024, 'Hidden width m [choice].', flag_values=FLAGS)
+flags.DEFINE_integer('seeds', 3, 'Seeds (trained together, vmapped).', flag_values=FLAGS)
 flags.DEFINE_string('attacks', 'fgsm,pgd,mim',
-                    "Comma list of 'fgsm', 'pgd', 'mim', 'influence' (influence-targeted PGD).")
-flags.DEFINE_string('epsilons', '0.3', 'Comma list of l_inf budgets, in --eps_units [choice].')
+                    "Comma list of 'fgsm', 'pgd', 'mim', 'influence' (influence-targeted PGD).",
+                    flag_values=FLAGS)
+flags.DEFINE_string('epsilons', '0.3', 'Comma list of l_inf budgets, in --eps_units [choice].',
+                    flag_values=FLAGS)
 flags.DEFINE_enum('eps_units', 'pixel', ['pixel', 'std'],
                   "Units of ε [choice, docs/method.md §9]: 'pixel' ([0, 1] pixels) or 'std' "
                   "(the training pixels' standard deviation, as in a mean/std-normalised "
-                  "pipeline: MNIST ε = 0.3 -> ~0.092 pixels). Perturbations stay in [0, 1].")
-flags.DEFINE_float('tau', 0.1, 'Fraction of most influential training points attacked [choice].')
+                  "pipeline: MNIST ε = 0.3 -> ~0.092 pixels). Perturbations stay in [0, 1].",
+                  flag_values=FLAGS)
+flags.DEFINE_float('tau', 0.1, 'Fraction of most influential training points attacked [choice].',
+                   flag_values=FLAGS)
 flags.DEFINE_enum('kernel', 'empirical', ['empirical', 'analytic'],
-                  'Influence from the empirical NTK at the trained parameters, or the analytic.')
-flags.DEFINE_float('ridge', 1e-3, 'KRR ridge λ (× mean diag K) of the influence [choice].')
-flags.DEFINE_integer('topk', 0, 'k of the top-k overlap; 0 = the size of the top-τ set [choice].')
+                  'Influence from the empirical NTK at the trained parameters, or the analytic.',
+                  flag_values=FLAGS)
+flags.DEFINE_float('ridge', 1e-3, 'KRR ridge λ (× mean diag K) of the influence [choice].',
+                   flag_values=FLAGS)
+flags.DEFINE_integer('topk', 0, 'k of the top-k overlap; 0 = the size of the top-τ set [choice].',
+                     flag_values=FLAGS)
 flags.DEFINE_enum('score', 'mean', ['mean', 'per_point'],
                   "Influence compared: 'mean' over the test set per training point [choice], or "
-                  "'per_point' (every test × training entry).")
-flags.DEFINE_integer('pgd_steps', 20, 'PGD steps [choice].')
-flags.DEFINE_float('pgd_step_size', None, 'PGD step size; default 2.5·ε/steps [choice].')
-flags.DEFINE_bool('pgd_random_start', True, 'PGD uniform random start in the ε-ball [choice].')
-flags.DEFINE_integer('mim_steps', 10, 'MIM steps [choice].')
-flags.DEFINE_float('mim_step_size', None, 'MIM step size; default ε/steps [choice].')
-flags.DEFINE_float('mim_momentum', 1.0, 'MIM momentum μ [choice].')
-flags.DEFINE_bool('retrain', False, 'Retrain on the perturbed set before recomputing influence.')
+                  "'per_point' (every test × training entry).", flag_values=FLAGS)
+flags.DEFINE_integer('pgd_steps', 20, 'PGD steps [choice].', flag_values=FLAGS)
+flags.DEFINE_float('pgd_step_size', None, 'PGD step size; default 2.5·ε/steps [choice].',
+                   flag_values=FLAGS)
+flags.DEFINE_bool('pgd_random_start', True, 'PGD uniform random start in the ε-ball [choice].',
+                  flag_values=FLAGS)
+flags.DEFINE_integer('mim_steps', 10, 'MIM steps [choice].', flag_values=FLAGS)
+flags.DEFINE_float('mim_step_size', None, 'MIM step size; default ε/steps [choice].',
+                   flag_values=FLAGS)
+flags.DEFINE_float('mim_momentum', 1.0, 'MIM momentum μ [choice].', flag_values=FLAGS)
+flags.DEFINE_bool('retrain', False, 'Retrain on the perturbed set before recomputing influence.',
+                  flag_values=FLAGS)
 flags.DEFINE_string('interventions', '',
-                    "Comma list of 'curated', 'transformed', 'adversarial' (each retrained).")
-flags.DEFINE_bool('adversarial_training', False, 'Also run PGD adversarial training (pgd_at).')
-flags.DEFINE_string('save_arrays', '', 'FILE.npz: kernels, targets and influence vectors (seed 0).')
-flags.DEFINE_bool('resume', False, 'Skip records already in malleability.jsonl.')
-_common.define_training_flags()
-_common.define_model_flags()
+                    "Comma list of 'curated', 'transformed', 'adversarial' (each retrained).",
+                    flag_values=FLAGS)
+flags.DEFINE_bool('adversarial_training', False, 'Also run PGD adversarial training (pgd_at).',
+                  flag_values=FLAGS)
+flags.DEFINE_string('save_arrays', '', 'FILE.npz: kernels, targets and influence vectors (seed 0).',
+                    flag_values=FLAGS)
+flags.DEFINE_bool('resume', False, 'Skip records already in malleability.jsonl.', flag_values=FLAGS)
+_common.define_training_flags(FLAGS)
+_common.define_model_flags(FLAGS)
 
-FLAGS = flags.FLAGS
 NAME = 'malleability'
 GROUP = ('task', 'model', 'setting', 'attack', 'eps')
 
@@ -77,11 +92,13 @@ def attack_config():
 
 def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, retrain,
         interventions, adversarial_training, resume, task='all', save_arrays='', prefix=NAME,
-        out_dir=None, model_options=None):
+        out_dir=None, model_options=None, context=None):
   """Runs the sweep into `out_dir` (default --output_dir); writes summary, table, figures.
 
-  `task`: 'all' (every class) or the --classes text, e.g. '3,8'.
+  `task`: 'all' (every class) or the --classes text, e.g. '3,8'. `context`: a
+  `_common.PartContext` when scripts/reproduce.py runs this in-process.
   """
+  out_dir = out_dir or FLAGS.output_dir
   import numpy as np
   from ntk_attention import malleability
   from ntk_attention import report
@@ -98,7 +115,7 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
   total = (len(model_names) * len(settings_list) * len(attack_names) * len(epsilons)
            * len(seeds))
   done = store.done_keys(malleability.KEY_FIELDS)
-  progress = reporting.Progress(total, prefix, log_fn=logging.info)
+  progress = _common.progress(prefix, total, context)
   if done:
     progress.skip(min(len(done), total))
   arrays = {}
@@ -110,7 +127,8 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
   malleability.sweep(ds, model_names, width, seeds, attack_names, epsilons, setup, config,
                      retrain, interventions, adversarial_training, on_record=store.append,
                      on_arrays=on_arrays, done=done, on_progress=progress.update, task=task,
-                     base_seed=FLAGS.seed, model_options=model_options)
+                     base_seed=FLAGS.seed, model_options=model_options,
+                     train_fn=_common.trainer(FLAGS, context and context.train_fn))
   if save_arrays and arrays:
     reporting.write_npz(save_arrays, **arrays)
     logging.info('arrays in %s', save_arrays)
@@ -121,7 +139,7 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
     # The study compared mean scores; per-point flips have no published counterpart.
     row['paper_flip_rate_pct'] = paper_value(ds.name, task, row) if setup.score == 'mean' else None
   reporting.write_json(_common.out_path(prefix + '.json', out_dir), {
-      'summary': summary, 'provenance': _common.provenance(
+      'summary': summary, 'provenance': _common.provenance(FLAGS,
           ('models', 'width', 'seeds', 'attacks', 'epsilons', 'eps_units', 'tau', 'kernel',
            'ridge', 'retrain', 'interventions', 'adversarial_training', 'epochs', 'lr',
            'init_std'))})
@@ -146,7 +164,7 @@ def paper_value(dataset, task, row):
   return paper.flip_rate(dataset, task, row['attack'], row['model'])
 
 
-def plot(summary, records, arrays, model_names, prefix, out_dir=None):
+def plot(summary, records, arrays, model_names, prefix, out_dir):
   import numpy as np
   from ntk_attention import report
   from ntk_attention import reporting
@@ -201,11 +219,11 @@ def plot(summary, records, arrays, model_names, prefix, out_dir=None):
                              f'{m}: influence before vs after ({pick.split("/", 3)[-1]}, seed 0)')
 
 
-def main(argv):
+def main(argv, context=None):
   del argv
   from ntk_attention import malleability
   from ntk_attention import models
-  classes = _common.check_data_flags()
+  classes = _common.check_data_flags(FLAGS)
   model_names = _common.parse_names(FLAGS.models, 'models', models.MODELS)
   attack_names = _common.parse_names(FLAGS.attacks, 'attacks', malleability.ATTACKS)
   epsilons = _common.parse_float_list(FLAGS.epsilons, 'epsilons')
@@ -218,20 +236,20 @@ def main(argv):
     raise app.UsageError(f'--seeds must be >= 1, got {FLAGS.seeds}.')
   if FLAGS.save_arrays and not FLAGS.save_arrays.endswith('.npz'):
     raise app.UsageError('--save_arrays must name a .npz file.')
-  config = _common.training_config()
-  options = {n: o for n, o in _common.model_options().items() if n in model_names}
+  config = _common.training_config(FLAGS)
+  options = {n: o for n, o in _common.model_options(FLAGS).items() if n in model_names}
   setup = malleability.Setup(tau=FLAGS.tau, kernel=FLAGS.kernel, ridge=FLAGS.ridge,
                              attack=attack_config(), score=FLAGS.score, topk=FLAGS.topk,
                              eps_units=FLAGS.eps_units)
   # n_train is only known after loading; check τ against the size asked for first.
   malleability.validate(attack_names, epsilons, setup, FLAGS.n_train, interventions)
-  _common.setup()
-  ds = _common.load_data(classes)
+  _common.setup(FLAGS)
+  ds = _common.load_data(FLAGS, classes)
   malleability.validate(attack_names, epsilons, setup, len(ds.x_train), interventions)
   run(ds, model_names, FLAGS.width, list(range(FLAGS.seeds)), attack_names, epsilons, setup,
       config, FLAGS.retrain, interventions, FLAGS.adversarial_training, FLAGS.resume,
-      task_name(classes), FLAGS.save_arrays, model_options=options)
-  print(open(_common.out_path(NAME + '_table.md')).read())
+      task_name(classes), FLAGS.save_arrays, model_options=options, context=context)
+  print(open(_common.out_path(NAME + '_table.md', FLAGS.output_dir)).read())
   logging.info('results in %s', FLAGS.output_dir)
 
 

@@ -23,21 +23,26 @@ from absl import logging  # noqa: E402
 
 import _common  # noqa: E402
 
-flags.DEFINE_string('models', 'relu_mlp,mlp_attn', 'Comma list of models.')
-flags.DEFINE_string('widths', '16,64,256,1024,4096', 'Comma list of hidden widths m.')
-flags.DEFINE_integer('seeds', 3, 'Seeds per width (trained together, vmapped).')
-_common.define_training_flags()
-_common.define_model_flags()
-flags.DEFINE_float('ridge', 1e-3, 'Ridge λ (× mean diag) of the NTK ridge-regression f∞.')
-flags.DEFINE_bool('resume', False, 'Skip cells already in ntk_distance.jsonl.')
+FLAGS = _common.script_flags(__name__)
+_common.define_data_flags(FLAGS)
+flags.DEFINE_string('models', 'relu_mlp,mlp_attn', 'Comma list of models.', flag_values=FLAGS)
+flags.DEFINE_string('widths', '16,64,256,1024,4096', 'Comma list of hidden widths m.',
+                    flag_values=FLAGS)
+flags.DEFINE_integer('seeds', 3, 'Seeds per width (trained together, vmapped).', flag_values=FLAGS)
+_common.define_training_flags(FLAGS)
+_common.define_model_flags(FLAGS)
+flags.DEFINE_float('ridge', 1e-3, 'Ridge λ (× mean diag) of the NTK ridge-regression f∞.',
+                   flag_values=FLAGS)
+flags.DEFINE_bool('resume', False, 'Skip cells already in ntk_distance.jsonl.', flag_values=FLAGS)
 
-FLAGS = flags.FLAGS
 NAME = 'ntk_distance'
 
 
 def run(ds, model_names, widths, seeds, config, resume, ridge, model_options=None, out_dir=None,
-        name=NAME):
-  """Runs the sweep into `out_dir` (default --output_dir); writes summary, CSV and figures."""
+        name=NAME, context=None):
+  """Runs the sweep into `out_dir` (default --output_dir); writes summary, CSV and figures.
+  `context`: a `_common.PartContext` when scripts/reproduce.py runs this in-process."""
+  out_dir = out_dir or FLAGS.output_dir
   from ntk_attention import reporting
   from ntk_attention import sweeps
   settings = dict(dataset=ds.name, classes=list(ds.classes), n_train=len(ds.x_train),
@@ -46,19 +51,20 @@ def run(ds, model_names, widths, seeds, config, resume, ridge, model_options=Non
   store = _common.open_store(name, settings, resume, out_dir)
   done = store.done_keys(sweeps.KEY_FIELDS)
   grid = [(m, w, s) for m in model_names for w in widths for s in seeds]
-  progress = reporting.Progress(len(grid), name, log_fn=logging.info)
+  progress = _common.progress(name, len(grid), context)
   finished = sum(1 for g in grid if g in done)
   if finished:
     progress.skip(finished)
   sweeps.ntk_distance_sweep(ds, model_names, widths, seeds, config, on_record=store.append,
                             done=done, on_progress=progress.update, ridge=ridge,
-                            model_options=model_options, base_seed=FLAGS.seed)
+                            model_options=model_options, base_seed=FLAGS.seed,
+                            train_fn=_common.trainer(FLAGS, context and context.train_fn))
   cells = set(grid)
   records = [r for r in store.records() if (r['model'], r['width'], r['seed']) in cells]
   summary = reporting.summarize(records, ('model', 'width'), sweeps.METRICS)
   reporting.write_json(_common.out_path(name + '.json', out_dir), {
       'comparison': records[0]['comparison'] if records else None,
-      'summary': summary, 'provenance': _common.provenance(
+      'summary': summary, 'provenance': _common.provenance(FLAGS,
           ('models', 'widths', 'seeds', 'epochs', 'batch_size', 'lr', 'weight_decay',
            'optimizer', 'loss', 'ridge'))})
   reporting.write_csv(_common.out_path(name + '.csv', out_dir), summary)
@@ -97,24 +103,25 @@ def plot(summary, model_names, comparison, out_dir=None, name=NAME):
                          logx=True, logy=logy)
 
 
-def main(argv):
+def main(argv, context=None):
   del argv
   from ntk_attention import sweeps
   from ntk_attention import models
-  classes = _common.check_data_flags()
+  classes = _common.check_data_flags(FLAGS)
   model_names = _common.parse_names(FLAGS.models, 'models', models.MODELS)
   widths = _common.parse_int_list(FLAGS.widths, 'widths')
   if FLAGS.seeds < 1:
     raise app.UsageError(f'--seeds must be >= 1, got {FLAGS.seeds}.')
-  config = _common.training_config()
+  config = _common.training_config(FLAGS)
   sweeps.validate_sweep(model_names, widths, list(range(FLAGS.seeds)), config)
   if not FLAGS.ridge > 0:
     raise app.UsageError(f'--ridge must be > 0, got {FLAGS.ridge}.')
-  options = _common.model_options()
-  _common.setup()
-  ds = _common.load_data(classes)
+  options = _common.model_options(FLAGS)
+  _common.setup(FLAGS)
+  ds = _common.load_data(FLAGS, classes)
   summary = run(ds, model_names, widths, list(range(FLAGS.seeds)), config, FLAGS.resume,
-                FLAGS.ridge, {n: o for n, o in options.items() if n in model_names})
+                FLAGS.ridge, {n: o for n, o in options.items() if n in model_names},
+                context=context)
   from ntk_attention import reporting
   cols = ['model', 'width', 'kernel_distance_init_mean', 'kernel_distance_final_mean',
           'kernel_movement_mean', 'function_distance_mean', 'test_accuracy_mean']

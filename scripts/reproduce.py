@@ -5,11 +5,17 @@ r"""One command reproduces the study: every part, then one self-contained report
 Presets are absl flagfiles in scripts/presets/ (quick, paper_mnist, paper_cifar10,
 paper_binary); read and copy them. Flags given on the command line override the preset.
 
-Each part runs the matching script (spectral.py, ntk_distance.py, malleability.py) as a
-subprocess into D/<part>/ and leaves a marker D/<part>/part.json when it finishes. Running
-the same command again skips finished parts (no retraining; an interrupted part resumes
-from its JSONL) and re-renders D/report.md and D/report.html (figures inlined). --force
-recomputes everything.
+Every part runs in this one process through the same library calls as its script
+(spectral.py, ntk_distance.py, malleability.py, approximation.py, sensitivity.py; each part's
+JSON/CSV/figures are what the script writes), into D/<part>/, with its log in
+D/<part>/log.txt and a marker D/<part>/part.json when it finishes. Trained parameters are
+shared between parts and kept in D/cache/train (a part that needs a model another part
+trained loads it), and JAX's persistent compilation cache is on (--compilation_cache). One
+line shows the whole run's progress. Running the same command again skips finished parts
+(an interrupted part resumes from its JSONL) and re-renders D/report.md and D/report.html
+(figures inlined); --force recomputes every part (trained parameters still come from the
+cache). --isolate_parts runs each part as a subprocess instead (for debugging); --dry_run
+prints every part's cells and an estimate of its time on this machine, and exits.
 
 Parts: spectral, ntk_distance, malleability (10-class or --classes, ε sweep), binary
 (--binary_tasks), interventions, adversarial_training, beyond (attention variants, the
@@ -17,6 +23,8 @@ influence-targeted attack, approximation error). Any flag of an underlying scrip
 added with --spectral_flags, --ntk_distance_flags, --malleability_flags,
 --approximation_flags (e.g. --malleability_flags="--pgd_steps=40").
 """
+import contextlib
+import importlib
 import json
 import os
 import shlex
@@ -49,66 +57,99 @@ VARIANTS = {
     'baseline': ['--models=relu_mlp,mlp_attn'],
 }
 
+FLAGS = _common.script_flags(__name__)
+_common.define_data_flags(FLAGS)
 flags.DEFINE_string('preset', None, 'Name of a flagfile in scripts/presets/ (quick, paper_mnist, '
-                    'paper_cifar10, paper_binary); later flags override it.')
-flags.DEFINE_string('parts', ','.join(PARTS), 'Comma list of parts to run.')
-flags.DEFINE_bool('force', False, 'Recompute every part, ignoring cached results.')
+                    'paper_cifar10, paper_binary); later flags override it.', flag_values=FLAGS)
+flags.DEFINE_string('parts', ','.join(PARTS), 'Comma list of parts to run.', flag_values=FLAGS)
+flags.DEFINE_bool('force', False, 'Recompute every part, ignoring finished parts (trained '
+                  'parameters still come from the training cache).', flag_values=FLAGS)
+flags.DEFINE_bool('isolate_parts', False, 'Run each part as a subprocess (the old way; for '
+                  'debugging a part alone).', flag_values=FLAGS)
+flags.DEFINE_bool('dry_run', False, "Print every part's cells and estimated time on this machine "
+                  '(from a short measured calibration), then exit without computing.',
+                  flag_values=FLAGS)
+flags.DEFINE_string('compilation_cache', os.path.join('~', '.cache', 'ntk_attention', 'jax'),
+                    "JAX's persistent compilation cache folder ('' = off): a later run, or "
+                    'another process, loads compiled programs instead of compiling them again.',
+                    flag_values=FLAGS)
 # spectral
-flags.DEFINE_string('n_grid', '25,50,100,200,500,1000', 'spectral: subset sizes of the κ(n) curve.')
+flags.DEFINE_string('n_grid', '25,50,100,200,500,1000', 'spectral: subset sizes of the κ(n) curve.',
+                    flag_values=FLAGS)
 # ntk_distance
-flags.DEFINE_string('widths', '16,64,256,1024,4096', 'ntk_distance: widths.')
-flags.DEFINE_integer('ntk_seeds', 3, 'ntk_distance: seeds per width.')
-flags.DEFINE_string('ntk_models', 'relu_mlp,mlp_attn', 'ntk_distance: models.')
+flags.DEFINE_string('widths', '16,64,256,1024,4096', 'ntk_distance: widths.', flag_values=FLAGS)
+flags.DEFINE_integer('ntk_seeds', 3, 'ntk_distance: seeds per width.', flag_values=FLAGS)
+flags.DEFINE_string('ntk_models', 'relu_mlp,mlp_attn', 'ntk_distance: models.', flag_values=FLAGS)
 # malleability
-flags.DEFINE_string('mall_models', 'relu_mlp,mlp_attn', 'malleability parts: models.')
-flags.DEFINE_integer('mall_width', 1024, 'malleability parts: width [choice].')
-flags.DEFINE_integer('mall_seeds', 3, 'malleability parts: seeds.')
-flags.DEFINE_string('attacks', 'fgsm,pgd,mim', 'malleability parts: attacks.')
-flags.DEFINE_string('epsilons', '0.1,0.2,0.3,0.5', 'malleability part: the ε sweep.')
-flags.DEFINE_float('tau', 0.1, 'malleability parts: top-τ fraction [choice].')
-flags.DEFINE_string('kernel', 'empirical', 'malleability parts: influence kernel.')
+flags.DEFINE_string('mall_models', 'relu_mlp,mlp_attn', 'malleability parts: models.',
+                    flag_values=FLAGS)
+flags.DEFINE_integer('mall_width', 1024, 'malleability parts: width [choice].', flag_values=FLAGS)
+flags.DEFINE_integer('mall_seeds', 3, 'malleability parts: seeds.', flag_values=FLAGS)
+flags.DEFINE_string('attacks', 'fgsm,pgd,mim', 'malleability parts: attacks.', flag_values=FLAGS)
+flags.DEFINE_string('epsilons', '0.1,0.2,0.3,0.5', 'malleability part: the ε sweep.',
+                    flag_values=FLAGS)
+flags.DEFINE_float('tau', 0.1, 'malleability parts: top-τ fraction [choice].', flag_values=FLAGS)
+flags.DEFINE_string('kernel', 'empirical', 'malleability parts: influence kernel.',
+                    flag_values=FLAGS)
 flags.DEFINE_enum('eps_units', 'pixel', ['pixel', 'std'],
                   "malleability parts: units of ε, [0, 1] pixels or the training pixels' std "
-                  '[choice, docs/method.md §9].')
+                  '[choice, docs/method.md §9].', flag_values=FLAGS)
 flags.DEFINE_string('binary_tasks', 'same:3,8',
                     "binary part: '+'-separated DATASET:CLASSES tasks; 'same' = --dataset, "
-                    "e.g. 'mnist:3,8+cifar10:1,0'.")
-flags.DEFINE_integer('binary_n_train', 0, 'binary part: n_train (0 = 1000, shrunk to fit the pool).')
-flags.DEFINE_integer('binary_n_test', 0, 'binary part: n_test (0 = 500, shrunk to fit the pool).')
-flags.DEFINE_string('interventions', 'curated,transformed,adversarial', 'interventions part.')
+                    "e.g. 'mnist:3,8+cifar10:1,0'.", flag_values=FLAGS)
+flags.DEFINE_integer('binary_n_train', 0, 'binary part: n_train (0 = 1000, shrunk to fit the pool).',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('binary_n_test', 0, 'binary part: n_test (0 = 500, shrunk to fit the pool).',
+                     flag_values=FLAGS)
+flags.DEFINE_string('interventions', 'curated,transformed,adversarial', 'interventions part.',
+                    flag_values=FLAGS)
 flags.DEFINE_string('intervention_attacks', 'pgd',
-                    'interventions part: attacks measured after each retrained intervention.')
-flags.DEFINE_integer('at_epochs', 0, 'adversarial_training part: epochs (0 = --epochs).')
-flags.DEFINE_integer('at_n_train', 0, 'adversarial_training part: n_train (0 = --n_train).')
+                    'interventions part: attacks measured after each retrained intervention.',
+                    flag_values=FLAGS)
+flags.DEFINE_integer('at_epochs', 0, 'adversarial_training part: epochs (0 = --epochs).',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('at_n_train', 0, 'adversarial_training part: n_train (0 = --n_train).',
+                     flag_values=FLAGS)
 flags.DEFINE_string('beyond_variants', ','.join(VARIANTS),
-                    f'beyond part: model variants, from {tuple(VARIANTS)}.')
-flags.DEFINE_integer('beyond_n_train', 300, 'beyond part: n_train (QKV NTKs cost N·C·#params).')
-flags.DEFINE_integer('beyond_n_test', 100, 'beyond part: n_test.')
-flags.DEFINE_integer('beyond_epochs', 0, 'beyond part: epochs (0 = --epochs).')
-flags.DEFINE_string('beyond_widths', '16,64,256', 'beyond part: widths of the NTK-distance runs.')
-flags.DEFINE_integer('beyond_width', 64, 'beyond part: width of the malleability runs.')
-flags.DEFINE_integer('beyond_seeds', 2, 'beyond part: seeds.')
+                    f'beyond part: model variants, from {tuple(VARIANTS)}.', flag_values=FLAGS)
+flags.DEFINE_integer('beyond_n_train', 300, 'beyond part: n_train (QKV NTKs cost N·C·#params).',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('beyond_n_test', 100, 'beyond part: n_test.', flag_values=FLAGS)
+flags.DEFINE_integer('beyond_epochs', 0, 'beyond part: epochs (0 = --epochs).', flag_values=FLAGS)
+flags.DEFINE_string('beyond_widths', '16,64,256', 'beyond part: widths of the NTK-distance runs.',
+                    flag_values=FLAGS)
+flags.DEFINE_integer('beyond_width', 64, 'beyond part: width of the malleability runs.',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('beyond_seeds', 2, 'beyond part: seeds.', flag_values=FLAGS)
 flags.DEFINE_string('beyond_parts', 'variants,influence_attack,approximation',
                     "beyond part: which of 'variants' (--beyond_variants, each with "
-                    "ntk_distance and malleability), 'influence_attack', 'approximation'.")
+                    "ntk_distance and malleability), 'influence_attack', 'approximation'.",
+                    flag_values=FLAGS)
 # sensitivity
-flags.DEFINE_integer('sens_n_train', 0, 'sensitivity part: baseline n_train (0 = --n_train).')
-flags.DEFINE_integer('sens_n_test', 0, 'sensitivity part: n_test (0 = --n_test).')
-flags.DEFINE_integer('sens_width', 0, 'sensitivity part: baseline width (0 = --mall_width).')
-flags.DEFINE_integer('sens_epochs', 0, 'sensitivity part: baseline epochs (0 = --epochs).')
-flags.DEFINE_integer('sens_seeds', 3, 'sensitivity part: seeds (>= 2, for the bootstrap).')
-flags.DEFINE_string('sens_tasks', 'all+3,8', "sensitivity part: '+'-separated tasks.")
-flags.DEFINE_string('sens_attacks', 'fgsm,pgd,mim', 'sensitivity part: attacks.')
+flags.DEFINE_integer('sens_n_train', 0, 'sensitivity part: baseline n_train (0 = --n_train).',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('sens_n_test', 0, 'sensitivity part: n_test (0 = --n_test).',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('sens_width', 0, 'sensitivity part: baseline width (0 = --mall_width).',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('sens_epochs', 0, 'sensitivity part: baseline epochs (0 = --epochs).',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('sens_seeds', 3, 'sensitivity part: seeds (>= 2, for the bootstrap).',
+                     flag_values=FLAGS)
+flags.DEFINE_string('sens_tasks', 'all+3,8', "sensitivity part: '+'-separated tasks.",
+                    flag_values=FLAGS)
+flags.DEFINE_string('sens_attacks', 'fgsm,pgd,mim', 'sensitivity part: attacks.', flag_values=FLAGS)
 flags.DEFINE_string('sens_variations', '',
-                    "sensitivity part: 'CHOICE=V1,V2;...' ('' = the default grid).")
+                    "sensitivity part: 'CHOICE=V1,V2;...' ('' = the default grid).",
+                    flag_values=FLAGS)
 for _script in ('spectral', 'ntk_distance', 'malleability', 'approximation', 'sensitivity'):
   flags.DEFINE_string(f'{_script}_flags', '',
                       f'Extra flags for every {_script}.py run, e.g. "--pgd_steps=40 --ridge=1e-2": '
-                      'any flag of the underlying script overrides the preset this way.')
-_common.define_training_flags()
-_common.define_model_flags()
+                      'any flag of the underlying script overrides the preset this way.',
+                      flag_values=FLAGS)
+_common.define_training_flags(FLAGS)
+_common.define_model_flags(FLAGS)
 
-FLAGS = flags.FLAGS
 PRESETS = os.path.join(HERE, 'presets')
 
 
@@ -134,7 +175,12 @@ def _train_args(epochs=None):
   return [_arg('epochs', epochs or FLAGS.epochs), _arg('batch_size', FLAGS.batch_size),
           _arg('lr', FLAGS.lr), _arg('weight_decay', FLAGS.weight_decay),
           _arg('optimizer', FLAGS.optimizer), _arg('loss', FLAGS.loss),
-          _arg('init_std', FLAGS.init_std)]
+          _arg('init_std', FLAGS.init_std), _arg('train_cache', train_cache_dir())]
+
+
+def train_cache_dir():
+  """--train_cache, by default D/cache/train."""
+  return os.path.expanduser(FLAGS.train_cache) or os.path.join(FLAGS.output_dir, 'cache', 'train')
 
 
 def _mall_args(epsilons, attacks=None):
@@ -230,15 +276,16 @@ def beyond_commands():
   return cmds
 
 
-def run_part(name, sub, script, args):
-  """Runs one part unless its marker says it finished with the same command."""
+def run_part(sub, script, args, context):
+  """Runs one part unless its marker says it finished with the same command: in-process
+  (`context`, the shared trainer) or, with --isolate_parts, as a subprocess. Its log goes to
+  D/<sub>/log.txt."""
   from ntk_attention import reporting
   out = os.path.join(FLAGS.output_dir, sub)
   marker = os.path.join(out, 'part.json')
   args = args + shlex.split(FLAGS[os.path.basename(script)[:-3] + '_flags'].value)
-  cmd = [sys.executable, script] + args + [_arg('output_dir', out)]
-  shown = ' '.join(['python', os.path.relpath(script, os.path.dirname(HERE))] + args
-                   + [_arg('output_dir', out)])
+  args = args + [_arg('output_dir', out)]
+  shown = ' '.join(['python', os.path.relpath(script, os.path.dirname(HERE))] + args)
   if FLAGS.force and os.path.isdir(out):
     shutil.rmtree(out)
   if os.path.exists(marker):
@@ -249,15 +296,76 @@ def run_part(name, sub, script, args):
     logging.info('[%s] settings changed: recomputing', sub)
     shutil.rmtree(out)
   # An unfinished part resumes from its JSONL where the script supports it; the others rerun.
-  resume = os.path.isdir(out) and os.path.basename(script) in ('ntk_distance.py', 'malleability.py')
+  resume = os.path.isdir(out) and os.path.basename(script) in (
+      'ntk_distance.py', 'malleability.py', 'sensitivity.py')
+  args = args + (['--resume'] if resume else [])
   logging.info('[%s] %s%s', sub, shown, ' --resume' if resume else '')
+  os.makedirs(out, exist_ok=True)
+  log_path = os.path.join(out, 'log.txt')
   t0 = time.time()
-  proc = subprocess.run(cmd + (['--resume'] if resume else []))
-  if proc.returncode != 0:
-    raise RuntimeError(f'part {sub} failed (exit {proc.returncode}): {shown}')
+  if FLAGS.isolate_parts:
+    with open(log_path, 'w') as log:
+      env = dict(os.environ, **_compilation_cache_env())
+      proc = subprocess.run([sys.executable, script] + args, stdout=log, stderr=log, env=env)
+    if proc.returncode != 0:
+      raise RuntimeError(f'part {sub} failed (exit {proc.returncode}; log: {log_path}): {shown}')
+  else:
+    try:
+      _run_in_process(script, args, log_path, context)
+    except Exception as e:
+      raise RuntimeError(f'part {sub} failed ({type(e).__name__}: {e}; log: {log_path}): '
+                         f'{shown}') from e
   info = {'command': shown, 'seconds': time.time() - t0, 'finished': time.strftime('%F %T')}
   reporting.write_json(marker, info)
   return dict(info, status='computed')
+
+
+_SCRIPTS = {}
+
+
+def _script_module(script):
+  """The script imported once as a module; its flags live in its own registry (`FLAGS`)."""
+  name = os.path.basename(script)[:-3]
+  if name not in _SCRIPTS:
+    _SCRIPTS[name] = importlib.import_module(name)
+  return _SCRIPTS[name]
+
+
+def _run_in_process(script, args, log_path, context):
+  """`python script args` in this process: parse `args` into the script's own flags and call
+  its `main` with the shared `context`; its log and printed output go to `log_path`."""
+  import logging as std_logging
+  module = _parse_script_flags(script, args)
+  handler = std_logging.FileHandler(log_path, mode='w')
+  handler.setFormatter(std_logging.Formatter('%(asctime)s %(levelname)s %(message)s'))
+  absl_handler = logging.get_absl_handler()
+  level = absl_handler.level
+  logging.get_absl_logger().addHandler(handler)
+  absl_handler.setLevel(std_logging.WARNING)     # the run's progress line is on the terminal
+  try:
+    with open(log_path, 'a') as log, contextlib.redirect_stdout(log):
+      module.main([script], context=context)
+  finally:
+    absl_handler.setLevel(level)
+    logging.get_absl_logger().removeHandler(handler)
+    handler.close()
+
+
+def _compilation_cache_env():
+  path = os.path.expanduser(FLAGS.compilation_cache)
+  return {'JAX_COMPILATION_CACHE_DIR': path,
+          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'} if path else {}
+
+
+def enable_compilation_cache():
+  """JAX's persistent compilation cache in --compilation_cache (every program, however quick
+  to compile, so that a second run compiles nothing)."""
+  import jax
+  path = os.path.expanduser(FLAGS.compilation_cache)
+  if path:
+    jax.config.update('jax_compilation_cache_dir', path)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+    jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
 def build_report(parts_info, wall):
@@ -281,7 +389,7 @@ def build_report(parts_info, wall):
   flag_values = {n: FLAGS[n].value for n in sorted(FLAGS) if FLAGS[n].present or n in (
       'preset', 'dataset', 'n_train', 'n_test', 'seed', 'epochs')}
   flag_values = {k: v for k, v in flag_values.items() if k not in ('flagfile', 'output_dir')}
-  sections.append(report.provenance_section(parts_info, flag_values, _common.provenance()))
+  sections.append(report.provenance_section(parts_info, flag_values, _common.provenance(FLAGS)))
   spec = load('spectral', 'spectral.json')
   if spec:
     sections.append(report.spectral_section(
@@ -371,7 +479,7 @@ def main(argv):
   _common.parse_names(FLAGS.beyond_variants, 'beyond_variants', VARIANTS)
   from ntk_attention import malleability
   from ntk_attention import models
-  _common.check_data_flags()
+  _common.check_data_flags(FLAGS)
   _common.parse_int_list(FLAGS.widths, 'widths')
   _common.parse_names(FLAGS.ntk_models, 'ntk_models', models.MODELS)
   _common.parse_names(FLAGS.mall_models, 'mall_models', models.MODELS)
@@ -383,11 +491,11 @@ def main(argv):
       raise ValueError(f'--epsilons must lie in [0, 1], got {eps}.')
   if not 0 < FLAGS.tau <= 1:
     raise ValueError(f'--tau must be in (0, 1], got {FLAGS.tau}.')
-  _common.training_config()
+  _common.training_config(FLAGS)
   _common.parse_int_list(FLAGS.beyond_widths, 'beyond_widths')
   _common.parse_names(FLAGS.beyond_parts, 'beyond_parts',
                       ('variants', 'influence_attack', 'approximation'))
-  _common.model_options()
+  _common.model_options(FLAGS)
   if FLAGS.sens_seeds < 2:
     raise ValueError(f'--sens_seeds must be >= 2, got {FLAGS.sens_seeds}.')
   for ds, cls in binary_tasks():
@@ -399,16 +507,74 @@ def main(argv):
       raise ValueError(f'--binary_tasks: {ds}:{cls}: {e}') from None
     if n_classes != 2:
       raise ValueError(f'--binary_tasks: {ds}:{cls} is not a pair of classes.')
-  _common.setup()
+  from ntk_attention import plan
+  from ntk_attention import training
+  todo = [(sub, script, args) for part in parts for sub, script, args in commands()[part]]
+  costs = [(sub, plan.part_cost(os.path.basename(script)[:-3], part_values(script, args)))
+           for sub, script, args in todo]
+  import jax
+  jax.config.update('jax_enable_x64', True)     # float64 rates; every part runs with x64
+  rates = plan.calibrate()
+  if FLAGS.dry_run:
+    print(dry_run_text(costs, rates))
+    return
+  _common.setup(FLAGS)
+  enable_compilation_cache()
   t0 = time.time()
-  cmds = commands()
+  progress = plan.RunProgress({sub: plan.seconds(cost, rates) for sub, cost in costs})
+  context = _common.PartContext(train_fn=training.cached_train(directory=train_cache_dir()),
+                                on_progress=progress.cell)
   info = {}
-  for part in parts:
-    for sub, script, args in cmds[part]:
-      info[sub] = run_part(part, sub, script, args)
+  for sub, script, args in todo:
+    progress.begin(sub)
+    info[sub] = run_part(sub, script, args, context)
+    progress.end(sub, cached=info[sub]['status'] == 'cached')
+  progress.close()
+  stats = context.train_fn.stats
+  logging.info('trainings: %d seeds trained, %d loaded from %s, %d reused in memory',
+               stats['trained'], stats['loaded'], train_cache_dir(), stats['hits'])
   text = build_report(info, time.time() - t0)
   logging.info('report: %s (and report.html)', os.path.join(FLAGS.output_dir, 'report.md'))
   print(text)
+
+
+def part_values(script, args) -> dict:
+  """Every flag value of `python script args` (the script's defaults filled in), parsed
+  into the script's own flag registry and reset again."""
+  module = _parse_script_flags(script, args + shlex.split(
+      FLAGS[os.path.basename(script)[:-3] + '_flags'].value))
+  return module.FLAGS.flag_values_dict()
+
+
+def _parse_script_flags(script, args):
+  """The script's module with `args` parsed into its flags (from their defaults)."""
+  module = _script_module(script)
+  if module.FLAGS.is_parsed():
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.WARNING)     # absl logs every unparse at INFO
+    module.FLAGS.unparse_flags()
+    logging.set_verbosity(verbosity)
+  module.FLAGS([script] + args)
+  return module
+
+
+def dry_run_text(costs, rates) -> str:
+  """The --dry_run table: each part's cells and estimated time on this machine."""
+  import jax
+  from ntk_attention import plan
+  from ntk_attention import reporting
+  rows = plan.dry_run_table(costs, rates)
+  total = sum(r['estimate_s'] for r in rows)
+  for r in rows:
+    r['estimate'] = reporting.format_duration(r.pop('estimate_s'))
+  return '\n'.join([
+      f'dry run: {len(rows)} parts; this machine ({jax.default_backend()}, '
+      f'{len(jax.devices())} device(s)) measured {rates.f32 / 1e9:.0f} GFLOP/s float32 and '
+      f'{rates.f64 / 1e9:.0f} GFLOP/s float64 on matrix products.', '',
+      reporting.markdown_table(rows, ['part', 'cells', 'gflop_f32', 'gflop_f64', 'estimate'],
+                               floatfmt='.3g'), '',
+      f'estimated total: {reporting.format_duration(total)} (a factor of 2 either way; '
+      'nothing was computed)'])
 
 
 def expand_preset(argv):

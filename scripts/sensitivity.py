@@ -27,28 +27,36 @@ from absl import logging  # noqa: E402
 
 import _common  # noqa: E402
 
+FLAGS = _common.script_flags(__name__)
+_common.define_data_flags(FLAGS)
 flags.DEFINE_string('tasks', 'all+3,8',
-                    "'+'-separated tasks: 'all' (every class) or a class pair like '3,8'.")
+                    "'+'-separated tasks: 'all' (every class) or a class pair like '3,8'.",
+                    flag_values=FLAGS)
 flags.DEFINE_string('variations', '',
                     "One-at-a-time variations 'CHOICE=V1,V2;CHOICE=V' (choices: eps, eps_units, "
                     "tau, init_std, epochs, width, n_train, ridge, score, kernel, retrain, "
-                    "pgd_steps); '' = the default grid around the baseline.")
-flags.DEFINE_string('attacks', 'fgsm,pgd,mim', "Comma list of 'fgsm', 'pgd', 'mim'.")
-flags.DEFINE_integer('seeds', 3, 'Seeds (trained together, vmapped).')
-flags.DEFINE_integer('width', 1024, 'Baseline width [choice].')
-flags.DEFINE_float('eps', 0.3, 'Baseline ε, in --eps_units [choice].')
-flags.DEFINE_enum('eps_units', 'pixel', ['pixel', 'std'], 'Baseline units of ε [choice].')
-flags.DEFINE_float('tau', 0.1, 'Baseline top-τ fraction [choice].')
-flags.DEFINE_float('ridge', 1e-3, 'Baseline KRR ridge λ (× mean diag K) [choice].')
-flags.DEFINE_enum('score', 'mean', ['mean', 'per_point'], 'Baseline influence score [choice].')
-flags.DEFINE_enum('kernel', 'empirical', ['empirical', 'analytic'], 'Baseline kernel [choice].')
-flags.DEFINE_bool('retrain', False, 'Baseline: retrain on the perturbed set [choice].')
-flags.DEFINE_integer('pgd_steps', 20, 'Baseline PGD steps [choice].')
-flags.DEFINE_bool('resume', False, 'Skip records already in sensitivity.jsonl.')
-_common.define_training_flags()
-_common.define_model_flags()
+                    "pgd_steps); '' = the default grid around the baseline.", flag_values=FLAGS)
+flags.DEFINE_string('attacks', 'fgsm,pgd,mim', "Comma list of 'fgsm', 'pgd', 'mim'.",
+                    flag_values=FLAGS)
+flags.DEFINE_integer('seeds', 3, 'Seeds (trained together, vmapped).', flag_values=FLAGS)
+flags.DEFINE_integer('width', 1024, 'Baseline width [choice].', flag_values=FLAGS)
+flags.DEFINE_float('eps', 0.3, 'Baseline ε, in --eps_units [choice].', flag_values=FLAGS)
+flags.DEFINE_enum('eps_units', 'pixel', ['pixel', 'std'], 'Baseline units of ε [choice].',
+                  flag_values=FLAGS)
+flags.DEFINE_float('tau', 0.1, 'Baseline top-τ fraction [choice].', flag_values=FLAGS)
+flags.DEFINE_float('ridge', 1e-3, 'Baseline KRR ridge λ (× mean diag K) [choice].',
+                   flag_values=FLAGS)
+flags.DEFINE_enum('score', 'mean', ['mean', 'per_point'], 'Baseline influence score [choice].',
+                  flag_values=FLAGS)
+flags.DEFINE_enum('kernel', 'empirical', ['empirical', 'analytic'], 'Baseline kernel [choice].',
+                  flag_values=FLAGS)
+flags.DEFINE_bool('retrain', False, 'Baseline: retrain on the perturbed set [choice].',
+                  flag_values=FLAGS)
+flags.DEFINE_integer('pgd_steps', 20, 'Baseline PGD steps [choice].', flag_values=FLAGS)
+flags.DEFINE_bool('resume', False, 'Skip records already in sensitivity.jsonl.', flag_values=FLAGS)
+_common.define_training_flags(FLAGS)
+_common.define_model_flags(FLAGS)
 
-FLAGS = flags.FLAGS
 NAME = 'sensitivity'
 
 
@@ -100,8 +108,10 @@ def loader():
 
 
 def run(tasks, base, variations, attack_names, seeds, config, resume, out_dir=None,
-        dataset_name=None):
-  """Runs the study into `out_dir` (default --output_dir); writes summary, table, figure."""
+        dataset_name=None, context=None):
+  """Runs the study into `out_dir` (default --output_dir); writes summary, table, figure.
+  `context`: a `_common.PartContext` when scripts/reproduce.py runs this in-process."""
+  out_dir = out_dir or FLAGS.output_dir
   from ntk_attention import reporting
   from ntk_attention import sensitivity
   settings = dict(dataset=FLAGS.dataset, n_test=FLAGS.n_test, data_seed=FLAGS.seed,
@@ -111,22 +121,22 @@ def run(tasks, base, variations, attack_names, seeds, config, resume, out_dir=No
   done = store.done_keys(sensitivity.KEY_FIELDS)
   per_var = {v: (1 if v[0] == 'retrain' else len(attack_names)) for v in variations}
   total = len(tasks) * 2 * len(seeds) * (len(attack_names) + sum(per_var.values()))
-  progress = reporting.Progress(total, NAME, log_fn=logging.info)
+  progress = _common.progress(NAME, total, context)
   if done:
     progress.skip(min(len(done), total))
   sensitivity.run(loader(), tasks, base, variations, attack_names, seeds, config,
                   on_record=store.append, done=done, on_progress=progress.update,
-                  base_seed=FLAGS.seed)
+                  base_seed=FLAGS.seed,
+                  train_fn=_common.trainer(FLAGS, context and context.train_fn))
   records = store.records()
   summary = sensitivity.summarize(records)
   calib = sensitivity.calibration(summary, dataset_name or FLAGS.dataset)
   result = {'summary': summary, 'calibration': calib, 'dataset': FLAGS.dataset,
             'n_train': base.n_train, 'n_test': FLAGS.n_test, 'seeds': len(seeds),
             'baseline': base._asdict(), 'tasks': tasks,
-            'provenance': _common.provenance(('tasks', 'variations', 'attacks', 'seeds',
-                                              'width', 'eps', 'eps_units', 'tau', 'ridge',
-                                              'score', 'kernel', 'pgd_steps', 'epochs',
-                                              'init_std'))}
+            'provenance': _common.provenance(FLAGS, (
+                'tasks', 'variations', 'attacks', 'seeds', 'width', 'eps', 'eps_units', 'tau',
+                'ridge', 'score', 'kernel', 'pgd_steps', 'epochs', 'init_std'))}
   reporting.write_json(_common.out_path(NAME + '.json', out_dir), result)
   reporting.write_csv(_common.out_path(NAME + '.csv', out_dir), summary)
   reporting.write_csv(_common.out_path(NAME + '_calibration.csv', out_dir), calib)
@@ -137,7 +147,7 @@ def run(tasks, base, variations, attack_names, seeds, config, resume, out_dir=No
   return result
 
 
-def plot(summary, tasks, out_dir=None):
+def plot(summary, tasks, out_dir):
   """One tornado of log10(ratio) per task (PGD, or the first attack)."""
   from ntk_attention import paper
   from ntk_attention import reporting
@@ -170,11 +180,11 @@ def plot(summary, tasks, out_dir=None):
   return figures
 
 
-def main(argv):
+def main(argv, context=None):
   del argv
   from ntk_attention import attacks
   from ntk_attention import sensitivity
-  classes = _common.check_data_flags()
+  classes = _common.check_data_flags(FLAGS)
   if classes:
     raise app.UsageError('--classes does not apply here; use --tasks (e.g. "all+3,8").')
   tasks = parse_tasks(FLAGS.tasks)
@@ -183,14 +193,15 @@ def main(argv):
     raise app.UsageError(f'--seeds must be >= 2 for a bootstrap interval, got {FLAGS.seeds}.')
   if FLAGS.width < 1:
     raise app.UsageError(f'--width must be >= 1, got {FLAGS.width}.')
-  config = _common.training_config()
-  _common.model_options()    # validates --init_std and the attention flags
+  config = _common.training_config(FLAGS)
+  _common.model_options(FLAGS)    # validates --init_std and the attention flags
   base = baseline()
   variations = sensitivity.parse_variations(FLAGS.variations, base)
   sensitivity.validate(base, variations, attack_names, tasks)
-  _common.setup()
-  run(tasks, base, variations, attack_names, list(range(FLAGS.seeds)), config, FLAGS.resume)
-  print(open(_common.out_path(NAME + '_table.md')).read())
+  _common.setup(FLAGS)
+  run(tasks, base, variations, attack_names, list(range(FLAGS.seeds)), config, FLAGS.resume,
+      context=context)
+  print(open(_common.out_path(NAME + '_table.md', FLAGS.output_dir)).read())
   logging.info('results in %s', FLAGS.output_dir)
 
 

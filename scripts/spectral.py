@@ -37,17 +37,23 @@ from ntk_attention import paper
 from ntk_attention import reporting
 from ntk_attention import spectral
 
+FLAGS = _common.script_flags(__name__)
+_common.define_data_flags(FLAGS)
 flags.DEFINE_string('n_grid', '25,50,100,200,500,1000',
-                    'Subset sizes n of the κ(n) curve; values above --n_train are dropped.')
-flags.DEFINE_float('rtol', 1e-10, 'Relative tolerance of the numerical rank (λ > rtol·λ_max).')
-flags.DEFINE_float('eps', 0.3, 'ε of the v1 width threshold m = κ⁶/ε².')
-flags.DEFINE_string('depths', '1,2,3', 'Depths k of shared linearized attention: spectra of G^{2k+1}.')
+                    'Subset sizes n of the κ(n) curve; values above --n_train are dropped.',
+                    flag_values=FLAGS)
+flags.DEFINE_float('rtol', 1e-10, 'Relative tolerance of the numerical rank (λ > rtol·λ_max).',
+                   flag_values=FLAGS)
+flags.DEFINE_float('eps', 0.3, 'ε of the v1 width threshold m = κ⁶/ε².', flag_values=FLAGS)
+flags.DEFINE_string('depths', '1,2,3', 'Depths k of shared linearized attention: spectra of G^{2k+1}.',
+                    flag_values=FLAGS)
 flags.DEFINE_integer('variant_n', 10, 'Points (the first n of the training set) on which the '
                      'depth-k and rank-r attention kernels are measured against their predicted κ; '
-                     'small so that the predictions stay within float64 (κ^p <= 1e12).')
-flags.DEFINE_string('ranks', '5,10,20', 'Ranks r of the truncated pattern: spectra of (U_r Λ_r U_rᵀ)³.')
+                     'small so that the predictions stay within float64 (κ^p <= 1e12).',
+                     flag_values=FLAGS)
+flags.DEFINE_string('ranks', '5,10,20', 'Ranks r of the truncated pattern: spectra of (U_r Λ_r U_rᵀ)³.',
+                    flag_values=FLAGS)
 
-FLAGS = flags.FLAGS
 
 # The study's quoted κ(G) (v1); the number of samples behind them was not published.
 PAPER_KAPPA = paper.KAPPA
@@ -55,7 +61,7 @@ PAPER_KAPPA = paper.KAPPA
 
 def _check_flags():
   """Validates every flag before any data is loaded; returns (classes, n_grid, depths, ranks)."""
-  classes = _common.check_data_flags()
+  classes = _common.check_data_flags(FLAGS)
   grid = _common.parse_int_list(FLAGS.n_grid, 'n_grid')
   dropped = [n for n in grid if n > FLAGS.n_train]
   grid = sorted(set(n for n in grid if n <= FLAGS.n_train))
@@ -74,12 +80,14 @@ def _check_flags():
   return classes, grid, depths, ranks
 
 
-def main(argv):
+def main(argv, context=None):
+  """`context` (scripts/reproduce.py in-process) is unused: nothing here trains."""
+  del context
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   classes, grid, depths, ranks = _check_flags()
-  _common.setup()
-  ds = _common.load_data(classes)
+  _common.setup(FLAGS)
+  ds = _common.load_data(FLAGS, classes)
   run(ds, FLAGS.output_dir, grid, depths, ranks, FLAGS.rtol, FLAGS.eps, FLAGS.seed,
       FLAGS.variant_n)
 
@@ -201,7 +209,7 @@ def run(ds, out, grid, depths, ranks, rtol=1e-10, eps=0.3, seed=0, variant_n=10)
                           'kappa_cifar10': PAPER_KAPPA['cifar10'],
                           'note': "the paper's quoted kappa(G) (v1); its sample count n was not "
                                   'published'},
-      'provenance': _common.provenance(('n_grid', 'rtol', 'eps', 'depths', 'ranks', 'variant_n')),
+      'provenance': _common.provenance(FLAGS, ('n_grid', 'rtol', 'eps', 'depths', 'ranks', 'variant_n')),
   }
   paths = [os.path.join(out, f) for f in ('spectral.json', 'spectral_curve.csv',
                                            'spectral_spectra.npz', 'spectral_spectra.png',

@@ -200,13 +200,13 @@ def _script(name):
 
 
 def _run_in_process(name, args):
-  module = _script(name)
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(['prog', *args])
+  module = _script(name)          # imported: the script's flags are its own registry
+  module.FLAGS.unparse_flags()
+  module.FLAGS(['prog', *args])
   try:
     module.main(['prog'])
   finally:
-    flags.FLAGS.unparse_flags()
+    module.FLAGS.unparse_flags()
 
 
 def test_spectral_singular_gram_uses_effective_kappa(tmp_path):

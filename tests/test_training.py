@@ -152,3 +152,29 @@ def test_seeds_are_sharded_across_devices(tmp_path, small):
   res = training.train(model, training.seed_keys([0, 1]), ds.x_train, y,
                        training.TrainConfig(epochs=3, batch_size=20))
   np.testing.assert_allclose(np.load(out), res.params[1][0][0], rtol=1e-5, atol=1e-6)
+
+
+def test_cached_train_trains_each_seed_once_and_reloads_it_from_disk(small, tmp_path):
+  """Per-seed entries: a later call with a subset of the seeds trains nothing; a fresh
+  trainer on the same folder loads (trains nothing) and returns the same arrays; a seed
+  trained alone equals the same seed trained with others (to float32 rounding)."""
+  x, y = small.x_train, data.targets(small.y_train, small.num_classes)
+  model = models.build('relu_mlp', 8, small.num_classes)
+  config = training.TrainConfig(epochs=2, batch_size=16)
+  fn = training.cached_train(directory=str(tmp_path))
+  three = fn(model, training.seed_keys([0, 1, 2]), x, y, config)
+  two = fn(model, training.seed_keys([2, 0]), x, y, config)
+  assert fn.stats == {'trained': 3, 'loaded': 0, 'hits': 2}
+  np.testing.assert_array_equal(two.losses, three.losses[jnp.array([2, 0])])
+  again = training.cached_train(directory=str(tmp_path))
+  loaded = again(model, training.seed_keys([0, 1, 2]), x, y, config)
+  assert again.stats == {'trained': 0, 'loaded': 3, 'hits': 0}
+  for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(three)):
+    np.testing.assert_array_equal(a, b)
+  alone = training.train(model, training.seed_keys([1]), x, y, config)
+  for a, b in zip(jax.tree_util.tree_leaves(alone.params),
+                  jax.tree_util.tree_leaves(training.unstack(three.params, 1))):
+    np.testing.assert_allclose(a[0], b, rtol=2e-5, atol=2e-6)
+  # Another configuration is another entry.
+  fn(model, training.seed_keys([0]), x, y, config._replace(lr=2e-3))
+  assert fn.stats['trained'] == 4

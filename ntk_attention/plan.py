@@ -1,0 +1,241 @@
+"""What a reproduction will cost before it runs, and how far it has got (docs/method.md §14).
+
+A part's cost is counted in floating-point operations from its sizes alone (no data is loaded,
+nothing compiled): float32 for training, attacks and empirical kernels, float64 for
+analytic kernels, spectra, Cholesky solves and influence. Dividing by this machine's rates,
+measured in a ~1 s calibration (`calibrate`), and by the fraction of those rates the real
+programs reach (`EFFICIENCY`, measured once on the quick preset; see the method document),
+gives seconds. The estimate is meant to tell minutes from hours (a preset that needs a GPU),
+not to be exact: expect a factor of 2 either way.
+
+Counts, with n training points, t test points, N = n + t, d features, m the width, C outputs,
+E epochs, S seeds:
+  training, per seed:          6·E·n·m·(d + C)            (forward + backward of the head)
+  empirical NTK (closed form): 2·N²·(d + m)
+  analytic NTK:                2·N²·d   (float64)
+  influence (Cholesky + solve): n³/3 + 2·n²·t   (float64)
+  eigendecomposition:          10·n³    (float64)
+  attack step (loss gradient): 6·n·m·d, plus 6·n²·d when attention mixes the rows
+"""
+import os
+import time
+from typing import Callable, Dict, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+# Fraction of the calibrated peak rate reached by each kind of work (float32, float64):
+# training scans many small batches, attacks and kernels are larger products.
+EFFICIENCY = (0.25, 0.5)
+# Seconds a part spends whatever its size (loading data, compiling, figures).
+OVERHEAD_S = 5.0
+DIMS = {'digits': 64, 'mnist': 784, 'mnist_sample': 784, 'fashion_mnist': 784,
+        'cifar10': 3072, 'cifar10_sample': 3072}
+STEPS = {'fgsm': 1, 'pgd': 20, 'mim': 10, 'influence': 20}
+
+
+class Rates(NamedTuple):
+  """Measured FLOP/s of a large float32 matrix product and of a float64 one."""
+  f32: float
+  f64: float
+
+
+class Cost(NamedTuple):
+  """A part's cells and its operation counts."""
+  cells: int
+  flop32: float
+  flop64: float
+
+
+def calibrate(size: int = 1024, repeats: int = 3) -> Rates:
+  """Times `size × size` matrix products (jitted, after a warm-up) in float32 and float64."""
+  import jax
+  import jax.numpy as jnp
+  rates = []
+  for dtype in (jnp.float32, jnp.float64):
+    a = jnp.ones((size, size), dtype) / size
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+      f(a).block_until_ready()
+    rates.append(2 * size ** 3 * repeats / (time.perf_counter() - t0))
+  return Rates(*rates)
+
+
+def seconds(cost: Cost, rates: Rates) -> float:
+  """Estimated wall time of a part."""
+  return (OVERHEAD_S + cost.flop32 / (rates.f32 * EFFICIENCY[0])
+          + cost.flop64 / (rates.f64 * EFFICIENCY[1]))
+
+
+def n_features(dataset: str) -> int:
+  """d of a dataset, without loading it (an `npz:` file is opened for its header only)."""
+  if dataset.startswith('npz:'):
+    with np.load(dataset[4:], mmap_mode='r') as f:
+      return int(np.prod(f['x'].shape[1:]))
+  return DIMS[dataset]
+
+
+def _train(n, d, m, c, epochs, seeds):
+  return 6.0 * epochs * n * m * (d + c) * seeds
+
+
+def _attack(name, n, d, m, attention):
+  return STEPS.get(name, 1) * 6.0 * n * d * (m + (n if attention else 0))
+
+
+def _influence(n, t):
+  return n ** 3 / 3 + 2.0 * n * n * t
+
+
+def _sizes(v: dict):
+  n, t = v['n_train'], v['n_test']
+  classes = [c for c in str(v.get('classes') or '').split(',') if c.strip()]
+  c = 1 if len(classes) == 2 else (len(classes) or 10)
+  return n, t, n + t, n_features(v['dataset']), c
+
+
+def _list(v, key, cast=str):
+  return [cast(x) for x in str(v[key]).split(',') if x.strip()]
+
+
+def part_cost(script: str, v: dict) -> Cost:
+  """Cost of `python scripts/<script>.py` with flag values `v` (a dict of every flag)."""
+  n, t, big_n, d, c = _sizes(v)
+  if script == 'spectral':
+    grid = [k for k in _list(v, 'n_grid', int) if k <= n]
+    return Cost(len(grid), 0.0, sum(10.0 * k ** 3 for k in grid) + 2.0 * n * n * d)
+  if script == 'approximation':
+    return Cost(1, 0.0, 4 * (10.0 * big_n ** 3 + 2.0 * big_n ** 2 * d))
+  if script == 'ntk_distance':
+    models, widths, seeds = _list(v, 'models'), _list(v, 'widths', int), v['seeds']
+    f32 = sum(_train(n, d, m, c, v['epochs'], seeds) + 2 * seeds * 2.0 * big_n ** 2 * (d + m)
+              for m in widths) * len(models)
+    f64 = len(models) * (2.0 * big_n ** 2 * d + _influence(n, t))
+    return Cost(len(models) * len(widths) * seeds, f32, f64)
+  if script == 'malleability':
+    models, attacks, eps = _list(v, 'models'), _list(v, 'attacks'), _list(v, 'epsilons')
+    m, seeds, epochs = v['width'], v['seeds'], v['epochs']
+    interventions = _list(v, 'interventions') if v.get('interventions') else []
+    settings = 1 + len(interventions) + bool(v.get('adversarial_training'))
+    f32 = f64 = 0.0
+    for model in models:
+      attention = model != 'relu_mlp'
+      train = _train(n, d, m, c, epochs, seeds)
+      f32 += train * (1 + len(interventions))            # standard + each retrained set
+      if v.get('adversarial_training'):                    # PGD inside every step
+        f32 += train * (1 + STEPS['pgd'])
+      per_attack = sum(_attack(a, n, d, m, attention) for a in attacks) * len(eps) * seeds
+      kernels = (1 + len(attacks) * len(eps)) * seeds * 2.0 * big_n ** 2 * (d + m)
+      f32 += settings * (per_attack + kernels)
+      if v.get('retrain'):
+        f32 += train * len(attacks) * len(eps)
+      f64 += settings * (1 + len(attacks) * len(eps)) * seeds * _influence(n, t)
+    cells = len(models) * settings * len(attacks) * len(eps) * seeds
+    return Cost(cells, f32, f64)
+  if script == 'sensitivity':
+    from ntk_attention import sensitivity
+    tasks = [x for x in str(v['tasks']).split('+') if x.strip()]
+    base = sensitivity.Baseline(width=v['width'], n_train=n, epochs=v['epochs'])
+    variations = sensitivity.parse_variations(v.get('variations') or '', base)
+    attacks, seeds, m = _list(v, 'attacks'), v['seeds'], v['width']
+    runs = len(tasks) * 2 * (1 + len(variations))            # 2 models × (baseline + each)
+    trainings = len(tasks) * 2 * (1 + sum(1 for k, _ in variations
+                                          if k in ('init_std', 'epochs', 'width', 'n_train')))
+    f32 = (trainings * _train(n, d, m, c, v['epochs'], seeds)
+           + runs * seeds * sum(_attack(a, n, d, m, True) for a in attacks)
+           + runs * seeds * (1 + len(attacks)) * 2.0 * big_n ** 2 * (d + m))
+    f64 = runs * seeds * (1 + len(attacks)) * _influence(n, t)
+    cells = len(tasks) * 2 * seeds * (len(attacks) + len(variations) * len(attacks))
+    return Cost(cells, f32, f64)
+  raise ValueError(f'no cost model for {script!r}')
+
+
+class RunProgress:
+  """One progress line for a whole run: parts done, the current part's cells, elapsed time
+  and time left (the current part from its measured time per cell, the parts to come from
+  their estimates, scaled by how the finished parts compared with theirs).
+
+  `write(line)` shows the line; on a terminal it overwrites itself, elsewhere a line is
+  written at most every `every_s` seconds and when a part ends.
+  """
+
+  def __init__(self, estimates: Dict[str, float], write: Optional[Callable] = None,
+               every_s: float = 15.0, tty: Optional[bool] = None):
+    import sys
+    self.estimates = dict(estimates)
+    self.names = list(estimates)
+    self.tty = sys.stderr.isatty() if tty is None else tty
+    self.write = write or (lambda line: sys.stderr.write(line))
+    self.every_s = every_s
+    self.start = time.monotonic()
+    self.finished: Dict[str, float] = {}
+    self.current: Optional[str] = None
+    self.cells = (0, 0)
+    self._part_start = self.start
+    self._shown = 0.0
+
+  def begin(self, name: str) -> None:
+    self.current, self.cells, self._part_start = name, (0, 0), time.monotonic()
+    self.show(force=True)
+
+  def cell(self, progress) -> None:
+    """The listener of a part's `reporting.Progress`."""
+    self.cells = (progress.done, progress.total)
+    self._rate = progress.elapsed / max(progress.timed, 1) if progress.timed else None
+    self.show()
+
+  def end(self, name: str, cached: bool = False) -> None:
+    self.finished[name] = None if cached else time.monotonic() - self._part_start
+    self.current, self.cells = None, (0, 0)
+    self.show(force=True)
+
+  def left(self) -> float:
+    pairs = [(s, self.estimates[k]) for k, s in self.finished.items() if s is not None]
+    scale = (sum(s for s, _ in pairs) / max(sum(e for _, e in pairs), 1e-9)) if pairs else 1.0
+    todo = [k for k in self.names if k not in self.finished and k != self.current]
+    left = scale * sum(self.estimates[k] for k in todo)
+    if self.current:
+      done, total = self.cells
+      rate = getattr(self, '_rate', None)
+      if rate and total:
+        left += rate * (total - done)
+      else:
+        left += max(scale * self.estimates[self.current]
+                    - (time.monotonic() - self._part_start), 0.0)
+    return left
+
+  def line(self) -> str:
+    from ntk_attention import reporting
+    elapsed = time.monotonic() - self.start
+    text = f'[reproduce] parts {len(self.finished)}/{len(self.names)}'
+    if self.current:
+      done, total = self.cells
+      text += f' · {self.current}' + (f' cells {done}/{total}' if total else '')
+    return (text + f' · elapsed {reporting.format_duration(elapsed)}'
+            f' · ~{reporting.format_duration(self.left())} left')
+
+  def show(self, force: bool = False) -> None:
+    now = time.monotonic()
+    if self.tty:
+      self.write('\r\033[K' + self.line())
+    elif force or now - self._shown >= self.every_s:
+      self.write(self.line() + '\n')
+    else:
+      return
+    self._shown = now
+
+  def close(self) -> None:
+    if self.tty:
+      self.write('\n')
+
+
+def dry_run_table(costs: Sequence[tuple], rates: Rates) -> list:
+  """Rows (part, cells, GFLOP float32/float64, estimated seconds) of `[(name, Cost)]`."""
+  return [{'part': name, 'cells': cost.cells, 'gflop_f32': cost.flop32 / 1e9,
+           'gflop_f64': cost.flop64 / 1e9, 'estimate_s': seconds(cost, rates)}
+          for name, cost in costs]
+
+
+__all__ = ['EFFICIENCY', 'Rates', 'Cost', 'calibrate', 'seconds', 'n_features', 'part_cost',
+           'RunProgress', 'dry_run_table']
