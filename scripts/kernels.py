@@ -36,7 +36,7 @@ flags.DEFINE_string('widths', '16,64,256,1024,4096', 'Comma-separated hidden wid
 flags.DEFINE_integer('seeds', 4, 'Initialisations per width (PRNGKey(--seed + s)).')
 flags.DEFINE_string('method', 'auto',
                     "Empirical NTK: 'auto' (closed_form where the prefix is parameter-free, else "
-                    f"ntk_vector_products) or one of {', '.join(kernels.METHODS)}.")
+                    f"jacobian_contraction) or one of {', '.join(kernels.METHODS)}.")
 flags.DEFINE_string('save_kernels', '',
                     "'' or FILE.npz (path as given, relative to the working directory): train-block "
                     'analytic NTK per model and seed-0 empirical train block per model x width.')
@@ -175,4 +175,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  _common.run(main)
