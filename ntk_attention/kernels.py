@@ -231,6 +231,6 @@ def _check_finite(k, what: str):
   return k
 
 
-__all__ = ['Blocks', 'METHODS', 'KernelPair', 'resolve', 'token_block', 'split_blocks', 'analytic_kernel', 'closed_form_ntk',
-           'empirical_ntk', 'default_method', 'monte_carlo_ntk', 'ntk_predictor', 'relative_distance',
+__all__ = ['Blocks', 'METHODS', 'KernelPair', 'resolve', 'token_block', 'split_blocks',
+           'analytic_kernel', 'closed_form_ntk', 'empirical_ntk', 'default_method', 'monte_carlo_ntk', 'ntk_predictor', 'relative_distance',
            'gram_power']

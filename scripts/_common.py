@@ -1,7 +1,9 @@
 """Flags and start-up shared by every script: data selection, seed, output folder.
 
 Each script does `from _common import ...` (the scripts folder is on sys.path when a
-script runs), defines its own flags at the top, and calls `setup()` first in `main`.
+script runs), defines its own flags at the top, checks them in `main` before calling `setup()`
+(which makes the output folder), and runs `main` through `run`, which answers a bad flag value
+with one line.
 """
 import json
 import logging as std_logging
@@ -18,6 +20,10 @@ from absl import logging
 # cuda drivers ..."); keep it quiet.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
+# numpy's eigensolvers with 2 OpenBLAS threads slow down 100x when another process holds a
+# core (measured: eigvalsh of 1000x1000, 0.06 s vs 6.5 s); JAX has its own thread pool.
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
+
 
 class _NoCudaProbeNoise(std_logging.Filter):
   """Drops JAX's reports of a CUDA backend it could not start: the run then is on the CPU,
@@ -31,9 +37,6 @@ class _NoCudaProbeNoise(std_logging.Filter):
 
 
 std_logging.getLogger('jax._src.xla_bridge').addFilter(_NoCudaProbeNoise())
-# numpy's eigensolvers with 2 OpenBLAS threads slow down 100x when another process holds a
-# core (measured: eigvalsh of 1000x1000, 0.06 s vs 6.5 s); JAX has its own thread pool.
-os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
 
 flags.DEFINE_string('dataset', 'mnist_sample',
                     "'mnist_sample' (5,000 real MNIST images, bundled, offline), "
