@@ -8,6 +8,8 @@ come from one definition. Modules, by concept:
                 `as_sequence` lays a dataset out as one sequence with its context mask
   models        relu_mlp, mlp_attn, mlp_attn_qkv triples; `build` splits prefix and head
   kernels       analytic / empirical (closed form or NT) NTKs, blocks, distances, f∞
+  transductive  NT's kernel_fn / empirical_ntk_fn / apply_fn signatures on (n, d) samples,
+                the second argument the training set (for nt.predict, nt.batch)
   spectral      float64 κ, κ_d, spectra, width thresholds of the Gram matrix G
   data          digits (bundled), mnist / fashion_mnist / cifar10 (tfds), npz:PATH
   training      optax training, all seeds in one vmapped program
@@ -33,6 +35,7 @@ from ntk_attention import reporting
 from ntk_attention import spectral
 from ntk_attention import sweeps
 from ntk_attention import training
+from ntk_attention import transductive
 from ntk_attention.kernels import analytic_kernel
 from ntk_attention.kernels import empirical_ntk
 from ntk_attention.layers import as_sequence
@@ -40,8 +43,12 @@ from ntk_attention.layers import FrozenReadout
 from ntk_attention.layers import LinearizedAttention
 from ntk_attention.layers import Normalize
 from ntk_attention.layers import QKVAttention
+from ntk_attention.kernels import monte_carlo_ntk
 from ntk_attention.models import mlp_attn
 from ntk_attention.models import mlp_attn_qkv
 from ntk_attention.models import relu_mlp
+from ntk_attention.transductive import transductive_apply_fn
+from ntk_attention.transductive import transductive_empirical_ntk_fn
+from ntk_attention.transductive import transductive_kernel_fn
 
 __version__ = '0.1.0'

@@ -41,6 +41,7 @@ from typing import Sequence
 import urllib.parse
 import urllib.request
 import warnings
+import zipfile
 
 import numpy as np
 
@@ -162,6 +163,9 @@ def validate_dataset_name(name: str) -> None:
       raise ValueError(f'npz dataset needs a path: "npz:PATH"; got {name!r}.')
     if not os.path.isfile(path):
       raise ValueError(f'npz dataset file not found: {path!r}.')
+    if not zipfile.is_zipfile(path):   # numpy would talk about pickles instead
+      raise ValueError(f'{path!r} is not an npz file (a zip of .npy arrays, as numpy.savez '
+                       'writes); it needs arrays x (N, H, W[, C]) and y (N,).')
     return
   if name not in DATASETS:
     raise ValueError(f'unknown dataset {name!r}; valid: {", ".join(DATASETS)}, or '

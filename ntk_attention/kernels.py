@@ -12,7 +12,11 @@ eval (t, t))`.
   `Θ_m = (W_std²/d) (Z Zᵀ) ⊙ (S Sᵀ)/m`, `S = 1[h > 0]`, on the features `Z` of a
   parameter-free prefix, `O(N²(d + m))`; `'jacobian_contraction'` and
   `'ntk_vector_products'` use NT's generic `empirical_ntk_fn` for any composition.
+
+Each takes the study's `models.Model`, a user's stax triple `(init_fn, apply_fn,
+kernel_fn)`, or the one function it needs (`kernel_fn`, `apply_fn`); see `resolve`.
 """
+import collections
 import functools
 from typing import NamedTuple, Optional
 
@@ -39,17 +43,55 @@ def split_blocks(k, n_train: int) -> Blocks:
   return Blocks(k[:n_train, :n_train], k[n_train:, :n_train], k[n_train:, n_train:])
 
 
-def analytic_kernel(kernel_fn, x_train, x_eval=None, get: str = 'ntk'):
+_PARTS = ('init_fn', 'apply_fn', 'kernel_fn')
+KernelPair = collections.namedtuple('Kernel', ('nngp', 'ntk'))
+
+
+def resolve(model, part: str):
+  """The `part` (`'init_fn'`, `'apply_fn'` or `'kernel_fn'`) of `model`: a `models.Model`, a
+  stax triple `(init_fn, apply_fn, kernel_fn)`, or that function itself."""
+  if isinstance(model, models_lib.Model):
+    return getattr(model, part)
+  if isinstance(model, tuple):
+    if len(model) != 3 or not all(callable(f) for f in model):
+      raise TypeError('expected a stax triple (init_fn, apply_fn, kernel_fn), got a '
+                      f'{type(model).__name__} of {len(model)}.')
+    return model[_PARTS.index(part)]
+  if callable(model):
+    if part == 'init_fn':
+      raise TypeError('drawing parameters needs an init_fn: pass a models.Model or a '
+                      'stax triple (init_fn, apply_fn, kernel_fn), not a bare function.')
+    return model
+  raise TypeError(f'expected a models.Model, a stax triple or a {part}, got {model!r}.')
+
+
+def token_block(k, rows=slice(None), cols=slice(None)):
+  """An NT kernel over one sequence -> the token block `[rows, cols]` of its `(N1, N2)` axes.
+
+  `k`: an array `(1, 1, N1, N2, ...)`, a namedtuple of such arrays (tuple `get`), or NT's
+  `Kernel` (`get=None`, read as `KernelPair(nngp, ntk)`). `rows`, `cols`: slices. Returns
+  the same kind with arrays `(n1, n2, ...)`.
+  """
+  if isinstance(k, _nt.Kernel):
+    k = KernelPair(k.nngp, k.ntk)
+  if isinstance(k, tuple):
+    return type(k)(*(None if v is None else token_block(v, rows, cols) for v in k))
+  return k[0, 0][rows][:, cols]
+
+
+def analytic_kernel(kernel_fn, x_train, x_eval=None, get='ntk'):
   """Infinite-width kernel `(N, N)` over the sequence `[x_train; x_eval]`.
 
-  `kernel_fn` is a stax `kernel_fn` (or a `models.Model`). Computed in the dtype of the
-  inputs (float64 when x64 is enabled and the inputs are float64).
+  `kernel_fn`: a stax `kernel_fn`, a stax triple or a `models.Model`. `get`: `'ntk'`,
+  `'nngp'`, a tuple of them (a namedtuple of `(N, N)` arrays) or None (both). Computed in
+  the dtype of the inputs (float64 when x64 is enabled and the inputs are float64).
   """
-  if isinstance(kernel_fn, models_lib.Model):
-    kernel_fn = kernel_fn.kernel_fn
+  kernel_fn = resolve(kernel_fn, 'kernel_fn')
   seq, context = layers.as_sequence(x_train, x_eval)
-  k = kernel_fn(seq, None, get, context=(context, context))
-  return _check_finite(k[0, 0], f'analytic {get} kernel')
+  k = token_block(kernel_fn(seq, None, get, context=(context, context)))
+  if isinstance(k, tuple):
+    return type(k)(*(_check_finite(v, f'analytic {g} kernel') for g, v in zip(k._fields, k)))
+  return _check_finite(k, f'analytic {get} kernel')
 
 
 def closed_form_ntk(z1, w, W_std: float = 1.0, z2=None):
@@ -69,54 +111,69 @@ def closed_form_ntk(z1, w, W_std: float = 1.0, z2=None):
   return (z1 @ z2.T) * (s1 @ s2.T) * (W_std ** 2 / (d * m))
 
 
-def empirical_ntk(model: models_lib.Model, params, x_train, x_eval=None,
-                  method: str = 'closed_form'):
+def empirical_ntk(model, params, x_train, x_eval=None, method: Optional[str] = None,
+                  trace_axes=(-1,)):
   """Finite-width NTK `(N, N)` over `[x_train; x_eval]` at `params`.
 
-  `closed_form` needs a parameter-free prefix (relu_mlp, mlp_attn); the generic NT
-  methods work for every model (the frozen readout contributes nothing: its
-  `apply_fn` stops its gradient).
+  `model`: a `models.Model`, a stax triple or an `apply_fn`. `method=None` picks
+  `default_method(model)`. `closed_form` needs a `Model` with a parameter-free prefix
+  (relu_mlp, mlp_attn) and `trace_axes=(-1,)`; the generic NT methods work for every
+  composition (the frozen readout contributes nothing: its `apply_fn` stops its
+  gradient). `trace_axes=()` keeps the output axes: `(N, N, C, C)`.
   """
+  method = method or default_method(model, trace_axes)
   if method not in METHODS:
     raise ValueError(f'method must be one of {METHODS}, got {method!r}.')
   seq, context = layers.as_sequence(x_train, x_eval)
   if method == 'closed_form':
+    if not isinstance(model, models_lib.Model) or tuple(trace_axes) != (-1,):
+      raise ValueError('closed_form needs a models.Model and trace_axes=(-1,); use '
+                       'jacobian_contraction or ntk_vector_products for any composition.')
     if model.prefix_trainable:
       raise ValueError(f'closed_form needs a parameter-free prefix; {model.name} has '
                        'a trainable one: use jacobian_contraction or ntk_vector_products.')
     z = models_lib.features(model, params, seq, context)[0]
     w = params[1][0][0]
     return closed_form_ntk(z.astype(w.dtype), w, model.W_std)
-  return _generic_ntk_fn(model, method)(seq, None, params, context=(context, context))[0, 0]
+  ntk_fn = _generic_ntk_fn(model, method, tuple(trace_axes))
+  return token_block(ntk_fn(seq, None, params, context=(context, context)))
 
 
 @functools.lru_cache(maxsize=None)
-def _generic_ntk_fn(model: models_lib.Model, method: str):
-  """NT's `empirical_ntk_fn` for `model`, jitted once per (model, method)."""
+def _generic_ntk_fn(model, method: str, trace_axes=(-1,)):
+  """NT's `empirical_ntk_fn` for `model` (a Model, triple or apply_fn), jitted once per
+  (model, method, trace_axes)."""
   return jax.jit(_nt.empirical_ntk_fn_generic(
-      model.apply_fn, trace_axes=(-1,), implementation=_nt.IMPLEMENTATIONS[method]))
+      resolve(model, 'apply_fn'), trace_axes=trace_axes,
+      implementation=_nt.IMPLEMENTATIONS[method]))
 
 
-def default_method(model: models_lib.Model) -> str:
-  """The fastest exact method for `model`: the closed form for a parameter-free prefix,
-  else NT's Jacobian contraction (measured 2x faster than NTK-vector products on the QKV
-  model at N=300; its memory grows as N·C·#params)."""
-  return 'jacobian_contraction' if model.prefix_trainable else 'closed_form'
+def default_method(model, trace_axes=(-1,)) -> str:
+  """The fastest exact method for `model`: the closed form for a `Model` with a
+  parameter-free prefix (and outputs traced), else NT's Jacobian contraction (measured 2x
+  faster than NTK-vector products on the QKV model at N=300; its memory grows as
+  N·C·#params)."""
+  closed = (isinstance(model, models_lib.Model) and not model.prefix_trainable
+            and tuple(trace_axes) == (-1,))
+  return 'closed_form' if closed else 'jacobian_contraction'
 
 
-def monte_carlo_ntk(model: models_lib.Model, keys, x_train, x_eval=None,
+def monte_carlo_ntk(model, keys, x_train, x_eval=None,
                     method: Optional[str] = None, dtype=jnp.float32):
   """Mean and per-draw empirical NTKs over initialisations, vmapped over `keys (S, 2)`.
 
-  Returns `(mean (N, N), draws (S, N, N))`.
+  `model`: a `models.Model` or a stax triple (its `init_fn` draws the parameters for
+  inputs `(1, 1, d)`). Returns `(mean (N, N), draws (S, N, N))`.
   """
   method = method or default_method(model)
   d = jnp.shape(x_train)[-1]
   x_train = jnp.asarray(x_train, dtype)
   x_eval = None if x_eval is None else jnp.asarray(x_eval, dtype)
+  init_fn = resolve(model, 'init_fn')
 
   def one(key):
-    params = models_lib.init_params(model, key, d, dtype)
+    _, params = init_fn(key, (1, 1, d))
+    params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, dtype), params)
     return empirical_ntk(model, params, x_train, x_eval, method)
 
   draws = jax.vmap(one)(keys)
@@ -174,6 +231,6 @@ def _check_finite(k, what: str):
   return k
 
 
-__all__ = ['Blocks', 'METHODS', 'split_blocks', 'analytic_kernel', 'closed_form_ntk',
-           'empirical_ntk', 'default_method', 'monte_carlo_ntk', 'ntk_predictor', 'relative_distance',
+__all__ = ['Blocks', 'METHODS', 'KernelPair', 'resolve', 'token_block', 'split_blocks',
+           'analytic_kernel', 'closed_form_ntk', 'empirical_ntk', 'default_method', 'monte_carlo_ntk', 'ntk_predictor', 'relative_distance',
            'gram_power']

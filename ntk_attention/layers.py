@@ -16,6 +16,15 @@ evaluation points. Pass it as a keyword argument, like NT's `Aggregate(pattern=.
 `kernel_fn(..., diagonal_spatial=False)` of shape `(1, 1, N, N)`; NT picks that layout
 automatically because these layers require full spatial covariances.
 
+What `x2` means. `kernel_fn(seq1, seq2, ...)` is the covariance between two independent
+sequences, each token attending only to its own sequence's context; it is not the kernel
+between test and training samples (test tokens must attend to the training set). Because
+that reading is a silent trap, the attention layers refuse a second sequence unless
+`context=(c1, c2)` names both contexts. For samples, lay them out as one sequence, or use
+`ntk_attention.transductive_kernel_fn` / `transductive_empirical_ntk_fn` /
+`transductive_apply_fn` (NT's signatures on `(n, d)` arrays, the second argument the
+training set).
+
 Conventions: NT averages covariances over channels, `Σ_ij = x_i·x_j / d`. The paper's
 unit-norm inputs `‖x_i‖ = 1` are `Σ_ii = 1` in that convention, which is what `Normalize`
 produces (`x·√d/‖x‖`, RMS 1).
@@ -162,6 +171,11 @@ def _attention_kernel(k, context, pattern, depth: int = 1, shared: bool = True):
   """
   if len(k.shape1) != 3:
     raise ValueError(f'attention expects inputs of shape (B, N, d); got {k.shape1}.')
+  if k.cov2 is not None and not isinstance(context, (tuple, list)):
+    raise ValueError(
+        'attention kernel_fn(x1, x2) with a second sequence x2 attends within each sequence, '
+        'not to a training set: for samples use ntk_attention.transductive_kernel_fn '
+        '(or transductive_empirical_ntk_fn), or pass context=(c1, c2) for two sequences.')
   c1, c2 = _split_context(context)
   c1 = _batched_context(c1, k.shape1[0], k.shape1[1], k.nngp.dtype)
   c2 = _batched_context(c2, k.shape2[0], k.shape2[1], k.nngp.dtype)

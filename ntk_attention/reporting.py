@@ -3,8 +3,9 @@
 Conventions:
   * Every file write is atomic: the bytes go to a temp file in the same folder, which is flushed, fsynced and then
     `os.replace`d over the target, so a crash leaves either the old file or the new one, never half of one.
-  * JSON is strict (no bare `Infinity`/`NaN` tokens): non-finite floats are written as the strings 'inf', '-inf',
-    'nan', and `read_json` / `JsonlStore.records` turn exactly those strings back into floats. numpy scalars and
+  * JSON is strict and numeric fields hold numbers or null: a non-finite float is written as null, and in an
+    object a field `<key>_null_because` ('infinite', 'negative infinite', 'not a number') says why;
+    `read_json` / `JsonlStore.records` turn exactly those pairs back into floats. numpy scalars and
     arrays (and anything with `__array__`, e.g. jax arrays) become Python numbers and lists; tuples become lists.
   * Figures use `matplotlib.figure.Figure` directly (no pyplot), so there is no global figure registry or backend
     switch; PNGs are saved at 120 dpi.
@@ -26,7 +27,16 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-_NONFINITE = {'inf': math.inf, '-inf': -math.inf, 'nan': math.nan}
+_NONFINITE = {'infinite': math.inf, 'negative infinite': -math.inf, 'not a number': math.nan}
+_WHY = '_null_because'
+
+
+def _nonfinite_reason(v):
+  """'infinite' / 'negative infinite' / 'not a number' for a non-finite float, else None."""
+  v = v.item() if isinstance(v, np.generic) else v
+  if not isinstance(v, float) or math.isfinite(v):
+    return None
+  return 'not a number' if math.isnan(v) else ('infinite' if v > 0 else 'negative infinite')
 
 
 # ---------------------------------------------------------------------------------------------------------- files
@@ -83,6 +93,8 @@ def _to_jsonable(obj):
       if not (k is None or isinstance(k, (str, int, float))):
         raise TypeError(f'JSON object keys must be str or numbers, got {type(k).__name__}: {k!r}')
       out[k] = _to_jsonable(v)
+      if _nonfinite_reason(v):
+        out[f'{k}{_WHY}'] = _nonfinite_reason(v)
     return out
   if isinstance(obj, (list, tuple)):
     return [_to_jsonable(v) for v in obj]
@@ -91,7 +103,7 @@ def _to_jsonable(obj):
   if isinstance(obj, np.generic):
     return _to_jsonable(obj.item())
   if isinstance(obj, float):
-    return obj if math.isfinite(obj) else ('nan' if math.isnan(obj) else ('inf' if obj > 0 else '-inf'))
+    return obj if math.isfinite(obj) else None
   if obj is None or isinstance(obj, (str, int, bool)):
     return obj
   if isinstance(obj, os.PathLike):
@@ -102,13 +114,19 @@ def _to_jsonable(obj):
 
 
 def _from_jsonable(obj):
-  """Inverse of the non-finite encoding: the exact strings 'inf', '-inf', 'nan' become floats."""
+  """Inverse of the non-finite encoding: a null with its `<key>_null_because` becomes the float."""
   if isinstance(obj, dict):
-    return {k: _from_jsonable(v) for k, v in obj.items()}
+    out = {}
+    for k, v in obj.items():
+      why = obj.get(f'{k}{_WHY}') if isinstance(k, str) else None
+      if v is None and why in _NONFINITE:
+        out[k] = _NONFINITE[why]
+      elif not (isinstance(k, str) and k.endswith(_WHY) and obj.get(k[:-len(_WHY)], 0) is None
+                and isinstance(v, str) and v in _NONFINITE):
+        out[k] = _from_jsonable(v)
+    return out
   if isinstance(obj, list):
     return [_from_jsonable(v) for v in obj]
-  if isinstance(obj, str) and obj in _NONFINITE:
-    return _NONFINITE[obj]
   return obj
 
 
@@ -122,7 +140,7 @@ def write_json(path, obj) -> None:
 
 
 def read_json(path):
-  """Reads JSON written by `write_json`, restoring 'inf'/'-inf'/'nan' strings to floats."""
+  """Reads JSON written by `write_json`, restoring non-finite floats (module docstring)."""
   with open(path, encoding='utf-8') as f:
     return _from_jsonable(json.load(f))
 

@@ -3,23 +3,43 @@
 Each script does `import _common` (the scripts folder is on sys.path when a script runs),
 takes its flag registry from `script_flags(__name__)`, defines its flags into it at the top,
 and calls `setup(FLAGS)` first in `main(argv, context=None)`. `context` is what
-scripts/reproduce.py shares between the parts it runs in-process (`PartContext`).
+scripts/reproduce.py shares between the parts it runs in-process (`PartContext`). It runs `main` through `run`,
+which answers a bad flag value with one line; flags are checked before `setup` (which makes
+the output folder).
 """
 import json
+import logging as std_logging
 import os
 import platform
 import sys
 import time
 from typing import Callable, NamedTuple, Optional
 
+from absl import app
 from absl import flags
 from absl import logging
 
-# tensorflow (imported only by tfds, for mnist / cifar10) logs from C++; keep it quiet.
+# tensorflow (imported only by tfds, for mnist / cifar10) logs from C++ ("Could not find
+# cuda drivers ..."); keep it quiet.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
 # numpy's eigensolvers with 2 OpenBLAS threads slow down 100x when another process holds a
 # core (measured: eigvalsh of 1000x1000, 0.06 s vs 6.5 s); JAX has its own thread pool.
 os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
+
+
+class _NoCudaProbeNoise(std_logging.Filter):
+  """Drops JAX's reports of a CUDA backend it could not start: the run then is on the CPU,
+  and `provenance()` records the backend it used."""
+  NOISE = ("Unable to initialize backend 'cuda'", 'CUDA backend failed to initialize',
+           'CUDA-enabled jaxlib is not installed', 'could not find drivers')
+
+  def filter(self, record):
+    message = record.getMessage()
+    return not any(n in message for n in self.NOISE)
+
+
+std_logging.getLogger('jax._src.xla_bridge').addFilter(_NoCudaProbeNoise())
 
 
 def script_flags(module_name: str) -> flags.FlagValues:
@@ -192,8 +212,14 @@ def parse_names(text: str, name: str, allowed):
 def check_data_flags(fv: flags.FlagValues):
   """Validates the shared data flags without loading anything."""
   from ntk_attention import data
-  data.validate_dataset_name(fv.dataset)
-  classes = data.parse_classes(fv.classes)
+  try:
+    data.validate_dataset_name(fv.dataset)
+  except ValueError as e:
+    raise ValueError(f'--dataset: {e}') from None
+  try:
+    classes = data.parse_classes(fv.classes)
+  except ValueError as e:
+    raise ValueError(f'--classes: {e}') from None
   if fv.n_train < 2:
     raise ValueError(f'--n_train must be >= 2, got {fv.n_train}.')
   if fv.n_test < 1:
@@ -201,15 +227,50 @@ def check_data_flags(fv: flags.FlagValues):
   return classes
 
 
+_checking_flags = [True]   # until setup() / begin_work(): errors are bad flag values
+
+
+def begin_work():
+  """Ends flag checking: from here on an error is a failure with its traceback."""
+  _checking_flags[0] = False
+
+
+def _one_line_error(message) -> None:
+  sys.stderr.write(f'{os.path.basename(sys.argv[0])}: error: {" ".join(str(message).split())}\n')
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _one_line_error(e)
+
+
+def run(main):
+  """`app.run(main)`, answering a bad flag value (a flags parsing error, or a ValueError /
+  UsageError raised before `setup()` or `begin_work()`) with one line on stderr, exit 2."""
+
+  def checked_main(argv):
+    try:
+      return main(argv)
+    except (ValueError, app.UsageError) as e:
+      if not _checking_flags[0]:
+        raise
+      _one_line_error(e)
+
+  app.run(checked_main, flags_parser=_parse_flags)
+
+
 def setup(fv: flags.FlagValues, x64: bool = True):
   """Enables float64 (spectra, influence and analytic kernels need it) and the output dir."""
+  begin_work()
   import jax
   if x64:
     jax.config.update('jax_enable_x64', True)
   os.makedirs(fv.output_dir, exist_ok=True)
   logging.set_verbosity(logging.INFO)
   # JAX logs its backend probing (rocm, tpu) at INFO; it is noise on CPU machines.
-  import logging as std_logging
   std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
 
 

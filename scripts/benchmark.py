@@ -67,8 +67,9 @@ flags.DEFINE_integer('repeats', 3, 'Timed calls per function after one warm-up; 
 flags.DEFINE_float('max_case_s', 300.0, 'Time budget (s) for the timed calls of one function: '
                    'when the warm-up call shows the repeats would overrun it, fewer are timed '
                    '(at least one).', flag_values=FLAGS)
-flags.DEFINE_string('output', 'results/benchmark.json', 'JSON output; a .csv goes next to it.',
-                    flag_values=FLAGS)
+flags.DEFINE_string('output', 'results/benchmark.json',
+                    'Results file, must end in .json; the same rows go to the .csv of the same '
+                    'name beside it (its folder is created).', flag_values=FLAGS)
 flags.DEFINE_integer('bench_seed', 0, 'Seed of the random inputs and parameters.',
                      flag_values=FLAGS)
 # ntk entry
@@ -487,6 +488,7 @@ def main(argv):
               seed=FLAGS.bench_seed, ntk_out_dim=FLAGS.ntk_out_dim, ntk_models=ntk_models,
               ntk_generic_max_n=FLAGS.ntk_generic_max_n,
               ntk_max_memory_gb=FLAGS.ntk_max_memory_gb)
+  _common.begin_work()
   load_start = _loadavg()
   if load_start and load_start[0] > (os.cpu_count() or 1) - 0.5:
     print(f'[benchmark] warning: load average {load_start[0]:.1f} on {os.cpu_count()} cores '
@@ -507,4 +509,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  _common.run(main)

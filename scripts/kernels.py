@@ -40,7 +40,7 @@ flags.DEFINE_integer('seeds', 4, 'Initialisations per width (PRNGKey(--seed + s)
                      flag_values=FLAGS)
 flags.DEFINE_string('method', 'auto',
                     "Empirical NTK: 'auto' (closed_form where the prefix is parameter-free, else "
-                    f"ntk_vector_products) or one of {', '.join(kernels.METHODS)}.",
+                    f"jacobian_contraction) or one of {', '.join(kernels.METHODS)}.",
                     flag_values=FLAGS)
 flags.DEFINE_string('save_kernels', '',
                     "'' or FILE.npz (path as given, relative to the working directory): train-block "
@@ -181,4 +181,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  _common.run(main)

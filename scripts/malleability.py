@@ -227,6 +227,8 @@ def main(argv, context=None):
   model_names = _common.parse_names(FLAGS.models, 'models', models.MODELS)
   attack_names = _common.parse_names(FLAGS.attacks, 'attacks', malleability.ATTACKS)
   epsilons = _common.parse_float_list(FLAGS.epsilons, 'epsilons')
+  if FLAGS.eps_units == 'pixel' and not all(0 <= e <= 1 for e in epsilons):
+    raise app.UsageError(f'--epsilons must lie in [0, 1] (pixels on [0, 1]), got {epsilons}.')
   interventions = ([] if not FLAGS.interventions else
                    _common.parse_names(FLAGS.interventions, 'interventions',
                                        malleability.INTERVENTIONS))
@@ -254,4 +256,4 @@ def main(argv, context=None):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  _common.run(main)

@@ -130,4 +130,4 @@ def main(argv, context=None):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  _common.run(main)

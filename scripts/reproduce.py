@@ -142,9 +142,12 @@ flags.DEFINE_string('sens_attacks', 'fgsm,pgd,mim', 'sensitivity part: attacks.'
 flags.DEFINE_string('sens_variations', '',
                     "sensitivity part: 'CHOICE=V1,V2;...' ('' = the default grid).",
                     flag_values=FLAGS)
-for _script in ('spectral', 'ntk_distance', 'malleability', 'approximation', 'sensitivity'):
+for _script, _example in (('spectral', '--rtol=1e-8'), ('ntk_distance', '--widths=64,1024'),
+                          ('malleability', '--pgd_steps=40 --ridge=1e-2'),
+                          ('approximation', '--k_top=10 --noise=0.1'),
+                          ('sensitivity', '--width=256')):
   flags.DEFINE_string(f'{_script}_flags', '',
-                      f'Extra flags for every {_script}.py run, e.g. "--pgd_steps=40 --ridge=1e-2": '
+                      f'Extra flags for every {_script}.py run, e.g. "{_example}": '
                       'any flag of the underlying script overrides the preset this way.',
                       flag_values=FLAGS)
 _common.define_training_flags(FLAGS)

@@ -246,4 +246,4 @@ def run(ds, out, grid, depths, ranks, rtol=1e-10, eps=0.3, seed=0, variant_n=10)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  _common.run(main)

@@ -88,3 +88,38 @@ def test_bad_model_arguments():
     models.build('transformer', 8)
   with pytest.raises(ValueError, match='method'):
     kernels.empirical_ntk(models.build('relu_mlp', 4), None, _data(), None, 'autodiff')
+
+
+@pytest.mark.parametrize('name', ['mlp_attn', 'mlp_attn_qkv'])
+def test_a_stax_triple_or_bare_function_gives_the_model_results(name):
+  # The triple goes through NT's generic Jacobian contraction; the Model (mlp_attn)
+  # through the closed form: the same draws must give the same kernels.
+  x, xe = _data(7, 5), _data(3, 5, seed=1)
+  model = models.build(name, 16, 2)
+  triple = model.triple
+  np.testing.assert_allclose(kernels.analytic_kernel(triple[2], x, xe),
+                             kernels.analytic_kernel(model, x, xe), rtol=0, atol=0)
+  np.testing.assert_allclose(kernels.analytic_kernel(triple, x, xe, get='nngp'),
+                             kernels.analytic_kernel(model, x, xe, get='nngp'), atol=0)
+  params = models.init_params(model, jax.random.PRNGKey(2), 5, jnp.float64)
+  ref = kernels.empirical_ntk(model, params, x, xe)
+  for fn in (triple, triple[1]):
+    np.testing.assert_allclose(kernels.empirical_ntk(fn, params, x, xe), ref, atol=1e-12)
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  mean_m, draws_m = kernels.monte_carlo_ntk(model, keys, x, xe, dtype=jnp.float64)
+  mean_t, draws_t = kernels.monte_carlo_ntk(triple, keys, x, xe, dtype=jnp.float64)
+  np.testing.assert_allclose(draws_t, draws_m, atol=1e-12)
+  np.testing.assert_allclose(mean_t, mean_m, atol=1e-12)
+  with pytest.raises(TypeError, match='init_fn'):
+    kernels.monte_carlo_ntk(triple[1], keys, x, xe)
+
+
+def test_tuple_and_none_get():
+  x = _data(6, 4)
+  model = models.build('mlp_attn', 8, 1)
+  both = kernels.analytic_kernel(model, x, get=('nngp', 'ntk'))
+  np.testing.assert_allclose(both.ntk, kernels.analytic_kernel(model, x), atol=0)
+  np.testing.assert_allclose(both.nngp, kernels.analytic_kernel(model, x, get='nngp'), atol=0)
+  everything = kernels.analytic_kernel(model, x, get=None)
+  np.testing.assert_allclose(everything.ntk, both.ntk, atol=0)
+  assert everything.nngp.shape == (6, 6)

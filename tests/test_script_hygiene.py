@@ -1,0 +1,159 @@
+"""Scripts' output hygiene: one-line answers to bad input, strict JSON numbers, quiet logs."""
+import json
+import logging
+import math
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ntk_attention import reporting
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, 'scripts')
+
+
+def _start(script, args, cwd):
+  return subprocess.Popen([sys.executable, os.path.join(SCRIPTS, script), *args], cwd=cwd,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_bad_inputs_get_one_line_and_no_output_folder(tmp_path):
+  text_npz = tmp_path / 'notes.npz'
+  text_npz.write_text('these are my notes, not arrays\n')
+  cases = {   # name: (script, flags, what the line must name)
+      'unknown dataset': ('spectral.py', ['--dataset=mnist_tiny'], '--dataset'),
+      'negative width': ('malleability.py', ['--width=-4'], '--width'),
+      'negative widths': ('kernels.py', ['--widths=16,-4'], '--widths'),
+      'eps > 1': ('malleability.py', ['--epsilons=0.1,1.5'], '--epsilons'),
+      'missing npz': ('spectral.py', [f'--dataset=npz:{tmp_path / "nope.npz"}'], 'nope.npz'),
+      'text file named .npz': ('spectral.py', [f'--dataset=npz:{text_npz}'], 'notes.npz'),
+      'unparsable number': ('spectral.py', ['--eps=abc'], '--eps'),
+      'benchmark output': ('benchmark.py', ['--output=bench.txt'], '--output'),
+  }
+  procs = {}
+  for name, (script, args, _) in cases.items():
+    out = tmp_path / re.sub(r'\W', '_', name)
+    procs[name] = (_start(script, [*args, f'--output_dir={out}'], tmp_path), out)
+  answers = {}
+  for name, (proc, out) in procs.items():
+    stdout, stderr = proc.communicate(timeout=300)
+    lines = (stdout + stderr).strip().splitlines()
+    assert proc.returncode == 2, (name, stdout + stderr)
+    assert len(lines) == 1, (name, lines)
+    assert cases[name][2] in lines[0], (name, lines[0])
+    assert not out.exists(), name
+    answers[name] = lines[0]
+  assert 'not an npz file' in answers['text file named .npz']
+  assert 'allow_pickle' not in answers['text file named .npz']
+  assert 'not found' in answers['missing npz']
+  assert not (tmp_path / 'bench.txt').exists()
+
+
+def _numeric_strings(obj, path=''):
+  """Paths of string values that parse as a number ('inf', 'nan', '1e3', ...), except the
+  command line in the provenance (string flags are recorded as typed, e.g. --depths=1)."""
+  if path in ('.provenance.flags', '.provenance.argv'):
+    return []
+  if isinstance(obj, dict):
+    return [p for k, v in obj.items() for p in _numeric_strings(v, f'{path}.{k}')]
+  if isinstance(obj, list):
+    return [p for i, v in enumerate(obj) for p in _numeric_strings(v, f'{path}[{i}]')]
+  if isinstance(obj, str):
+    try:
+      float(obj)
+    except ValueError:
+      return []
+    return [path]
+  return []
+
+
+def test_json_numbers_are_numbers_or_null(tmp_path):
+  obj = {'kappa': math.inf, 'low': -np.inf, 'ratio': np.float64('nan'), 'ok': 1.5,
+         'curve': [{'n': 10, 'kappa': np.float32('inf')}], 'spectrum': np.array([1.0, np.inf]),
+         'name': 'inf is a word here'}
+  reporting.write_json(tmp_path / 'r.json', obj)
+  raw = json.loads((tmp_path / 'r.json').read_text(),
+                   parse_constant=lambda c: pytest.fail(f'non-strict JSON token {c}'))
+  assert _numeric_strings(raw) == []
+  assert raw['kappa'] is None and raw['kappa_null_because'] == 'infinite'
+  assert raw['low_null_because'] == 'negative infinite'
+  assert raw['ratio_null_because'] == 'not a number'
+  assert raw['curve'][0]['kappa'] is None and raw['spectrum'] == [1.0, None]
+  back = reporting.read_json(tmp_path / 'r.json')
+  assert back['kappa'] == math.inf and back['low'] == -math.inf and math.isnan(back['ratio'])
+  assert back['curve'][0]['kappa'] == math.inf and 'kappa_null_because' not in back
+  assert back['name'] == 'inf is a word here' and back['ok'] == 1.5
+  store = reporting.JsonlStore(tmp_path / 'r.jsonl')
+  store.append({'ratio_high': math.inf})
+  line = json.loads((tmp_path / 'r.jsonl').read_text().splitlines()[0])
+  assert line == {'ratio_high': None, 'ratio_high_null_because': 'infinite'}
+  assert store.records()[0]['ratio_high'] == math.inf
+
+
+def test_scripts_write_json_only_through_the_writer():
+  # Every JSON file the scripts write goes through reporting (tested above): no json.dump
+  # elsewhere in the scripts or the library.
+  offenders = []
+  for folder in ('scripts', 'ntk_attention'):
+    for name in os.listdir(os.path.join(ROOT, folder)):
+      if name.endswith('.py') and name != 'reporting.py':
+        with open(os.path.join(ROOT, folder, name), encoding='utf-8') as f:
+          if re.search(r'json\.dump\(', f.read()):
+            offenders.append(f'{folder}/{name}')
+  assert offenders == []
+
+
+def test_spectral_json_of_a_singular_gram_has_null_kappa(tmp_path):
+  # n = 100 > rank of the digits subsample: κ(G) is infinite; the file says so with null.
+  out = tmp_path / 'out'
+  proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, 'spectral.py'), '--dataset=digits',
+                         '--n_train=100', '--n_test=10', '--n_grid=50,100', '--depths=1',
+                         '--ranks=5', f'--output_dir={out}'], cwd=tmp_path, capture_output=True,
+                        text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'cuda' not in proc.stderr.lower()
+  for name in os.listdir(out):
+    if name.endswith('.json'):
+      raw = json.loads((out / name).read_text(), parse_constant=lambda c: pytest.fail(c))
+      assert _numeric_strings(raw) == [], name
+  raw = json.loads((out / 'spectral.json').read_text())
+  assert raw['kappa'] is None and raw['kappa_null_because'] == 'infinite'
+
+
+def test_cuda_probe_noise_is_dropped(caplog):
+  if SCRIPTS not in sys.path:
+    sys.path.insert(0, SCRIPTS)
+  import _common  # pylint: disable=import-outside-toplevel,unused-import
+  log = logging.getLogger('jax._src.xla_bridge')
+  with caplog.at_level(logging.INFO):
+    log.info("Unable to initialize backend 'cuda': could not find drivers")
+    log.warning('CUDA backend failed to initialize: no driver.')
+    log.warning('An NVIDIA GPU may be present on this machine, but a CUDA-enabled jaxlib is '
+                'not installed. Falling back to cpu.')
+    log.warning('Platform tpu is experimental')
+  assert [r.getMessage() for r in caplog.records] == ['Platform tpu is experimental']
+
+
+def test_help_texts_match_the_code():
+  helps = {}
+  procs = {s: _start(f'{s}.py', ['--helpfull'], ROOT)
+           for s in ('reproduce', 'spectral', 'ntk_distance', 'malleability', 'approximation',
+                     'sensitivity', 'kernels')}
+  for s, p in procs.items():
+    helps[s] = p.communicate(timeout=300)[0]
+    assert p.returncode in (0, 1), s
+  # Each --X_flags example of reproduce.py names flags that script X defines.
+  for s in ('spectral', 'ntk_distance', 'malleability', 'approximation', 'sensitivity'):
+    example = re.search(r'e\.g\. "([^"]*)"', helps['reproduce'].split(f'--{s}_flags:')[1])
+    assert example, s
+    for flag in re.findall(r'--(\w+)=', example.group(1)):
+      assert re.search(rf'--{flag}\b', helps[s]), (s, flag)
+  # kernels.py --method auto: what kernels.default_method picks.
+  from ntk_attention import kernels, models  # pylint: disable=import-outside-toplevel
+  fallback = kernels.default_method(models.build('mlp_attn_qkv', 4))
+  method_help = helps['kernels'].split('--method:')[1].split('\n  --')[0]
+  assert fallback in ' '.join(method_help.split())
