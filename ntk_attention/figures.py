@@ -285,7 +285,7 @@ def plot_tornado(path, baseline: float, rows: Sequence[dict], title, xlabel,
   ax.set_ylim(-0.7, len(rows) - 0.3)
   ax.invert_yaxis()
   ax.set_xlim(lo_edge, hi_edge)
-  _legend(ax)
+  fig.legend(loc='outside lower center', ncol=2, frameon=False, fontsize=8)
   return _save(fig, path)
 
 

@@ -362,9 +362,11 @@ def _link(heading: str, text: str) -> str:
   return f'[{text}](#{page.anchor(heading)})'
 
 
-def scorecard_section(rows: Sequence[dict]) -> str:
-  """The scorecard rows (`scorecard.scorecard`) as a table, each claim linked to its section."""
-  table = [{'claim': _link(r['section'], r['claim']), 'verdict': f"**{r['verdict']}**",
+def scorecard_section(rows: Sequence[dict], headings: Optional[Sequence[str]] = None) -> str:
+  """The scorecard rows (`scorecard.scorecard`) as a table, each claim linked to its section
+  when that section is among `headings` (default: always)."""
+  table = [{'claim': _link(r['section'], r['claim'])
+            if headings is None or r['section'] in headings else r['claim'], 'verdict': f"**{r['verdict']}**",
             'ours': r['ours'], 'study': r['study'], 'conditions': r['conditions']} for r in rows]
   return '\n'.join(['## Scorecard', '',
                     'One row per claim of the study; the verdict is computed from this run\'s '
@@ -373,7 +375,7 @@ def scorecard_section(rows: Sequence[dict]) -> str:
                     '']) + '\n'
 
 
-__all__ = ['model_name', 'build', 'scorecard_section', 'accuracy_sentence', 'trainability_section', 'sensitivity_rows', 'sensitivity_section',
+__all__ = ['NAMES', 'model_name', 'build', 'scorecard_section', 'accuracy_sentence', 'trainability_section', 'sensitivity_rows', 'sensitivity_section',
            'sensitivity_reading', 'approximation_section', 'variants_table', 'variants_reading', 'variant_checks_table',
            'influence_attack_reading', 'spectral_section', 'ntk_distance_section', 'malleability_section',
            'provenance_section', 'spectral_reading', 'ntk_distance_reading',
@@ -612,8 +614,7 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
                                  {f'binary:{ds}:{cls}': f'Binary task {ds} {cls}' for ds, cls in binaries})
   sections = [f'# ntk_attention: reproduction of arXiv 2603.13085 on `{dataset}`\n\n'
               f'Paper: {paper.CITATION}. Numbers labelled *paper* or *study* are the study\'s; every '
-              f'other number is computed by this run (total wall time {reporting.format_duration(wall)}).\n',
-              scorecard_section(rows)]
+              f'other number is computed by this run (total wall time {reporting.format_duration(wall)}).\n']
   if spec:
     npz = os.path.join(d, 'spectral', 'spectral_spectra.npz')
     spectra = dict(np.load(npz)) if os.path.exists(npz) else {}
@@ -649,6 +650,8 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
                                '']) + '\n')
   sections.append(_beyond_section(d, dataset, task, beyond_variants, beyond_sizes or {}, spec))
   sections.append(provenance_section(parts_info, flags, provenance))
+  headings = [line[3:].strip() for s in sections for line in s.splitlines() if line.startswith('## ')]
+  sections.insert(1, scorecard_section(rows, headings))
   text = '\n'.join(s for s in sections if s)
   reporting.write_text(os.path.join(d, 'report.md'), text)
   reporting.write_text(os.path.join(d, 'report.html'), reporting.html_report(text, d))

@@ -61,7 +61,7 @@ def spectral_figures(spec: dict, spectra: dict, dataset: str, out_dir) -> list:
     if trunc:
       panels.append(dict(series=trunc, title='G³ of rank-r truncated patterns', **common))
     paths.append(figures.plot_panels(
-        os.path.join(out_dir, 'spectral_spectra.png'), panels, ncols=3,
+        os.path.join(out_dir, 'spectral_spectra.png'), panels, ncols=2,
         suptitle=f'{dataset}, n = {n}: top {shown} eigenvalues (numerical rank of G: {rank})'))
   curve = spec.get('curve', [])
   if curve:
@@ -174,7 +174,7 @@ def eps_figure(res: dict, path, title: str):
     panels.append(dict(series=series, study=study, title=attack.upper(),
                        xlabel='ε (' + ('[0, 1] pixels)' if units == 'pixel' else 'pixel std)'),
                        ylabel='flip rate (%)'))
-  return figures.plot_panels(path, panels, ncols=3, suptitle=f'{title}: flip rate against ε (band: ± std over seeds)')
+  return figures.plot_panels(path, panels, ncols=2, suptitle=f'{title}: flip rate against ε (band: ± std over seeds)')
 
 
 def malleability_figures(res: dict, out_dir, title: str, prefix='malleability') -> list:

@@ -15,7 +15,6 @@ as computed; --resume skips them), sensitivity.json / .csv (per task × variatio
 both flip rates, the MLP-Attn / 2L-ReLU ratio with its 95% bootstrap interval, and the
 calibration against the study), sensitivity_table.md and sensitivity_tornado.png.
 """
-import math
 import os
 import sys
 
