@@ -6,18 +6,17 @@ sentence of a reading is computed from those results; nothing is hard-coded but 
 own numbers (`paper.py`), which are labelled as the paper's.
 """
 import math
+import os
 from typing import Optional, Sequence
 
+import numpy as np
+
+from ntk_attention import page
 from ntk_attention import paper
+from ntk_attention import report_figures
 from ntk_attention import reporting
-
-NAMES = {'relu_mlp': '2L-ReLU', 'mlp_attn': 'MLP-Attn', 'mlp_attn_qkv': 'MLP-Attn (QKV)'}
-
-
-def model_name(model: str) -> str:
-  """The display name used in every table and figure ('2L-ReLU', 'MLP-Attn', ...)."""
-  return NAMES.get(model, model)
-
+from ntk_attention import scorecard as scorecard_lib
+from ntk_attention.report_figures import NAMES, model_name
 
 _name = model_name
 
@@ -302,8 +301,7 @@ def influence_attack_reading(res: dict) -> str:
   return ' '.join(out)
 
 
-KERNEL_NAMES = {'linear': 'linear G', 'gram_cubed': 'G³ (attention)', 'relu_ntk': '2L-ReLU NTK',
-                'mlp_attn_ntk': 'MLP-Attn NTK'}
+KERNEL_NAMES = report_figures.APPROX_KERNELS
 
 
 def approximation_section(res: dict) -> str:
@@ -346,19 +344,38 @@ def approximation_section(res: dict) -> str:
 
 
 def provenance_section(parts: dict, flags: dict, provenance: dict) -> str:
-  """Versions, device, flags and wall time per part."""
+  """Versions, device, flags, wall time per part, and each part's command folded away."""
   rows = [{'part': name, 'status': info.get('status', ''),
-           'wall time': reporting.format_duration(info['seconds']) if 'seconds' in info else '',
-           'command': f"`{info.get('command', '')}`"} for name, info in parts.items()]
+           'wall time': reporting.format_duration(info['seconds']) if 'seconds' in info else ''}
+          for name, info in parts.items()]
   prov = [f"- {k}: {v}" for k, v in provenance.items() if k not in ('argv', 'flags')]
   flag_lines = [f'`--{k}={v}`' for k, v in sorted(flags.items())]
+  commands = [f"{name}: {info.get('command', '')}" for name, info in parts.items()]
   return '\n'.join(['## Setup and provenance', '', *prov, '',
                     'Flags: ' + ' '.join(flag_lines), '',
-                    reporting.markdown_table(rows, ['part', 'status', 'wall time', 'command']),
+                    reporting.markdown_table(rows, ['part', 'status', 'wall time']), '',
+                    f'```details The command of each part ({len(commands)})', *commands, '```',
                     '']) + '\n'
 
 
-__all__ = ['model_name', 'accuracy_sentence', 'trainability_section', 'sensitivity_rows', 'sensitivity_section',
+def _link(heading: str, text: str) -> str:
+  return f'[{text}](#{page.anchor(heading)})'
+
+
+def scorecard_section(rows: Sequence[dict], headings: Optional[Sequence[str]] = None) -> str:
+  """The scorecard rows (`scorecard.scorecard`) as a table, each claim linked to its section
+  when that section is among `headings` (default: always)."""
+  table = [{'claim': _link(r['section'], r['claim'])
+            if headings is None or r['section'] in headings else r['claim'], 'verdict': f"**{r['verdict']}**",
+            'ours': r['ours'], 'study': r['study'], 'conditions': r['conditions']} for r in rows]
+  return '\n'.join(['## Scorecard', '',
+                    'One row per claim of the study; the verdict is computed from this run\'s '
+                    'numbers by the rules in `ntk_attention/scorecard.py`.', '',
+                    reporting.markdown_table(table, ['claim', 'verdict', 'ours', 'study', 'conditions']),
+                    '']) + '\n'
+
+
+__all__ = ['NAMES', 'model_name', 'build', 'scorecard_section', 'accuracy_sentence', 'trainability_section', 'sensitivity_rows', 'sensitivity_section',
            'sensitivity_reading', 'approximation_section', 'variants_table', 'variants_reading', 'variant_checks_table',
            'influence_attack_reading', 'spectral_section', 'ntk_distance_section', 'malleability_section',
            'provenance_section', 'spectral_reading', 'ntk_distance_reading',
@@ -516,3 +533,126 @@ def trainability_section(res: dict, figures: Sequence[str] = ()) -> str:
     text.append('')
   text += [f'![{f}]({f})' for f in figures]
   return '\n'.join(text) + '\n'
+
+
+def _load(d, sub, name):
+  path = os.path.join(d, sub, name)
+  return reporting.read_json(path) if os.path.exists(path) else None
+
+
+def _with_settings(d, sub, name, res):
+  """`res` with the part's <script>_settings.json (the sizes as used) under 'settings'."""
+  settings = _load(d, sub, name)
+  return dict(res, settings=settings) if res and settings else res
+
+
+def _beyond_section(d, dataset, task, variants_names, sizes, spec) -> str:
+  """'Beyond the study': attention variants, depth / truncation checks, the influence-targeted
+  attack, from whatever of the 'beyond' part is on disk."""
+  out, variants = [], {}
+  for name in variants_names:
+    nd = _load(d, f'beyond/{name}/ntk_distance', 'ntk_distance.json')
+    mall = _load(d, f'beyond/{name}/malleability', 'malleability.json')
+    if nd or mall:
+      variants[name] = (nd, mall)
+  if variants:
+    rows = variants_table(variants)
+    out += ['### Attention variants: distance to the NTK and malleability', '',
+            f"{sizes.get('n_train')} training / {sizes.get('n_test')} test points; trained "
+            f'kernel distance and function distance at the smallest → largest width; flip rate '
+            f"at width {sizes.get('width')}.", '',
+            reporting.markdown_table(rows, list(dict.fromkeys(k for r in rows for k in r))), '',
+            variants_reading(variants), '']
+  if spec and spec.get('variant_checks'):
+    rows = variant_checks_table(spec)
+    out += ['### Depth and truncation: measured against predicted condition numbers', '',
+            f"On the first {spec.get('variant_checks_n')} training points (float64).", '',
+            reporting.markdown_table(rows, list(rows[0])), '']
+  res = _load(d, 'beyond/influence_attack', 'malleability.json')
+  if res:
+    out += ['### Influence-targeted attack', '',
+            malleability_section(res, 'Influence-targeted attack vs PGD', dataset, task).split('\n', 2)[2],
+            influence_attack_reading(res), '']
+  return '## Beyond the study\n\n' + '\n'.join(out) + '\n' if out else ''
+
+
+def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variants=(),
+          beyond_sizes: Optional[dict] = None, parts_info: Optional[dict] = None,
+          flags: Optional[dict] = None, provenance: Optional[dict] = None, wall: float = 0.0) -> str:
+  """Writes d/report.md, d/report.html and the report's figures (d/figures/) from the parts'
+  results on disk (d/<part>/*.json, as `scripts/reproduce.py` lays them out); returns the Markdown.
+
+  Order: the scorecard, then one section per claim (spectral, distance to the NTK, malleability
+  with its binary tasks, interventions, adversarial training, sensitivity and trainability,
+  approximation), what goes beyond the study, and provenance last. `binary_tasks`: [(dataset,
+  classes)] of the binary part; `beyond_variants`: names of the 'beyond' variants;
+  `beyond_sizes`: their n_train, n_test, width (for the text)."""
+  parts_info, flags, provenance = parts_info or {}, flags or {}, provenance or {}
+  fig_dir = os.path.join(d, 'figures')
+
+  def rel(paths):
+    return [os.path.relpath(p, d) for p in paths if p]
+
+  def part_figs(sub, names):
+    return [os.path.join(sub, n) for n in names if os.path.exists(os.path.join(d, sub, n))]
+
+  spec = _load(d, 'spectral', 'spectral.json')
+  nd = _load(d, 'ntk_distance', 'ntk_distance.json')
+  mall = _load(d, 'malleability', 'malleability.json')
+  binaries = {}
+  for ds, cls in binary_tasks:
+    res = _load(d, f'binary_{ds}_{cls.replace(",", "_")}', 'malleability.json')
+    if res:
+      binaries[ds, cls] = res
+  approx = _load(d, 'beyond/approximation', 'approximation.json')
+  card = {'spectral': spec, 'ntk_distance': _with_settings(d, 'ntk_distance', 'ntk_distance_settings.json', nd),
+          'malleability': _with_settings(d, 'malleability', 'malleability_settings.json', mall),
+          'binary': {(ds, cls): _with_settings(d, f'binary_{ds}_{cls.replace(",", "_")}',
+                                               'malleability_settings.json', res)
+                     for (ds, cls), res in binaries.items()}}
+  rows = scorecard_lib.scorecard({**card, 'approximation': approx, 'task': task}, dataset,
+                                 {f'binary:{ds}:{cls}': f'Binary task {ds} {cls}' for ds, cls in binaries})
+  sections = [f'# ntk_attention: reproduction of arXiv 2603.13085 on `{dataset}`\n\n'
+              f'Paper: {paper.CITATION}. Numbers labelled *paper* or *study* are the study\'s; every '
+              f'other number is computed by this run (total wall time {reporting.format_duration(wall)}).\n']
+  if spec:
+    npz = os.path.join(d, 'spectral', 'spectral_spectra.npz')
+    spectra = dict(np.load(npz)) if os.path.exists(npz) else {}
+    sections.append(spectral_section(spec, rel(report_figures.spectral_figures(spec, spectra, dataset, fig_dir))))
+  if nd:
+    sections.append(ntk_distance_section(nd, dataset, rel(report_figures.ntk_distance_figures(nd, dataset, fig_dir))))
+  if mall:
+    label = 'all classes' if task == 'all' else f'classes {task}'
+    sections.append(malleability_section(
+        mall, 'Influence malleability', dataset, task,
+        rel(report_figures.malleability_figures(mall, fig_dir, f'{dataset}, {label}'))
+        + part_figs('malleability', ['malleability_influence_relu_mlp.png',
+                                     'malleability_influence_mlp_attn.png'])))
+  for (ds, cls), res in binaries.items():
+    sub = f'binary_{ds}_{cls.replace(",", "_")}'
+    sections.append(malleability_section(
+        res, f'Binary task {ds} {cls}', ds, cls,
+        rel(report_figures.malleability_figures(res, fig_dir, f'{ds}, classes {cls}', sub))))
+  res = _load(d, 'interventions', 'malleability.json')
+  if res:
+    sections.append(malleability_section(res, 'Interventions (each retrained)', dataset, task))
+  res = _load(d, 'adversarial_training', 'malleability.json')
+  if res:
+    sections.append(malleability_section(res, 'PGD adversarial training', dataset, task))
+  res = _load(d, 'sensitivity', 'sensitivity.json')
+  if res:
+    sections.append(sensitivity_section(res, rel(report_figures.sensitivity_figures(res, fig_dir))))
+  if mall:
+    sections.append(trainability_section(mall, part_figs('malleability', ['malleability_loss.png'])))
+  if approx:
+    sections.append('\n'.join(['## Approximation error', '', approximation_section(approx),
+                               *[f'![{f}]({f})' for f in rel(report_figures.approximation_figure(approx, fig_dir))],
+                               '']) + '\n')
+  sections.append(_beyond_section(d, dataset, task, beyond_variants, beyond_sizes or {}, spec))
+  sections.append(provenance_section(parts_info, flags, provenance))
+  headings = [line[3:].strip() for s in sections for line in s.splitlines() if line.startswith('## ')]
+  sections.insert(1, scorecard_section(rows, headings))
+  text = '\n'.join(s for s in sections if s)
+  reporting.write_text(os.path.join(d, 'report.md'), text)
+  reporting.write_text(os.path.join(d, 'report.html'), reporting.html_report(text, d))
+  return text

@@ -155,20 +155,22 @@ def main(argv):
                                         'out_dim')),
   })
 
+  from ntk_attention import report
   series = {}
   for name in names:
     rows = [r for r in summary if r['model'] == name]
-    series[name] = (np.array([r['width'] for r in rows], np.float64),
-                    np.array([r['distance_full_mean'] for r in rows]),
-                    np.array([r['distance_full_std'] for r in rows]))
+    series[report.model_name(name)] = (
+        np.array([r['width'] for r in rows], np.float64), np.array([r['distance_full_mean'] for r in rows]),
+        np.array([r['distance_full_std'] for r in rows]) if FLAGS.seeds > 1 else None)
   w = np.array(widths, np.float64)
-  first = series[names[0]][1][0]
-  series[f'∝ 1/√m (through {names[0]} at m={widths[0]})'] = (w, first * np.sqrt(w[0] / w), None)
+  first = series[report.model_name(names[0])][1][0]
   reporting.plot_lines(paths[3], series, 'width m',
                        r'$\Vert\Theta_m - \Theta_\infty\Vert_F \,/\, \Vert\Theta_\infty\Vert_F$',
                        f'{ds.name}: empirical NTK at init vs analytic, [train; test] '
-                       f'(N={n + len(ds.x_test)})\nmean ± std over {FLAGS.seeds} seeds',
-                       logx=True, logy=True)
+                       f'(N={n + len(ds.x_test)}), {FLAGS.seeds} seed(s), band ± std',
+                       logx=True, logy=True,
+                       references={f'reference ∝ 1/√m (through {report.model_name(names[0])} at m={widths[0]})':
+                                   (w, first * np.sqrt(w[0] / w))})
   if save:
     reporting.write_npz(save, widths=np.array(widths), **saved)
     paths.append(save)

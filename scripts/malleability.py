@@ -165,38 +165,19 @@ def paper_value(dataset, task, row):
 
 
 def plot(summary, records, arrays, model_names, prefix, out_dir):
+  """Flip rates per attack (study's rates as stars) and against ε (report_figures), the training
+  loss of seed 0, and each model's influence before vs after the attack."""
   import numpy as np
   from ntk_attention import report
+  from ntk_attention import report_figures
   from ntk_attention import reporting
   base = [r for r in summary if r['setting'] in ('standard', 'retrain')]
   if not base:
     return
-  eps0 = min(r['eps'] for r in base)
-  eps_main = 0.3 if any(abs(r['eps'] - 0.3) < 1e-9 for r in base) else eps0
-  attacks = list(dict.fromkeys(r['attack'] for r in base))
-  series = {}
-  for m in model_names:
-    rows = {r['attack']: r for r in base if r['model'] == m and abs(r['eps'] - eps_main) < 1e-9}
-    series[m] = ([100 * rows[a]['flip_rate_mean'] for a in attacks],
-                 [100 * rows[a]['flip_rate_std'] for a in attacks])
-  reporting.plot_bars(_common.out_path(prefix + '_flip_rates.png', out_dir), [a.upper() for a in attacks],
-                      series, 'influence sign flips in top-τ set (%)',
-                      f'Flip rate by attack and model (ε = {eps_main:g}, mean ± std over seeds)')
-  eps_values = sorted({r['eps'] for r in base})
-  if len(eps_values) > 1:
-    lines = {}
-    for m in model_names:
-      for a in attacks:
-        rows = sorted((r for r in base if r['model'] == m and r['attack'] == a),
-                      key=lambda r: r['eps'])
-        lines[f'{m} {a.upper()}'] = ([r['eps'] for r in rows],
-                                     [100 * r['flip_rate_mean'] for r in rows],
-                                     [100 * r['flip_rate_std'] for r in rows])
-    units = records[0].get('eps_units', 'pixel') if records else 'pixel'
-    reporting.plot_lines(_common.out_path(prefix + '_eps.png', out_dir), lines,
-                         'ε (l_inf budget, ' + ('[0, 1] pixels)' if units == 'pixel' else
-                                                'units of the pixel std)'), 'flip rate (%)',
-                         'Flip rate against ε (mean ± std over seeds)')
+  eps_main = 0.3 if any(abs(r['eps'] - 0.3) < 1e-9 for r in base) else min(r['eps'] for r in base)
+  task = base[0].get('task', 'all')
+  title = f"{FLAGS.dataset}, {'all classes' if task == 'all' else 'classes ' + task}"
+  report_figures.malleability_figures({'summary': summary}, out_dir or FLAGS.output_dir, title, prefix)
   curves = {m: np.asarray(arrays[f'{m}/{base[0]["setting"]}/loss_curve'])
             for m in model_names if f'{m}/{base[0]["setting"]}/loss_curve' in arrays}
   if curves:
@@ -216,7 +197,7 @@ def plot(summary, records, arrays, model_names, prefix, out_dir):
                              np.asarray(arrays[key]), np.asarray(arrays[pick]),
                              'influence I before attack (mean over test set)',
                              'influence I′ after attack',
-                             f'{m}: influence before vs after ({pick.split("/", 3)[-1]}, seed 0)')
+                             f'{report.model_name(m)}: influence before vs after ({pick.split("/", 3)[-1]}, seed 0)')
 
 
 def main(argv, context=None):

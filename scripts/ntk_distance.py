@@ -10,7 +10,7 @@ infinite-width NTK predictor, and train/test accuracy.
 
 Writes ntk_distance.jsonl (one record per cell, appended as cells finish; --resume skips
 them), ntk_distance.json / .csv (mean and std over seeds per model × width × metric) and
-one figure per metric, ntk_distance_<metric>.png.
+ntk_distance.png (four panels against width, the study's distances as stars).
 """
 import os
 import sys
@@ -68,39 +68,16 @@ def run(ds, model_names, widths, seeds, config, resume, ridge, model_options=Non
           ('models', 'widths', 'seeds', 'epochs', 'batch_size', 'lr', 'weight_decay',
            'optimizer', 'loss', 'ridge'))})
   reporting.write_csv(_common.out_path(name + '.csv', out_dir), summary)
-  plot(summary, model_names, records[0]['comparison'] if records else '', out_dir, name)
+  plot(summary, records[0]['comparison'] if records else '', ds.name, out_dir)
   return summary
 
 
-LABELS = {
-    'kernel_distance_init': 'relative kernel distance at init ‖Θ_m(0)−Θ∞‖/‖Θ∞‖',
-    'kernel_distance_final': 'relative kernel distance after training ‖Θ_m(T)−Θ∞‖/‖Θ∞‖',
-    'kernel_movement': 'kernel movement ‖Θ_m(T)−Θ_m(0)‖/‖Θ_m(0)‖',
-    'function_distance': 'function distance ‖f_m − f∞‖_F on the test set',
-    'function_distance_rel': 'relative function distance ‖f_m − f∞‖/‖f∞‖',
-    'train_accuracy': 'train accuracy',
-    'test_accuracy': 'test accuracy',
-}
-
-
-def plot(summary, model_names, comparison, out_dir=None, name=NAME):
-  """One figure per metric: value against width (log x), one line per model, ± std."""
-  from ntk_attention import reporting
-  from ntk_attention import sweeps
-  for metric in sweeps.METRICS:
-    if metric == 'krr_test_accuracy':    # does not depend on width: a column of the tables
-      continue
-    series = {}
-    for model in model_names:
-      rows = sorted((r for r in summary if r['model'] == model), key=lambda r: r['width'])
-      if rows:
-        series[model] = ([r['width'] for r in rows], [r[metric + '_mean'] for r in rows],
-                        [r[metric + '_std'] for r in rows])
-    logy = 'accuracy' not in metric
-    reporting.plot_lines(_common.out_path(f'{name}_{metric}.png', out_dir), series,
-                         'hidden width m (log scale)', LABELS[metric],
-                         f'{LABELS[metric]}\n(mean ± std over seeds; f∞: {comparison})',
-                         logx=True, logy=logy)
+def plot(summary, comparison, dataset, out_dir=None):
+  """ntk_distance.png: distance, trained kernel distance, kernel movement and test accuracy
+  against width, one line per model, the study's Table 1 distances as stars."""
+  from ntk_attention import report_figures
+  return report_figures.ntk_distance_figures({'summary': summary, 'comparison': comparison}, dataset,
+                                             out_dir or FLAGS.output_dir)
 
 
 def main(argv, context=None):

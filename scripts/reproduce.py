@@ -372,108 +372,17 @@ def enable_compilation_cache():
 
 
 def build_report(parts_info, wall):
-  """Writes D/report.md and D/report.html from the parts' results on disk."""
-  from ntk_attention import paper
+  """Writes D/report.md, D/report.html and D/figures/ from the parts' results on disk."""
   from ntk_attention import report
-  from ntk_attention import reporting
-  d = FLAGS.output_dir
-
-  def load(sub, name):
-    path = os.path.join(d, sub, name)
-    return reporting.read_json(path) if os.path.exists(path) else None
-
-  def figs(sub, names):
-    return [os.path.join(sub, n) for n in names if os.path.exists(os.path.join(d, sub, n))]
-
-  sections = [f'# ntk_attention: reproduction of arXiv 2603.13085 on `{FLAGS.dataset}`', '',
-              f'Paper: {paper.CITATION}. Numbers labelled *paper* are the study\'s; every other '
-              f'number is computed by this run (total wall time {reporting.format_duration(wall)}).',
-              '']
   flag_values = {n: FLAGS[n].value for n in sorted(FLAGS) if FLAGS[n].present or n in (
       'preset', 'dataset', 'n_train', 'n_test', 'seed', 'epochs')}
   flag_values = {k: v for k, v in flag_values.items() if k not in ('flagfile', 'output_dir')}
-  sections.append(report.provenance_section(parts_info, flag_values, _common.provenance(FLAGS)))
-  spec = load('spectral', 'spectral.json')
-  if spec:
-    sections.append(report.spectral_section(
-        spec, figs('spectral', ['spectral_spectra.png', 'spectral_kappa_vs_n.png'])))
-  nd = load('ntk_distance', 'ntk_distance.json')
-  if nd:
-    sections.append(report.ntk_distance_section(nd, FLAGS.dataset, figs('ntk_distance', [
-        'ntk_distance_function_distance.png', 'ntk_distance_kernel_distance_final.png',
-        'ntk_distance_kernel_movement.png', 'ntk_distance_test_accuracy.png'])))
-  task = FLAGS.classes or 'all'
-  mall = load('malleability', 'malleability.json')
-  if mall:
-    sections.append(report.malleability_section(
-        mall, 'Influence malleability', FLAGS.dataset, task,
-        figs('malleability', ['malleability_flip_rates.png', 'malleability_eps.png',
-                              'malleability_influence_relu_mlp.png',
-                              'malleability_influence_mlp_attn.png'])))
-    sections.append(report.trainability_section(mall, figs('malleability',
-                                                           ['malleability_loss.png'])))
-  for ds, cls in binary_tasks():
-    sub = f'binary_{ds}_{cls.replace(",", "_")}'
-    res = load(sub, 'malleability.json')
-    if res:
-      sections.append(report.malleability_section(
-          res, f'Binary task {ds} {cls}', ds, cls, figs(sub, ['malleability_flip_rates.png'])))
-  res = load('interventions', 'malleability.json')
-  if res:
-    sections.append(report.malleability_section(
-        res, 'Interventions (each retrained)', FLAGS.dataset, task,
-        figs('interventions', ['malleability_flip_rates.png'])))
-  res = load('adversarial_training', 'malleability.json')
-  if res:
-    sections.append(report.malleability_section(
-        res, 'PGD adversarial training', FLAGS.dataset, task))
-  res = load('sensitivity', 'sensitivity.json')
-  if res:
-    figures = [os.path.join('sensitivity', f) for f in sorted(os.listdir(os.path.join(d, 'sensitivity')))
-               if f.startswith('sensitivity_tornado') and f.endswith('.png')]
-    sections.append(report.sensitivity_section(res, figures))
-  sections.append(beyond_section(load, figs, spec))
-  text = '\n'.join(s for s in sections if s)
-  reporting.write_text(os.path.join(d, 'report.md'), text)
-  reporting.write_text(os.path.join(d, 'report.html'), reporting.html_report(text, d))
-  return text
-
-
-def beyond_section(load, figs, spec):
-  """Markdown of the 'beyond' part from whatever of it is on disk."""
-  from ntk_attention import report
-  from ntk_attention import reporting
-  out = []
-  variants = {}
-  for name in FLAGS.beyond_variants.split(','):
-    nd = load(f'beyond/{name}/ntk_distance', 'ntk_distance.json')
-    mall = load(f'beyond/{name}/malleability', 'malleability.json')
-    if nd or mall:
-      variants[name] = (nd, mall)
-  if variants:
-    rows = report.variants_table(variants)
-    out += ['### Attention variants: distance to the NTK and malleability', '',
-            f'{FLAGS.beyond_n_train} training / {FLAGS.beyond_n_test} test points; trained '
-            f'kernel distance and function distance at the smallest → largest width; flip rate '
-            f'at width {FLAGS.beyond_width}.', '',
-            reporting.markdown_table(rows, list(dict.fromkeys(k for r in rows for k in r))), '',
-            report.variants_reading(variants), '']
-  if spec and spec.get('variant_checks'):
-    rows = report.variant_checks_table(spec)
-    out += ['### Depth and truncation: measured against predicted condition numbers', '',
-            f"On the first {spec.get('variant_checks_n')} training points (float64).", '',
-            reporting.markdown_table(rows, list(rows[0])), '']
-  res = load('beyond/influence_attack', 'malleability.json')
-  if res:
-    out += ['### Influence-targeted attack', '',
-            report.malleability_section(res, 'Influence-targeted attack vs PGD', FLAGS.dataset,
-                                        FLAGS.classes or 'all').split('\n', 2)[2],
-            report.influence_attack_reading(res), '']
-  approx = load('beyond/approximation', 'approximation.json')
-  if approx:
-    out += ['### Approximation error: the "power" side', '', report.approximation_section(approx),
-            *[f'![{f}]({f})' for f in figs('beyond/approximation', ['approximation.png'])], '']
-  return '## Beyond the study\n\n' + '\n'.join(out) + '\n' if out else ''
+  return report.build(
+      FLAGS.output_dir, dataset=FLAGS.dataset, task=FLAGS.classes or 'all',
+      binary_tasks=binary_tasks(), beyond_variants=FLAGS.beyond_variants.split(','),
+      beyond_sizes={'n_train': FLAGS.beyond_n_train, 'n_test': FLAGS.beyond_n_test,
+                    'width': FLAGS.beyond_width},
+      parts_info=parts_info, flags=flag_values, provenance=_common.provenance(FLAGS), wall=wall)
 
 
 def main(argv):

@@ -15,7 +15,6 @@ as computed; --resume skips them), sensitivity.json / .csv (per task × variatio
 both flip rates, the MLP-Attn / 2L-ReLU ratio with its 95% bootstrap interval, and the
 calibration against the study), sensitivity_table.md and sensitivity_tornado.png.
 """
-import math
 import os
 import sys
 
@@ -140,44 +139,12 @@ def run(tasks, base, variations, attack_names, seeds, config, resume, out_dir=No
   reporting.write_json(_common.out_path(NAME + '.json', out_dir), result)
   reporting.write_csv(_common.out_path(NAME + '.csv', out_dir), summary)
   reporting.write_csv(_common.out_path(NAME + '_calibration.csv', out_dir), calib)
-  figures = plot(summary, tasks, out_dir)
+  from ntk_attention import report_figures
+  figures = report_figures.sensitivity_figures(result, out_dir or FLAGS.output_dir)
   from ntk_attention import report
   text = report.sensitivity_section(result, [os.path.basename(f) for f in figures])
   reporting.write_text(_common.out_path(NAME + '_table.md', out_dir), text)
   return result
-
-
-def plot(summary, tasks, out_dir):
-  """One tornado of log10(ratio) per task (PGD, or the first attack)."""
-  from ntk_attention import paper
-  from ntk_attention import reporting
-  figures = []
-  attack = 'pgd' if any(r['attack'] == 'pgd' for r in summary) else summary[0]['attack']
-  ref = paper.reference_dataset(FLAGS.dataset)
-
-  def log(v):
-    return None if v is None or v <= 0 else math.log10(v)
-
-  for task in tasks:
-    rows = [r for r in summary if r['task'] == task and r['attack'] == attack]
-    base = next((r for r in rows if r['choice'] == 'baseline'), None)
-    if base is None or not base['ratio']:
-      logging.info('no tornado for task %s: the baseline ratio is undefined or 0', task)
-      continue
-    bars = [{'label': f"{r['choice']} = {r['value']}", 'value': log(r['ratio']),
-             'low': log(r['ratio_low']), 'high': log(r['ratio_high'])}
-            for r in rows if r['choice'] != 'baseline']
-    study = paper.FLIP_RATE.get((ref, task), {})
-    ratios = [a / b for b, a in study.values() if b > 0]
-    band = (math.log10(min(ratios)), math.log10(max(ratios))) if ratios else None
-    path = _common.out_path(f'{NAME}_tornado_{task.replace(",", "_")}.png', out_dir)
-    reporting.plot_tornado(
-        path, log(base['ratio']), bars,
-        f'MLP-Attn / 2L-ReLU flip-rate ratio, task {task}, {attack.upper()} (95% bootstrap CI)',
-        'log10(ratio)   (0 = equally malleable)', reference=band,
-        reference_label=f"study's ratios ({ref.upper()}, FGSM/PGD/MIM)")
-    figures.append(path)
-  return figures
 
 
 def main(argv, context=None):

@@ -216,30 +216,11 @@ def run(ds, out, grid, depths, ranks, rtol=1e-10, eps=0.3, seed=0, variant_n=10)
                                            'spectral_kappa_vs_n.png')]
   reporting.write_json(paths[0], result)
   reporting.write_csv(paths[1], curve)
-  reporting.write_npz(paths[2], n=n, d=d, rank=rank, r=r,
-            **{name.split(' ')[0]: v for name, v in spectra.items() if 'measured' not in name},
-            G3_measured=eigs_attn)
+  eigenvalues = {name.split(' ')[0]: v for name, v in spectra.items() if 'measured' not in name}
+  reporting.write_npz(paths[2], n=n, d=d, rank=rank, r=r, **eigenvalues, G3_measured=eigs_attn)
 
-  # Beyond G's numerical rank there is only round-off: draw the range and 10 more eigenvalues.
-  shown = min(n, rank + 10)
-  top = {name: v[:shown] / v[0] for name, v in spectra.items()}
-  reporting.plot_spectra(paths[3], top, f'{ds.name}, n={n}: top {shown} eigenvalues / largest\n'
-                         f'(numerical rank of G: {rank}; powers from G\'s eigenvalues)')
-
-  ns = np.array([c['n'] for c in curve], np.float64)
-  kap = np.array([c['kappa'] for c in curve])
-  finite = np.isfinite(kap)
-  series = {}
-  if finite.any():
-    label = 'κ(G)' if finite.all() else f'κ(G) (∞ for n ≥ {int(ns[~finite][0])}, not drawn)'
-    series[label] = (ns[finite], kap[finite], None)
-  series[f'κ_d(G) (rank-r truncation, rtol {rtol:g})'] = (
-      ns, np.array([c['kappa_eff'] for c in curve]), None)
-  span = np.array([ns[0], ns[-1]])
-  series['paper (MNIST, n unknown)'] = (span, np.full(2, PAPER_KAPPA['mnist']), None)
-  series['paper (CIFAR-10, n unknown)'] = (span, np.full(2, PAPER_KAPPA['cifar10']), None)
-  reporting.plot_lines(paths[4], series, 'n (training points)', 'condition number',
-                       f'{ds.name}: condition number of G vs n', logx=True, logy=True)
+  from ntk_attention import report_figures
+  report_figures.spectral_figures(result, dict(eigenvalues, G3_measured=eigs_attn), ds.name, out)
   for p in paths:
     logging.info('wrote %s', p)
   return result

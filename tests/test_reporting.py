@@ -4,12 +4,16 @@ import csv
 import json
 import math
 import os
+import urllib.parse
 
 import matplotlib.image
 import numpy as np
 import pytest
 
+from ntk_attention import page
+from ntk_attention import progress
 from ntk_attention import reporting
+from ntk_attention import store
 
 
 # --- atomic files and JSON ---------------------------------------------------------------------
@@ -31,7 +35,7 @@ def test_atomic_write_failure_after_temp_created_cleans_up(tmp_path, monkeypatch
   def broken_replace(src, dst):
     raise OSError('disk gone')
 
-  monkeypatch.setattr(reporting.os, 'replace', broken_replace)
+  monkeypatch.setattr(store.os, 'replace', broken_replace)
   with pytest.raises(OSError):
     reporting.write_text(p, 'new')
   monkeypatch.undo()
@@ -154,7 +158,7 @@ def test_summarize_rejects_bad_values(bad):
 
 def test_progress_lines_with_fake_clock(monkeypatch):
   now = [1000.0]
-  monkeypatch.setattr(reporting.time, 'monotonic', lambda: now[0])
+  monkeypatch.setattr(progress.time, 'monotonic', lambda: now[0])
   lines = []
   prog = reporting.Progress(10, 'ntk_distance', log_fn=lines.append)
   prog.skip(2)
@@ -229,15 +233,24 @@ def test_html_report_self_contained(tmp_path):
   img = reporting.plot_scatter(tmp_path / 'fig.png', [0, 1, 2], [0, 1, 3], 'x', 'y', 't')
   table = reporting.markdown_table([{'n': 1, 'v': 0.5}, {'n': 2, 'v': 1.5}], ['n', 'v'])
   md = (f'# Report <script>\n\nWe check that a < b & **bold** and `k<2>` hold.\n\n'
-        f'## Table\n\n{table}\n\n- first item\n- second with **bold**\n\n![influence](fig.png)\n')
+        f'## Table, ε and κ³\n\n{table}\n\n- first item\n- second with **bold**\n\n'
+        f'See [the table](#{page.anchor("Table, ε and κ³")}).\n\n![influence](fig.png)\n\n'
+        '```details Commands (2)\npython a.py --x=<1>\npython b.py\n```\n\n<b>raw</b>\n')
   out = reporting.html_report(md, tmp_path)
   assert isinstance(out, str)
   assert out.count('<table>') == 1 and out.count('<tr>') == 3 and '<td>1.5</td>' in out
-  assert '<h1>Report &lt;script&gt;</h1>' in out and '<script>' not in out
+  assert '<h1 id="report-script">Report &lt;script&gt;</h1>' in out and '<script>' not in out
+  assert '<title>Report &lt;script&gt;</title>' in out
+  assert '<h2 id="table-ε-and-κ³">' in out    # the link is percent-encoded; browsers decode it
+  assert f'<a href="#{urllib.parse.quote("table-ε-and-κ³")}">the table</a>' in out
   assert 'a &lt; b &amp; <strong>bold</strong>' in out and '<code>k&lt;2&gt;</code>' in out
   assert out.count('<li>') == 2
+  assert '&lt;b&gt;raw&lt;/b&gt;' in out      # raw HTML in the Markdown is text, not markup
+  assert ('<details><summary>Commands (2)</summary>\n<pre><code>python a.py --x=&lt;1&gt;\npython b.py\n'
+          '</code></pre></details>') in out
   data = base64.b64encode(open(img, 'rb').read()).decode('ascii')
-  assert f'src="data:image/png;base64,{data}"' in out
+  h, w = matplotlib.image.imread(img).shape[:2]
+  assert f'<img alt="influence" src="data:image/png;base64,{data}" width="{w // 2}" height="{h // 2}">' in out
   assert 'src="fig.png"' not in out
 
 

@@ -18,10 +18,12 @@ against the value in the parts' JSON results, to the precision the table prints.
 """
 import base64
 import hashlib
+import html
 import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -83,7 +85,8 @@ def _snapshot(d, proc, seconds):
           'results': {s: reporting.read_json(os.path.join(d, s, f)) for s, f in (
               ('spectral', 'spectral.json'), ('ntk_distance', 'ntk_distance.json'),
               ('malleability', 'malleability.json'), (BINARY, 'malleability.json'))},
-          'top': sorted(os.listdir(d))}
+          'top': sorted(os.listdir(d)),
+          'figures': {f: _sha(os.path.join(d, 'figures', f)) for f in sorted(os.listdir(os.path.join(d, 'figures')))}}
 
 
 @pytest.fixture(scope='module')
@@ -219,9 +222,8 @@ def _sections(md, level=2):
 
 
 def _after_provenance(md):
-  """The report from the first section after the provenance one."""
-  start = md.index('## Setup and provenance')
-  return md[md.index('\n## ', start + 1):]
+  """The report without its provenance section (the last one) and the wall-time line."""
+  return re.sub(r'total wall time [^)]*\)', '', md[:md.index('## Setup and provenance')])
 
 
 def _images(md):
@@ -366,9 +368,14 @@ def _check_malleability(section, res, task, n_subsections):
 
 
 def _provenance_rows(md):
-  (head, rows), = _tables(_sections(md)['Setup and provenance'])
-  assert head == ['part', 'status', 'wall time', 'command']
-  return rows
+  """Rows of the provenance table, each with its part's command from the folded block."""
+  section = _sections(md)['Setup and provenance']
+  (head, rows), = _tables(section)
+  assert head == ['part', 'status', 'wall time']
+  block = re.search(r'^```details The command of each part \((\d+)\)\n(.*?)^```$', section, re.M | re.S)
+  commands = dict(line.split(': ', 1) for line in block[2].splitlines())
+  assert int(block[1]) == len(commands) == len(rows)
+  return [dict(r, command=f"`{commands[r['part']]}`") for r in rows]
 
 
 TRAIN_COLUMNS = {'train acc. %': ('train_accuracy', 100), 'test acc. %': ('test_accuracy', 100),
@@ -388,6 +395,38 @@ def _check_trainability(section, res):
   assert [r['model'] for r in rows] == ['2L-ReLU', 'MLP-Attn']
 
 
+def _check_scorecard(section, md, res):
+  """One row per claim, in the claims' order, each linked to an existing heading; the deciding
+  numbers are the parts' JSON; the distance verdict follows from the trends in the JSON."""
+  (head, rows), = _tables(section)
+  assert head == ['claim', 'verdict', 'ours', 'study', 'conditions']
+  assert len(rows) == 6   # kernel, κ, distance, malleability (10 classes), binary 3,8, approximation
+  headings = {report.page.anchor(h) for h in _sections(md)}
+  for r in rows:
+    link = re.fullmatch(r'\[.*\]\(#(.*)\)', r['claim'])
+    assert (link is None) == (r['verdict'] == '**not run**'), r   # a part not run has no section
+    assert link is None or link[1] in headings, (r, headings)
+    assert r['verdict'].strip('*') in ('reproduced', 'partly', 'not reproduced', 'not run', 'no study value')
+  assert rows[-1]['verdict'] == '**not run**'            # no approximation part in the tiny run
+  summary = res['ntk_distance']['summary']
+  words = []
+  for m in ('relu_mlp', 'mlp_attn'):
+    ws = sorted((x for x in summary if x['model'] == m), key=lambda x: x['width'])
+    a, b = ws[0]['function_distance_mean'], ws[-1]['function_distance_mean']
+    words.append('grows' if b > 1.05 * a else 'shrinks' if b < a / 1.05 else 'flat')
+    assert f"{report.NAMES[m]} {a:.3g} → {b:.3g} ({words[-1]})" in rows[2]['ours']
+  match = [words[0] == 'shrinks', words[1] == 'grows']   # the study's MNIST trends
+  assert rows[2]['verdict'].strip('*') == ('reproduced' if all(match) else 'partly' if any(match) else
+                                           'not reproduced')
+  for row, key in ((rows[3], 'malleability'), (rows[4], BINARY)):
+    cells = {(x['model'], x['attack']): x for x in res[key]['summary']
+             if x['setting'] == 'standard' and abs(x['eps'] - 0.3) < 1e-9}
+    for attack in ('fgsm', 'pgd', 'mim'):
+      fa, fr = (100 * cells[m, attack]['flip_rate_mean'] for m in ('mlp_attn', 'relu_mlp'))
+      assert f'{attack.upper()} ' in row['ours'] and f'({fa:.1f} / {fr:.1f} %)' in row['ours'], row
+    assert 'ε = 0.3 on [0, 1] pixels' in row['conditions']
+
+
 # ------------------------------------------------------------------------------------------ tests
 
 def test_report_tables_are_the_parts_results(first):
@@ -396,9 +435,10 @@ def test_report_tables_are_the_parts_results(first):
   # spectral.json's depth / rank checks are shown under 'Beyond the study' (the 'beyond' part's
   # own runs are not asked for here).
   beyond = ['Beyond the study'] if res['spectral'].get('variant_checks') else []
-  assert list(sec) == ['Setup and provenance', 'Spectral amplification',
-                       'Distance to the NTK regime', 'Influence malleability',
-                       'Why MLP-Attn barely trains', 'Binary task digits 3,8'] + beyond
+  assert list(sec) == ['Scorecard', 'Spectral amplification', 'Distance to the NTK regime',
+                       'Influence malleability', 'Binary task digits 3,8',
+                       'Why MLP-Attn barely trains'] + beyond + ['Setup and provenance']
+  _check_scorecard(sec['Scorecard'], md, res)
   _check_spectral(sec['Spectral amplification'], res['spectral'])
   if beyond:
     _check_variant_checks(sec['Beyond the study'], res['spectral'])
@@ -432,7 +472,7 @@ def test_report_provenance_lists_parts_flags_and_markers(first):
   for arg in TINY:
     assert f'`{arg}`' in flags_line, (arg, flags_line)
   assert '--output_dir' not in flags_line
-  assert first['top'] == sorted(list(SUBS) + ['report.html', 'report.md'])
+  assert first['top'] == sorted(list(SUBS) + ['figures', 'report.html', 'report.md'])
   # Printed to stdout too.
   assert md.strip() in first['proc'].stdout
 
@@ -450,6 +490,7 @@ def test_rerun_reuses_every_part_and_gives_the_same_report(first, rerun):
   # ... and inside it only the time line and the status column differ.
   a, b = first['md'].splitlines(), rerun['md'].splitlines()
   assert len(a) == len(b)
+  assert rerun['figures'] == first['figures']   # the report's figures are redrawn identically
   wall = re.compile(r'total wall time [^)]*\)')
   table_a = {r['part']: r for r in _provenance_rows(first['md'])}
   table_b = {r['part']: r for r in _provenance_rows(rerun['md'])}
@@ -500,10 +541,9 @@ def test_report_is_rendered_from_the_json_on_disk(first, sentinel):
 def test_html_is_one_file_with_every_figure_inlined(first):
   md, html, d = first['md'], first['html'], first['dir']
   refs = _images(md)
-  for expected in ('spectral/spectral_spectra.png', 'spectral/spectral_kappa_vs_n.png',
-                   'ntk_distance/ntk_distance_function_distance.png',
-                   'malleability/malleability_flip_rates.png', 'malleability/malleability_eps.png',
-                   f'{BINARY}/malleability_flip_rates.png'):
+  for expected in ('figures/spectral_spectra.png', 'figures/spectral_kappa_vs_n.png',
+                   'figures/ntk_distance.png', 'figures/malleability_flip_rates.png',
+                   'figures/malleability_eps.png', f'figures/{BINARY}_flip_rates.png'):
     assert expected in refs, (expected, refs)
   srcs = re.findall(r'<img\b[^>]*\bsrc="([^"]*)"', html)
   assert len(srcs) == len(refs) == html.count('<img')
@@ -512,11 +552,12 @@ def test_html_is_one_file_with_every_figure_inlined(first):
     assert src.startswith('data:image/png;base64,'), src[:80]
     data = base64.b64decode(src.split(',', 1)[1], validate=True)
     assert data.startswith(b'\x89PNG\r\n\x1a\n')
-    assert hashlib.sha256(data).hexdigest() == first['files'][ref][1], ref
+    on_disk = first['figures'].get(ref[len('figures/'):]) if ref.startswith('figures/') else first['files'][ref][1]
+    assert hashlib.sha256(data).hexdigest() == on_disk, ref
   # Nothing refers to a file beside it (alt texts name the figure files; attributes may not).
   assert not re.search(r'<(?:link|script|iframe|object)\b', html)
   for attr in re.findall(r'\b(?:src|href)="([^"]*)"', html):
-    assert attr.startswith(('data:', 'http://', 'https://')), attr[:80]
+    assert attr.startswith(('data:', 'http://', 'https://', '#')), attr[:80]   # '#': links within the page
   # Same tables as the Markdown, same numbers in them.
   assert html.count('<table>') == len(_tables(md))
   assert html.startswith('<!DOCTYPE html>') and html.rstrip().endswith('</html>')
@@ -577,3 +618,66 @@ def test_interrupted_spectral_part_is_rerun(tmp_path):
   rows = _provenance_rows((out / 'report.md').read_text(encoding='utf-8'))
   assert [(r['part'], r['status'], r['command']) for r in rows] == [
       ('spectral', 'computed', f"`{marker['command']}`")]
+
+
+# ------------------------------------------------------------------------------------------ browser
+
+_MEASURE = """<script>
+window.addEventListener('load', () => {
+  const vw = window.innerWidth;
+  const imgs = [...document.images].map(i => ({complete: i.complete, nw: i.naturalWidth,
+      nh: i.naturalHeight, w: i.getBoundingClientRect().width, h: i.getBoundingClientRect().height}));
+  const wide = [...document.body.children].filter(e => e.getBoundingClientRect().right > vw + 0.5)
+      .map(e => e.tagName + ' ' + (e.id || e.textContent.slice(0, 40)));
+  const card = document.getElementById('scorecard');
+  const out = document.createElement('pre');
+  out.id = 'measurements';
+  out.textContent = JSON.stringify({viewport: vw, scroll_width: document.documentElement.scrollWidth,
+      images: imgs, wide: wide, scorecard_top: card ? card.getBoundingClientRect().top : null});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _chromium():
+  for name in ('chromium', 'chromium-browser', 'google-chrome'):
+    path = shutil.which(name)
+    if path:
+      return path
+  return None
+
+
+def test_report_in_a_real_browser(first):
+  """report.html in headless Chromium at 1280 px: every image decodes with a non-zero size,
+  nothing is wider than the window, and the scorecard starts in the first 1,000 pixels. The
+  screenshot is kept in $NTK_ATTENTION_ARTIFACTS (CI) or beside the run's folder."""
+  browser = _chromium()
+  if browser is None:
+    pytest.skip('no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)')
+  d = first['dir']
+  probe = os.path.join(d, '..', 'report_measured.html')
+  with open(probe, 'w', encoding='utf-8') as f:
+    f.write(first['html'].replace('</body>', _MEASURE + '</body>'))
+  args = [browser, '--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars',
+          '--window-size=1280,1000']
+  dom = subprocess.run(args + ['--virtual-time-budget=10000', '--dump-dom', 'file://' + os.path.abspath(probe)],
+                       capture_output=True, text=True, timeout=120)
+  m = re.search(r'<pre id="measurements">(.*?)</pre>', dom.stdout, re.S)
+  assert m, dom.stderr[-2000:]
+  got = json.loads(html.unescape(m[1]))
+  n_images = first['html'].count('<img')
+  assert n_images >= 6 and len(got['images']) == n_images
+  for img in got['images']:
+    assert img['complete'] and img['nw'] > 0 and img['nh'] > 0 and img['w'] > 0 and img['h'] > 0, img
+  assert got['viewport'] == 1280 and got['scroll_width'] <= 1280, got
+  assert got['wide'] == [], got['wide']
+  assert 0 <= got['scorecard_top'] < 1000, got
+  artifacts = os.environ.get('NTK_ATTENTION_ARTIFACTS') or os.path.dirname(d)
+  os.makedirs(artifacts, exist_ok=True)
+  shot = os.path.join(artifacts, 'report_screenshot.png')
+  proc = subprocess.run(args[:-1] + ['--window-size=1280,4000', f'--screenshot={shot}',
+                                     'file://' + os.path.join(d, 'report.html')],
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0 and os.path.getsize(shot) > 0, proc.stderr[-2000:]
+  with open(shot, 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'

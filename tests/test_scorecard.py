@@ -1,0 +1,86 @@
+"""The scorecard's verdicts on small hand-made results whose answer is known by construction."""
+import math
+
+import pytest
+
+from ntk_attention import paper
+from ntk_attention import scorecard
+
+
+def _nd(relu, attn):
+  """ntk_distance.json with function distances `relu` and `attn` at widths 16 and 4096."""
+  return {'comparison': 'ridge_regression', 'summary': [
+      {'model': m, 'width': w, 'function_distance_mean': v}
+      for m, values in (('relu_mlp', relu), ('mlp_attn', attn)) for w, v in zip((16, 4096), values)]}
+
+
+def _mall(rates, task='all', eps=0.3):
+  """malleability.json with flip rates (%) attack -> (2L-ReLU, MLP-Attn)."""
+  return {'summary': [{'task': task, 'model': m, 'setting': 'standard', 'attack': a, 'eps': eps,
+                       'flip_rate_mean': v[i] / 100, 'eps_units': 'pixel'}
+                      for a, v in rates.items() for i, m in enumerate(('relu_mlp', 'mlp_attn'))]}
+
+
+def _rows(**results):
+  return {r['key']: r for r in scorecard.scorecard(results, results.pop('dataset', 'mnist_sample'))}
+
+
+@pytest.mark.parametrize('relu, attn, verdict', [
+    ((45.0, 39.0), (10.0, 43.0), 'reproduced'),        # the study's trends
+    ((45.0, 39.0), (10.0, 10.2), 'partly'),            # MLP-Attn flat (within 5 %)
+    ((39.0, 45.0), (43.0, 10.0), 'not reproduced'),
+])
+def test_ntk_distance_verdict_follows_the_trends(relu, attn, verdict):
+  row = _rows(ntk_distance=_nd(relu, attn))['ntk_distance']
+  assert row['verdict'] == verdict
+  assert f'2L-ReLU {relu[0]:.3g} → {relu[1]:.3g}' in row['ours']
+  assert 'MNIST' in row['study'] and '45.1 → 39.2' in row['study']
+
+
+def test_malleability_verdict_against_the_studys_ratio():
+  study = paper.FLIP_RATE['mnist', 'all']
+  same = {a: (v[0] * 2, v[1] * 2) for a, v in study.items()}            # same ratios, doubled rates
+  assert _rows(malleability=_mall(same))['malleability:all']['verdict'] == 'reproduced'
+  off = {a: (10.0, 10.0 * v[1] / v[0] / 3) for a, v in study.items()}   # a third of the ratio
+  assert _rows(malleability=_mall(off))['malleability:all']['verdict'] == 'partly'   # still > 1
+  equal = {a: (10.0, 10.0) for a in study}
+  row = _rows(malleability=_mall(equal))['malleability:all']
+  assert row['verdict'] == 'not reproduced'
+  assert 'PGD 1× (10.0 / 10.0 %)' in row['ours'] and 'PGD 8.8×' in row['study']
+  # Only ε = 0.3 is compared with the study.
+  assert _rows(malleability=_mall(same, eps=0.1))['malleability:all']['verdict'] == 'no study value'
+
+
+def test_binary_task_without_a_study_value_and_missing_parts():
+  rows = _rows(dataset='cifar10_sample', binary={('cifar10_sample', '3,8'): _mall(
+      {'pgd': (5.0, 20.0)}, task='3,8')})
+  assert rows['malleability:3,8']['verdict'] == 'no study value'
+  assert rows['malleability:3,8']['study'] == 'no study value'
+  for key in ('kernel', 'kappa', 'ntk_distance', 'malleability:all', 'approximation'):
+    assert rows[key]['verdict'] == 'not run', key
+  assert 'CIFAR-10' in rows['ntk_distance']['study'] and '246.2' in rows['ntk_distance']['study']
+  assert [r['key'] for r in scorecard.scorecard({}, 'mnist')] == [
+      'kernel', 'kappa', 'ntk_distance', 'malleability:all', 'approximation']
+
+
+def _spec(kappa_eff_curve, log10_width, checks):
+  return {'n': 100, 'd': 64, 'rank': 64, 'r': 64, 'kappa': None, 'kappa_eff': kappa_eff_curve[-1],
+          'log10_kappa_eff': math.log10(kappa_eff_curve[-1]), 'log10_width_v2': log10_width,
+          'rtol': 1e-10, 'variant_checks': checks, 'variant_checks_n': 10,
+          'curve': [{'n': 10 * (i + 1), 'kappa': k, 'kappa_eff': k} for i, k in enumerate(kappa_eff_curve)]}
+
+
+def test_spectral_rows():
+  good = [{'depth': 1, 'pattern': 'shared', 'power': 3, 'log10_kappa_measured': 4.01,
+           'log10_kappa_predicted': 4.0, 'reliable': True},
+          {'rank': 5, 'power': 3, 'log10_kappa_measured': None, 'log10_kappa_predicted': 30.0,
+           'reliable': False}]
+  rows = _rows(spectral=_spec([10.0, 1e4], 40.0, good))
+  assert rows['kernel']['verdict'] == 'reproduced' and '1 of 2 checks' in rows['kernel']['ours']
+  assert rows['kappa']['verdict'] == 'reproduced'            # 1.2e3 within [10, 1e4], 10^40 > 4096
+  assert "reached at n ≈ 20" in rows['kappa']['ours'] and 'G singular' in rows['kappa']['ours']
+  bad = [dict(good[0], log10_kappa_measured=4.2)]
+  rows = _rows(spectral=_spec([10.0, 100.0], 3.0, bad))
+  assert rows['kernel']['verdict'] == 'not reproduced'
+  assert rows['kappa']['verdict'] == 'not reproduced'        # κ never reaches 1.2e3; threshold < 4096
+  assert _rows(spectral=_spec([10.0, 100.0], 3.0, [dict(good[0], reliable=False)]))['kernel']['verdict'] == 'not run'
