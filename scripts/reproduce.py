@@ -2,8 +2,9 @@ r"""One command reproduces the study: every part, then one self-contained report
 
   python scripts/reproduce.py --preset=quick --output_dir=results/quick
 
-Presets are absl flagfiles in scripts/presets/ (quick, paper_mnist, paper_cifar10,
-paper_binary); read and copy them. Flags given on the command line override the preset.
+Presets are absl flagfiles in scripts/presets/ (quick, quick_cifar10, paper_mnist,
+paper_cifar10, paper_binary); read and copy them. Flags given on the command line override
+the preset.
 
 Each part runs the matching script (spectral.py, ntk_distance.py, malleability.py) as a
 subprocess into D/<part>/ and leaves a marker D/<part>/part.json when it finishes. Running
@@ -49,8 +50,8 @@ VARIANTS = {
     'baseline': ['--models=relu_mlp,mlp_attn'],
 }
 
-flags.DEFINE_string('preset', None, 'Name of a flagfile in scripts/presets/ (quick, paper_mnist, '
-                    'paper_cifar10, paper_binary); later flags override it.')
+flags.DEFINE_string('preset', None, 'Name of a flagfile in scripts/presets/ (quick, quick_cifar10, '
+                    'paper_mnist, paper_cifar10, paper_binary); later flags override it.')
 flags.DEFINE_string('parts', ','.join(PARTS), 'Comma list of parts to run.')
 flags.DEFINE_bool('force', False, 'Recompute every part, ignoring cached results.')
 # spectral
@@ -70,8 +71,9 @@ flags.DEFINE_string('kernel', 'empirical', 'malleability parts: influence kernel
 flags.DEFINE_enum('eps_units', 'pixel', ['pixel', 'std'],
                   "malleability parts: units of ε, [0, 1] pixels or the training pixels' std "
                   '[choice, docs/method.md §9].')
-flags.DEFINE_string('binary_tasks', 'same:3,8',
-                    "binary part: '+'-separated DATASET:CLASSES tasks; 'same' = --dataset, "
+flags.DEFINE_string('binary_tasks', 'same',
+                    "binary part: '+'-separated DATASET[:CLASSES] tasks; 'same' = --dataset; "
+                    "without CLASSES the study's pair for the dataset (MNIST 3,8, CIFAR-10 1,0), "
                     "e.g. 'mnist:3,8+cifar10:1,0'.")
 flags.DEFINE_integer('binary_n_train', 0, 'binary part: n_train (0 = 1000, shrunk to fit the pool).')
 flags.DEFINE_integer('binary_n_test', 0, 'binary part: n_test (0 = 500, shrunk to fit the pool).')
@@ -97,7 +99,8 @@ flags.DEFINE_integer('sens_n_test', 0, 'sensitivity part: n_test (0 = --n_test).
 flags.DEFINE_integer('sens_width', 0, 'sensitivity part: baseline width (0 = --mall_width).')
 flags.DEFINE_integer('sens_epochs', 0, 'sensitivity part: baseline epochs (0 = --epochs).')
 flags.DEFINE_integer('sens_seeds', 3, 'sensitivity part: seeds (>= 2, for the bootstrap).')
-flags.DEFINE_string('sens_tasks', 'all+3,8', "sensitivity part: '+'-separated tasks.")
+flags.DEFINE_string('sens_tasks', 'all+binary',
+                    "sensitivity part: '+'-separated tasks ('binary' = the study's pair).")
 flags.DEFINE_string('sens_attacks', 'fgsm,pgd,mim', 'sensitivity part: attacks.')
 flags.DEFINE_string('sens_variations', '',
                     "sensitivity part: 'CHOICE=V1,V2;...' ('' = the default grid).")
@@ -157,15 +160,16 @@ def _sensitivity_args():
 
 
 def binary_tasks():
-  """[(dataset, classes)] from --binary_tasks."""
+  """[(dataset, classes)] from --binary_tasks; a DATASET without CLASSES gets the study's
+  binary pair for it (`paper.binary_classes`: 3,8 on MNIST-like data, 1,0 on CIFAR-10)."""
+  from ntk_attention import paper
   tasks = []
   for item in FLAGS.binary_tasks.split('+'):
     if not item.strip():
       continue
-    if ':' not in item:
-      raise ValueError(f'--binary_tasks entries are DATASET:CLASSES, got {item!r}.')
-    ds, classes = item.split(':', 1)
-    tasks.append((FLAGS.dataset if ds == 'same' else ds, classes))
+    ds, _, classes = item.strip().partition(':')
+    ds = FLAGS.dataset if ds == 'same' else ds
+    tasks.append((ds, classes or paper.binary_classes(ds)))
   return tasks
 
 
