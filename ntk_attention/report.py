@@ -425,7 +425,8 @@ def sensitivity_section(res: dict, figures: Sequence[str] = ()) -> str:
 
 
 def _study_relu_rates(ref: str) -> str:
-  """The study's 2L-ReLU flip rates per task, e.g. '3–4 % on 10 classes, 8 % on 3,8'."""
+  """The study's 2L-ReLU flip rates per task, min–max over FGSM, PGD, MIM, rounded:
+  e.g. '3–4 % on 10 classes, 8–9 % on 3,8'."""
   out = []
   for (dataset, task), table in paper.FLIP_RATE.items():
     if dataset == ref:
