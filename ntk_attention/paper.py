@@ -6,6 +6,9 @@ Labelled as the paper's wherever shown; never used in a computation.
 CITATION = ('Miñoza, Medina, Ibañez, "Influence Malleability in Linearized Attention: Dual '
             'Implications of Non-Convergent NTK Dynamics", arXiv 2603.13085 (v1, 2026)')
 
+# Display names of the study's datasets.
+DATASET_NAMES = {'mnist': 'MNIST', 'cifar10': 'CIFAR-10'}
+
 # κ(G) quoted by the study; the sample count n was not published (docs/method.md §5: ~100 for MNIST).
 KAPPA = {'mnist': 1.2e3, 'cifar10': 8.7e3}
 
@@ -31,12 +34,22 @@ FLIP_RATE_AFTER_PGD_AT = {'mnist': (43.4, 42.2), 'cifar10': (36.5, 38.6)}
 
 MODEL_INDEX = {'relu_mlp': 0, 'mlp_attn': 1}
 
+# The study's binary task on each dataset, as a --classes pair whose first class is the +1
+# target: MNIST 3 vs 8, CIFAR-10 automobile (1) vs airplane (0) (docs/method.md §11).
+BINARY_CLASSES = {'mnist': '3,8', 'cifar10': '1,0'}
+
 
 def reference_dataset(dataset: str) -> str:
   """The study's dataset to compare with: CIFAR-10 for `cifar10` and the bundled
   `cifar10_sample`, else MNIST (`mnist`, `mnist_sample`, and digits and user data, which are
   closest to handwritten digits); reports label it."""
   return 'cifar10' if dataset in ('cifar10', 'cifar10_sample') else 'mnist'
+
+
+def binary_classes(dataset: str) -> str:
+  """The study's binary class pair for `dataset`'s reference, as --classes text: '3,8' for
+  MNIST-like data, '1,0' (automobile vs airplane) for CIFAR-10."""
+  return BINARY_CLASSES[reference_dataset(dataset)]
 
 
 def flip_rate(dataset: str, classes: str, attack: str, model: str):

@@ -92,10 +92,11 @@ def spectral_reading(res: dict) -> str:
                + ('agrees within float64 precision.' if res['kappa_attn_direct_reliable'] else
                   'is beyond float64 resolution (κ³ > 10¹²) and is reported only as a flag.'))
   finite = [c for c in curve if math.isfinite(c['kappa'])]
-  near = [c for c in finite if c['kappa'] >= paper.KAPPA['mnist']]
+  ref = paper.reference_dataset(res.get('provenance', {}).get('flags', {}).get('dataset', ''))
+  near = [c for c in finite if c['kappa'] >= paper.KAPPA[ref]]
   if near:
-    parts.append(f"κ grows with n; the paper's κ ≈ {paper.KAPPA['mnist']:.2g} (MNIST) is reached "
-                 f"here at n ≈ {near[0]['n']}.")
+    parts.append(f"κ grows with n; the paper's κ ≈ {paper.KAPPA[ref]:.2g} "
+                 f"({paper.DATASET_NAMES[ref]}) is reached here at n ≈ {near[0]['n']}.")
   return ' '.join(parts)
 
 
@@ -157,7 +158,7 @@ def malleability_section(res: dict, title: str, dataset: str, task: str,
                          figures: Sequence[str] = (), setting: Optional[str] = None) -> str:
   """Flip rates (%) per attack and model at each ε, ours ± std beside the paper's."""
   summary = [r for r in res['summary'] if setting is None or r['setting'] == setting]
-  ref_name = {'mnist': 'MNIST', 'cifar10': 'CIFAR-10'}[paper.reference_dataset(dataset)]
+  ref_name = paper.DATASET_NAMES[paper.reference_dataset(dataset)]
   text = [f'## {title}', '']
   for (sett, eps) in sorted({(r['setting'], r['eps']) for r in summary}, key=str):
     rows = [r for r in summary if (r['setting'], r['eps']) == (sett, eps)]
@@ -440,6 +441,18 @@ def sensitivity_section(res: dict, figures: Sequence[str] = ()) -> str:
   return '\n'.join(text) + '\n'
 
 
+def _study_relu_rates(ref: str) -> str:
+  """The study's 2L-ReLU flip rates per task, min–max over FGSM, PGD, MIM, rounded:
+  e.g. '3–4 % on 10 classes, 8–9 % on 3,8'."""
+  out = []
+  for (dataset, task), table in paper.FLIP_RATE.items():
+    if dataset == ref:
+      lo, hi = (round(f(r[0] for r in table.values())) for f in (min, max))
+      out.append(f"{lo}{'' if lo == hi else f'–{hi}'} % on "
+                 f"{'10 classes' if task == 'all' else task}")
+  return ', '.join(out)
+
+
 def sensitivity_reading(res: dict, attack: str = 'pgd') -> str:
   """Numbers that answer 'how robust is 6–9×?' and 'which choice gives 2L-ReLU's 3–4 %?'."""
   summary, calib = res['summary'], res['calibration']
@@ -480,7 +493,7 @@ def sensitivity_reading(res: dict, attack: str = 'pgd') -> str:
       rows = [r for r in summary if (r['choice'], r['value']) == (best['choice'], best['value'])
               and r['attack'] == attack]
       rates = ', '.join(f"{100 * r['relu_flip_rate_mean']:.1f}% ({r['task']})" for r in rows)
-      out.append(f"2L-ReLU's low flip rates (study: 3–4 % on 10 classes, 8 % on 3 vs 8) are "
+      out.append(f"2L-ReLU's low flip rates (study: {_study_relu_rates(ref)}) are "
                  f"matched best by {_variation(best)}: 2L-ReLU flips {rates} with "
                  f"{attack.upper()} there (mean |ln| over its 2L-ReLU cells "
                  f"{best['distance_relu']:.2f}).")

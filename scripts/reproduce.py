@@ -2,8 +2,9 @@ r"""One command reproduces the study: every part, then one self-contained report
 
   python scripts/reproduce.py --preset=quick --output_dir=results/quick
 
-Presets are absl flagfiles in scripts/presets/ (quick, paper_mnist, paper_cifar10,
-paper_binary); read and copy them. Flags given on the command line override the preset.
+Presets are absl flagfiles in scripts/presets/ (quick, quick_cifar10, paper_mnist,
+paper_cifar10, paper_binary); read and copy them. Flags given on the command line override
+the preset.
 
 Every part runs in this one process through the same library calls as its script
 (spectral.py, ntk_distance.py, malleability.py, approximation.py, sensitivity.py; each part's
@@ -59,8 +60,9 @@ VARIANTS = {
 
 FLAGS = _common.script_flags(__name__)
 _common.define_data_flags(FLAGS)
-flags.DEFINE_string('preset', None, 'Name of a flagfile in scripts/presets/ (quick, paper_mnist, '
-                    'paper_cifar10, paper_binary); later flags override it.', flag_values=FLAGS)
+flags.DEFINE_string('preset', None, 'Name of a flagfile in scripts/presets/ (quick, quick_cifar10, '
+                    'paper_mnist, paper_cifar10, paper_binary); later flags override it.',
+                    flag_values=FLAGS)
 flags.DEFINE_string('parts', ','.join(PARTS), 'Comma list of parts to run.', flag_values=FLAGS)
 flags.DEFINE_bool('force', False, 'Recompute every part, ignoring finished parts (trained '
                   'parameters still come from the training cache).', flag_values=FLAGS)
@@ -94,8 +96,9 @@ flags.DEFINE_string('kernel', 'empirical', 'malleability parts: influence kernel
 flags.DEFINE_enum('eps_units', 'pixel', ['pixel', 'std'],
                   "malleability parts: units of ε, [0, 1] pixels or the training pixels' std "
                   '[choice, docs/method.md §9].', flag_values=FLAGS)
-flags.DEFINE_string('binary_tasks', 'same:3,8',
-                    "binary part: '+'-separated DATASET:CLASSES tasks; 'same' = --dataset, "
+flags.DEFINE_string('binary_tasks', 'same',
+                    "binary part: '+'-separated DATASET[:CLASSES] tasks; 'same' = --dataset; "
+                    "without CLASSES the study's pair for the dataset (MNIST 3,8, CIFAR-10 1,0), "
                     "e.g. 'mnist:3,8+cifar10:1,0'.", flag_values=FLAGS)
 flags.DEFINE_integer('binary_n_train', 0, 'binary part: n_train (0 = 1000, shrunk to fit the pool).',
                      flag_values=FLAGS)
@@ -136,7 +139,8 @@ flags.DEFINE_integer('sens_epochs', 0, 'sensitivity part: baseline epochs (0 = -
                      flag_values=FLAGS)
 flags.DEFINE_integer('sens_seeds', 3, 'sensitivity part: seeds (>= 2, for the bootstrap).',
                      flag_values=FLAGS)
-flags.DEFINE_string('sens_tasks', 'all+3,8', "sensitivity part: '+'-separated tasks.",
+flags.DEFINE_string('sens_tasks', 'all+binary',
+                    "sensitivity part: '+'-separated tasks ('binary' = the study's pair).",
                     flag_values=FLAGS)
 flags.DEFINE_string('sens_attacks', 'fgsm,pgd,mim', 'sensitivity part: attacks.', flag_values=FLAGS)
 flags.DEFINE_string('sens_variations', '',
@@ -206,15 +210,16 @@ def _sensitivity_args():
 
 
 def binary_tasks():
-  """[(dataset, classes)] from --binary_tasks."""
+  """[(dataset, classes)] from --binary_tasks; a DATASET without CLASSES gets the study's
+  binary pair for it (`paper.binary_classes`: 3,8 on MNIST-like data, 1,0 on CIFAR-10)."""
+  from ntk_attention import paper
   tasks = []
   for item in FLAGS.binary_tasks.split('+'):
     if not item.strip():
       continue
-    if ':' not in item:
-      raise ValueError(f'--binary_tasks entries are DATASET:CLASSES, got {item!r}.')
-    ds, classes = item.split(':', 1)
-    tasks.append((FLAGS.dataset if ds == 'same' else ds, classes))
+    ds, _, classes = item.strip().partition(':')
+    ds = FLAGS.dataset if ds == 'same' else ds
+    tasks.append((ds, classes or paper.binary_classes(ds)))
   return tasks
 
 

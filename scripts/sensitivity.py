@@ -28,8 +28,9 @@ import _common  # noqa: E402
 
 FLAGS = _common.script_flags(__name__)
 _common.define_data_flags(FLAGS)
-flags.DEFINE_string('tasks', 'all+3,8',
-                    "'+'-separated tasks: 'all' (every class) or a class pair like '3,8'.",
+flags.DEFINE_string('tasks', 'all+binary',
+                    "'+'-separated tasks: 'all' (every class), a class pair like '3,8', or "
+                    "'binary' (the study's pair for --dataset: 3,8 on MNIST, 1,0 on CIFAR-10).",
                     flag_values=FLAGS)
 flags.DEFINE_string('variations', '',
                     "One-at-a-time variations 'CHOICE=V1,V2;CHOICE=V' (choices: eps, eps_units, "
@@ -68,9 +69,12 @@ def baseline():
                               pgd_steps=FLAGS.pgd_steps)
 
 
-def parse_tasks(text):
+def parse_tasks(text, dataset):
+  """'+'-separated tasks -> list; 'binary' becomes `paper.binary_classes(dataset)`."""
   from ntk_attention import data
+  from ntk_attention import paper
   tasks = [t.strip() for t in text.split('+') if t.strip()]
+  tasks = [paper.binary_classes(dataset) if t == 'binary' else t for t in tasks]
   if not tasks:
     raise ValueError('--tasks is empty.')
   for t in tasks:
@@ -154,7 +158,7 @@ def main(argv, context=None):
   classes = _common.check_data_flags(FLAGS)
   if classes:
     raise app.UsageError('--classes does not apply here; use --tasks (e.g. "all+3,8").')
-  tasks = parse_tasks(FLAGS.tasks)
+  tasks = parse_tasks(FLAGS.tasks, FLAGS.dataset)
   attack_names = _common.parse_names(FLAGS.attacks, 'attacks', attacks.ATTACKS)
   if FLAGS.seeds < 2:
     raise app.UsageError(f'--seeds must be >= 2 for a bootstrap interval, got {FLAGS.seeds}.')

@@ -380,6 +380,73 @@ def test_tfds_prepares_a_dataset(tfds_tf, tmp_path):
   assert sorted(ids) == [0, 1, 2]
 
 
+CIFAR10_NAMES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
+                 'truck')
+
+
+def _write_cifar10_binary(folder, x, y):
+  """The layout of the official `cifar-10-binary.tar.gz`, extracted: per record one label
+  byte and the 32×32×3 image channel-first (1,024 red, 1,024 green, 1,024 blue bytes), five
+  training batches and one test batch. Returns (train, test) index arrays into x."""
+  batches = folder / 'cifar-10-batches-bin'
+  batches.mkdir(parents=True)
+
+  def write(name, idx):
+    with open(batches / name, 'wb') as f:
+      for i in idx:
+        f.write(bytes([int(y[i])]) + np.ascontiguousarray(x[i].transpose(2, 0, 1)).tobytes())
+
+  train, test = np.arange(800), np.arange(800, len(y))
+  for k, part in enumerate(np.array_split(train, 5)):
+    write(f'data_batch_{k + 1}.bin', part)
+  write('test_batch.bin', test)
+  (batches / 'batches.meta.txt').write_text('\n'.join(CIFAR10_NAMES) + '\n')
+  return train, test
+
+
+def _rows_sorted(x, y):
+  """(x, y) with rows in lexicographic order of (pixels, label): order-free comparison."""
+  order = np.lexsort(np.column_stack([x, y]).T[::-1])
+  return x[order], y[order]
+
+
+def test_tfds_cifar10_prepared_from_real_bytes_equals_the_npz_path(tfds_tf, monkeypatch,
+                                                                      tmp_path):
+  # The cifar10 path users with a network hit, run on real CIFAR-10 images: the shipped
+  # sample written as the official binary files, tfds' own CIFAR-10 builder preparing them
+  # (its parser, PNG encoding, TFRecords; only the download is replaced), and data.load
+  # reading the prepared splits. The same images through an npz file must give the same
+  # arrays: same pixels (a channel-order slip would change them), labels, shape, classes.
+  tfds = tfds_tf
+  x, y = _raw('cifar10_sample')
+  train, test = _write_cifar10_binary(tmp_path / 'download', x, y)
+  monkeypatch.setattr(tfds.download.DownloadManager, 'download_and_extract',
+                      lambda self, url: str(tmp_path / 'download'))
+  monkeypatch.setattr(data, '_network_available', lambda *a, **k: True)
+  tfds_dir = str(tmp_path / 'tfds')
+  via_tfds = data.load('cifar10', n_train=len(train), n_test=len(test), data_dir=tfds_dir)
+  assert tfds.builder('cifar10', data_dir=tfds_dir).is_prepared()
+  npz = write_npz(tmp_path / 'cifar10.npz', x=x[train], y=y[train], x_test=x[test],
+                  y_test=y[test])
+  via_npz = data.load(npz, n_train=len(train), n_test=len(test))
+  for split in ('train', 'test'):
+    got = _rows_sorted(getattr(via_tfds, f'x_{split}'), getattr(via_tfds, f'y_{split}'))
+    want = _rows_sorted(getattr(via_npz, f'x_{split}'), getattr(via_npz, f'y_{split}'))
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+  assert via_tfds.x_train.shape == (800, 3072) and via_tfds.x_train.dtype == np.float32
+  assert via_tfds.image_shape == via_npz.image_shape == (32, 32, 3)
+  assert via_tfds.classes == via_npz.classes == tuple(range(10))
+  # The study's binary task on the prepared data: automobile (1) is label 0, the +1 class.
+  pair = data.load('cifar10', classes='1,0', n_train=100, n_test=40, data_dir=tfds_dir)
+  assert pair.classes == (1, 0)
+  pool = [int(np.sum(y[train] == c)) for c in (1, 0)]
+  np.testing.assert_array_equal(np.bincount(pair.y_train), expected_allocation(100, pool))
+  automobiles = {r.tobytes() for r in x[train][y[train] == 1].reshape(-1, 3072)}
+  assert all(np.rint(r * 255).astype(np.uint8).tobytes() in automobiles
+             for r in pair.x_train[pair.y_train == 0])
+
+
 def test_tfds_without_tensorflow_fails_clearly(tfds, monkeypatch, tmp_path):
   del tfds
   monkeypatch.setattr(data, '_tensorflow_available', lambda: False)

@@ -74,7 +74,7 @@ def test_parse_variations():
 def tiny_run(tmp_path_factory):
   out = tmp_path_factory.mktemp('sens')
   cmd = [sys.executable, SCRIPT, '--dataset=digits', '--n_train=60', '--n_test=30', '--epochs=3',
-         '--width=16', '--seeds=2', '--attacks=fgsm,pgd', '--tasks=all+3,8',
+         '--width=16', '--seeds=2', '--attacks=fgsm,pgd', '--tasks=all+binary',
          '--variations=eps=0.1;eps_units=std;init_std=1;retrain=true;n_train=40',
          f'--output_dir={out}']
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
