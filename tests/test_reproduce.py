@@ -472,7 +472,8 @@ def test_report_provenance_lists_parts_flags_and_markers(first):
   for arg in TINY:
     assert f'`{arg}`' in flags_line, (arg, flags_line)
   assert '--output_dir' not in flags_line
-  assert first['top'] == sorted(list(SUBS) + ['figures', 'report.html', 'report.md'])
+  # 'cache' holds the run's training cache (per-seed entries reused by every part).
+  assert first['top'] == sorted(list(SUBS) + ['cache', 'figures', 'report.html', 'report.md'])
   # Printed to stdout too.
   assert md.strip() in first['proc'].stdout
 
