@@ -8,6 +8,7 @@ come from one definition. Modules, by concept:
                 `as_sequence` lays a dataset out as one sequence with its context mask
   models        relu_mlp, mlp_attn, mlp_attn_qkv triples; `build` splits prefix and head
   kernels       analytic / empirical (closed form or NT) NTKs, blocks, distances, f∞
+  qkv_ntk       closed-form empirical NTK of the trainable QKV model, per parameter group
   spectral      float64 κ, κ_d, spectra, width thresholds of the Gram matrix G
   data          digits (bundled), mnist / fashion_mnist / cifar10 (tfds), npz:PATH
   training      optax training, all seeds in one vmapped program
@@ -29,6 +30,7 @@ from ntk_attention import layers
 from ntk_attention import malleability
 from ntk_attention import models
 from ntk_attention import paper
+from ntk_attention import qkv_ntk
 from ntk_attention import reporting
 from ntk_attention import spectral
 from ntk_attention import sweeps

@@ -8,9 +8,10 @@ eval (t, t))`.
 - `analytic_kernel`: NT's infinite-width `kernel_fn` (`'ntk'` or `'nngp'`); for the
   models of `models.py` the NTK is the first-layer-only NTK (the readout is frozen).
 - `empirical_ntk`: the finite-width NTK `J Jᵀ` at given parameters, traced (averaged)
-  over outputs. `method='closed_form'` (default where it applies) uses
+  over outputs. `method='closed_form'` (the default) uses
   `Θ_m = (W_std²/d) (Z Zᵀ) ⊙ (S Sᵀ)/m`, `S = 1[h > 0]`, on the features `Z` of a
-  parameter-free prefix, `O(N²(d + m))`; `'jacobian_contraction'` and
+  parameter-free prefix, `O(N²(d + m))`, and the per-parameter-group closed form of
+  `qkv_ntk` for the trainable QKV prefix, `O(N²(d + m)·C)`; `'jacobian_contraction'` and
   `'ntk_vector_products'` use NT's generic `empirical_ntk_fn` for any composition.
 """
 import functools
@@ -23,6 +24,7 @@ import numpy as np
 from ntk_attention import _nt
 from ntk_attention import layers
 from ntk_attention import models as models_lib
+from ntk_attention import qkv_ntk
 
 METHODS = ('closed_form', 'jacobian_contraction', 'ntk_vector_products')
 
@@ -73,7 +75,8 @@ def empirical_ntk(model: models_lib.Model, params, x_train, x_eval=None,
                   method: str = 'closed_form'):
   """Finite-width NTK `(N, N)` over `[x_train; x_eval]` at `params`.
 
-  `closed_form` needs a parameter-free prefix (relu_mlp, mlp_attn); the generic NT
+  `closed_form`: relu_mlp and mlp_attn through `closed_form_ntk` on the prefix features,
+  mlp_attn_qkv through `qkv_ntk.qkv_closed_form_ntk` (docs/method.md §14); the generic NT
   methods work for every model (the frozen readout contributes nothing: its
   `apply_fn` stops its gradient).
   """
@@ -82,8 +85,9 @@ def empirical_ntk(model: models_lib.Model, params, x_train, x_eval=None,
   seq, context = layers.as_sequence(x_train, x_eval)
   if method == 'closed_form':
     if model.prefix_trainable:
-      raise ValueError(f'closed_form needs a parameter-free prefix; {model.name} has '
-                       'a trainable one: use jacobian_contraction or ntk_vector_products.')
+      return qkv_ntk.qkv_closed_form_ntk(seq[0], context, params[0], params[1],
+                                         dict(model.options).get('mechanism', 'IDENTITY'),
+                                         model.W_std)
     z = models_lib.features(model, params, seq, context)[0]
     w = params[1][0][0]
     return closed_form_ntk(z.astype(w.dtype), w, model.W_std)
@@ -98,10 +102,10 @@ def _generic_ntk_fn(model: models_lib.Model, method: str):
 
 
 def default_method(model: models_lib.Model) -> str:
-  """The fastest exact method for `model`: the closed form for a parameter-free prefix,
-  else NT's Jacobian contraction (measured 2x faster than NTK-vector products on the QKV
-  model at N=300; its memory grows as N·C·#params)."""
-  return 'jacobian_contraction' if model.prefix_trainable else 'closed_form'
+  """The fastest exact method for `model`: the closed form, which every model of
+  `models.MODELS` has (scripts/benchmark.py, entry `ntk`, times it against NT's)."""
+  del model
+  return 'closed_form'
 
 
 def monte_carlo_ntk(model: models_lib.Model, keys, x_train, x_eval=None,
