@@ -55,6 +55,10 @@ flags.DEFINE_string('interventions', '',
 flags.DEFINE_bool('adversarial_training', False, 'Also run PGD adversarial training (pgd_at).')
 flags.DEFINE_string('save_arrays', '', 'FILE.npz: kernels, targets and influence vectors (seed 0).')
 flags.DEFINE_bool('resume', False, 'Skip records already in malleability.jsonl.')
+flags.DEFINE_float('max_memory_gb', 0.0, 'Memory budget (GB) of the float64 kernels and exact '
+                   'influence: sizes that would not fit are refused before any work, naming '
+                   'the largest n_train that fits; kernels are built in row blocks within it. '
+                   '0 = 80% of physical memory (docs/method.md §13).')
 _common.define_training_flags()
 _common.define_model_flags()
 
@@ -203,6 +207,7 @@ def plot(summary, records, arrays, model_names, prefix, out_dir=None):
 
 def main(argv):
   del argv
+  from ntk_attention import kernels
   from ntk_attention import malleability
   from ntk_attention import models
   classes = _common.check_data_flags()
@@ -222,9 +227,10 @@ def main(argv):
   options = {n: o for n, o in _common.model_options().items() if n in model_names}
   setup = malleability.Setup(tau=FLAGS.tau, kernel=FLAGS.kernel, ridge=FLAGS.ridge,
                              attack=attack_config(), score=FLAGS.score, topk=FLAGS.topk,
-                             eps_units=FLAGS.eps_units)
-  # n_train is only known after loading; check τ against the size asked for first.
+                             eps_units=FLAGS.eps_units, max_memory_gb=FLAGS.max_memory_gb)
+  # n_train is only known after loading; check τ and memory against the sizes asked for first.
   malleability.validate(attack_names, epsilons, setup, FLAGS.n_train, interventions)
+  kernels.check_fits(FLAGS.n_train, FLAGS.n_test, FLAGS.max_memory_gb or None)
   _common.setup()
   ds = _common.load_data(classes)
   malleability.validate(attack_names, epsilons, setup, len(ds.x_train), interventions)
