@@ -16,6 +16,7 @@ come from one definition. Modules, by concept:
   attacks       FGSM, PGD, MIM under an l_inf budget on [0, 1] pixels
   malleability  the influence-malleability protocol, interventions, PGD-AT
   sweeps        width sweeps of the distance to the NTK regime
+  scaling       malleability against the number of training points n
   alignment     kernel-target alignment and KRR error: the approximation side
   reporting     atomic JSON/CSV/JSONL results, figures, Markdown → HTML
   report        the study report's sections, read out from the numbers
@@ -32,6 +33,7 @@ from ntk_attention import models
 from ntk_attention import paper
 from ntk_attention import qkv_ntk
 from ntk_attention import reporting
+from ntk_attention import scaling
 from ntk_attention import spectral
 from ntk_attention import sweeps
 from ntk_attention import training

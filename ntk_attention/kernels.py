@@ -237,13 +237,39 @@ def block_rows(n: int, row_bytes: float, max_memory_gb: Optional[float] = None,
   return int(min(max(rows, 1), n))
 
 
+def row_placement(devices=None):
+  """`(put_rows, put_all)` for row-blocked kernels on several devices (docs/method.md §13).
+
+  With one device both are identities. With k > 1 (`jax.devices()` by default: GPUs, a TPU
+  slice, or `XLA_FLAGS=--xla_force_host_platform_device_count=k` on a CPU),
+  `put_rows(a)` pads `a`'s rows to a multiple of k (repeating the last row) and shards them
+  over a 1-d mesh `('rows',)`, and `put_all(a)` replicates `a`; a jitted row function then
+  computes each device's rows where they live. Callers slice the padding off.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  if len(devices) < 2:
+    return (lambda a: a), (lambda a: a)
+  mesh = jax.sharding.Mesh(np.array(devices), ('rows',))
+  rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('rows'))
+  everywhere = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  def put_rows(a):
+    pad = -a.shape[0] % len(devices)
+    if pad:
+      a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])
+    return jax.device_put(a, rows)
+
+  return put_rows, lambda a: jax.device_put(a, everywhere)
+
+
 def build_by_rows(row_fn, n: int, block: int) -> np.ndarray:
-  """`(n, n)` float64 numpy array whose rows `[s, e)` are `row_fn(s, e)` `(e − s, n)`,
-  filled `block` rows at a time (the last block may be shorter)."""
+  """`(n, n)` float64 numpy array whose rows `[s, e)` are `row_fn(s, e)[:e − s]`,
+  filled `block` rows at a time (the last block may be shorter; `row_fn` may return
+  padding rows after the first `e − s`, see `row_placement`)."""
   out = np.empty((n, n), np.float64)
   for start in range(0, n, block):
     stop = min(start + block, n)
-    rows = np.asarray(row_fn(start, stop), np.float64)
+    rows = np.asarray(row_fn(start, stop), np.float64)[:stop - start]
     if not np.all(np.isfinite(rows)):
       raise FloatingPointError(f'blocked kernel has non-finite entries in rows {start}:{stop}.')
     out[start:stop] = rows
@@ -290,13 +316,17 @@ def empirical_ntk_blocked(model: models_lib.Model, params, x_train, x_eval=None,
   """`empirical_ntk(..., 'closed_form')` of a parameter-free prefix, row block by row
   block, as a float64 numpy `(N, N)` (entries computed in the dtype of the head's W).
 
-  `block` rows at a time (default: 10 % of the budget of `memory_budget_gb`).
+  `block` rows at a time (default: 10 % of the budget of `memory_budget_gb`); with several
+  devices each block's rows are sharded across them (`row_placement`).
   """
   w = params[1][0][0]
   z = _prefix_features(model, params, x_train, x_eval, w.dtype)
-  n, m = z.shape[0], w.shape[1]
-  block = block or block_rows(n, 4.0 * n * jnp.dtype(w.dtype).itemsize, max_memory_gb)
-  return build_by_rows(lambda s, e: _closed_form_rows(z[s:e], z, w, model.W_std), n, block)
+  n = z.shape[0]
+  block = block or block_rows(n, 6.0 * n * jnp.dtype(w.dtype).itemsize, max_memory_gb)
+  put_rows, put_all = row_placement()
+  z_all, w_all = put_all(z), put_all(w)
+  return build_by_rows(lambda s, e: _closed_form_rows(put_rows(z[s:e]), z_all, w_all,
+                                                      model.W_std), n, block)
 
 
 def analytic_ntk_blocked(model: models_lib.Model, x_train, x_eval=None,
@@ -310,8 +340,11 @@ def analytic_ntk_blocked(model: models_lib.Model, x_train, x_eval=None,
   """
   z = _prefix_features(model, None, x_train, x_eval, jnp.float64)
   n = z.shape[0]
-  block = block or block_rows(n, 4.0 * n * 8, max_memory_gb)
-  return build_by_rows(lambda s, e: _arccos_rows(z[s:e], z, model.W_std, s), n, block)
+  block = block or block_rows(n, 6.0 * n * 8, max_memory_gb)
+  put_rows, put_all = row_placement()
+  z_all = put_all(z)
+  return build_by_rows(lambda s, e: _arccos_rows(put_rows(z[s:e]), z_all, model.W_std, s),
+                       n, block)
 
 
 def _check_finite(k, what: str):
@@ -323,4 +356,5 @@ def _check_finite(k, what: str):
 __all__ = ['Blocks', 'METHODS', 'split_blocks', 'analytic_kernel', 'closed_form_ntk',
            'empirical_ntk', 'default_method', 'monte_carlo_ntk', 'ntk_predictor', 'relative_distance',
            'gram_power', 'memory_budget_gb', 'influence_peak_gb', 'largest_n_train', 'check_fits',
-           'block_rows', 'build_by_rows', 'empirical_ntk_blocked', 'analytic_ntk_blocked']
+           'block_rows', 'row_placement', 'build_by_rows', 'empirical_ntk_blocked',
+           'analytic_ntk_blocked']
