@@ -3,8 +3,8 @@ kernel distance over `--n_grid` (docs/method.md §15).
 
   python scripts/scaling.py --n_grid=250,500,1000,2000,4000 --seeds=3 --output_dir=results/scaling
 
-Training subsets are nested in n (one seeded permutation of a pool of max(n_grid) points);
-the test set is the same for every n. Writes scaling.jsonl (one record per n × model × seed,
+Training subsets are nested in n (one seeded permutation of a pool of max(n_grid) points,
+so --n_train is not used); the test set (--n_test) is the same for every n. Writes scaling.jsonl (one record per n × model × seed,
 appended as it is measured; `--resume` skips those already there), scaling.json / .csv
 (one row per n), scaling.md and scaling.png (flip rates and their ratio, log n axis).
 """
