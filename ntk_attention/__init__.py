@@ -10,6 +10,7 @@ come from one definition. Modules, by concept:
   kernels       analytic / empirical (closed form or NT) NTKs, blocks, distances, f∞
   transductive  NT's kernel_fn / empirical_ntk_fn / apply_fn signatures on (n, d) samples,
                 the second argument the training set (for nt.predict, nt.batch)
+  qkv_ntk       closed-form empirical NTK of the trainable QKV model, per parameter group
   spectral      float64 κ, κ_d, spectra, width thresholds of the Gram matrix G
   data          digits (bundled), mnist / fashion_mnist / cifar10 (tfds), npz:PATH
   training      optax training, all seeds in one vmapped program
@@ -17,6 +18,7 @@ come from one definition. Modules, by concept:
   attacks       FGSM, PGD, MIM under an l_inf budget on [0, 1] pixels
   malleability  the influence-malleability protocol, interventions, PGD-AT
   sweeps        width sweeps of the distance to the NTK regime
+  scaling       malleability against the number of training points n
   alignment     kernel-target alignment and KRR error: the approximation side
   reporting     atomic JSON/CSV/JSONL results, figures, Markdown → HTML
   report        the study report's sections, read out from the numbers
@@ -31,7 +33,9 @@ from ntk_attention import layers
 from ntk_attention import malleability
 from ntk_attention import models
 from ntk_attention import paper
+from ntk_attention import qkv_ntk
 from ntk_attention import reporting
+from ntk_attention import scaling
 from ntk_attention import spectral
 from ntk_attention import sweeps
 from ntk_attention import training

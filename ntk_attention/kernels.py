@@ -8,9 +8,10 @@ eval (t, t))`.
 - `analytic_kernel`: NT's infinite-width `kernel_fn` (`'ntk'` or `'nngp'`); for the
   models of `models.py` the NTK is the first-layer-only NTK (the readout is frozen).
 - `empirical_ntk`: the finite-width NTK `J Jᵀ` at given parameters, traced (averaged)
-  over outputs. `method='closed_form'` (default where it applies) uses
+  over outputs. `method='closed_form'` (the default) uses
   `Θ_m = (W_std²/d) (Z Zᵀ) ⊙ (S Sᵀ)/m`, `S = 1[h > 0]`, on the features `Z` of a
-  parameter-free prefix, `O(N²(d + m))`; `'jacobian_contraction'` and
+  parameter-free prefix, `O(N²(d + m))`, and the per-parameter-group closed form of
+  `qkv_ntk` for the trainable QKV prefix, `O(N²(d + m)·C)`; `'jacobian_contraction'` and
   `'ntk_vector_products'` use NT's generic `empirical_ntk_fn` for any composition.
 
 Each takes the study's `models.Model`, a user's stax triple `(init_fn, apply_fn,
@@ -18,6 +19,7 @@ kernel_fn)`, or the one function it needs (`kernel_fn`, `apply_fn`); see `resolv
 """
 import collections
 import functools
+import os
 from typing import NamedTuple, Optional
 
 import jax
@@ -27,6 +29,7 @@ import numpy as np
 from ntk_attention import _nt
 from ntk_attention import layers
 from ntk_attention import models as models_lib
+from ntk_attention import qkv_ntk
 
 METHODS = ('closed_form', 'jacobian_contraction', 'ntk_vector_products')
 
@@ -116,10 +119,11 @@ def empirical_ntk(model, params, x_train, x_eval=None, method: Optional[str] = N
   """Finite-width NTK `(N, N)` over `[x_train; x_eval]` at `params`.
 
   `model`: a `models.Model`, a stax triple or an `apply_fn`. `method=None` picks
-  `default_method(model)`. `closed_form` needs a `Model` with a parameter-free prefix
-  (relu_mlp, mlp_attn) and `trace_axes=(-1,)`; the generic NT methods work for every
-  composition (the frozen readout contributes nothing: its `apply_fn` stops its
-  gradient). `trace_axes=()` keeps the output axes: `(N, N, C, C)`.
+  `default_method(model)`. `closed_form` needs a `Model` and `trace_axes=(-1,)`: relu_mlp
+  and mlp_attn through `closed_form_ntk` on the prefix features, mlp_attn_qkv through
+  `qkv_ntk.qkv_closed_form_ntk` (docs/method.md §14). The generic NT methods work for every
+  composition (the frozen readout contributes nothing: its `apply_fn` stops its gradient).
+  `trace_axes=()` keeps the output axes: `(N, N, C, C)`.
   """
   method = method or default_method(model, trace_axes)
   if method not in METHODS:
@@ -130,8 +134,9 @@ def empirical_ntk(model, params, x_train, x_eval=None, method: Optional[str] = N
       raise ValueError('closed_form needs a models.Model and trace_axes=(-1,); use '
                        'jacobian_contraction or ntk_vector_products for any composition.')
     if model.prefix_trainable:
-      raise ValueError(f'closed_form needs a parameter-free prefix; {model.name} has '
-                       'a trainable one: use jacobian_contraction or ntk_vector_products.')
+      return qkv_ntk.qkv_closed_form_ntk(seq[0], context, params[0], params[1],
+                                         dict(model.options).get('mechanism', 'IDENTITY'),
+                                         model.W_std)
     z = models_lib.features(model, params, seq, context)[0]
     w = params[1][0][0]
     return closed_form_ntk(z.astype(w.dtype), w, model.W_std)
@@ -149,12 +154,11 @@ def _generic_ntk_fn(model, method: str, trace_axes=(-1,)):
 
 
 def default_method(model, trace_axes=(-1,)) -> str:
-  """The fastest exact method for `model`: the closed form for a `Model` with a
-  parameter-free prefix (and outputs traced), else NT's Jacobian contraction (measured 2x
-  faster than NTK-vector products on the QKV model at N=300; its memory grows as
-  N·C·#params)."""
-  closed = (isinstance(model, models_lib.Model) and not model.prefix_trainable
-            and tuple(trace_axes) == (-1,))
+  """The fastest exact method for `model`: the closed form for a `models.Model` with its
+  outputs traced (every model of `models.MODELS` has one; scripts/benchmark.py, entry `ntk`,
+  times it against NT's), else NT's Jacobian contraction (measured 2x faster than
+  NTK-vector products on the QKV model at N=300; its memory grows as N·C·#params)."""
+  closed = isinstance(model, models_lib.Model) and tuple(trace_axes) == (-1,)
   return 'closed_form' if closed else 'jacobian_contraction'
 
 
@@ -225,6 +229,180 @@ def gram_power(x, power: int = 3, normalized: bool = True) -> np.ndarray:
   return k
 
 
+# ------------------------------------------------------------------ large n: row blocks, budget
+#
+# One place knows the memory budget (docs/method.md §13). Kernels of a parameter-free
+# prefix are built row block by row block into one float64 numpy array, from the prefix
+# features Z (N × d) computed once; only `block × N` temporaries exist at a time.
+
+# Peak of a malleability cell in float64 N × N kernels (N = n_train + n_eval): the blocked
+# empirical and analytic kernels, the train block handed to `influence.loo_influence`,
+# and there A = K + λI, its Cholesky factor and the inverse factor; plus a fixed
+# `INFLUENCE_BASE_GB` (JAX, data, training). Measured with /usr/bin/time -v on
+# scripts/malleability.py (both models, PGD, width 1024): 3.4 GB at N = 6,500, i.e.
+# 1 GB + 7.1 N² doubles (docs/method.md §13).
+INFLUENCE_PEAK_KERNELS = 7.5
+INFLUENCE_BASE_GB = 1.5
+
+
+def memory_budget_gb(max_memory_gb: Optional[float] = None) -> float:
+  """`max_memory_gb`, or 80 % of this machine's physical memory when it is None or 0."""
+  if max_memory_gb:
+    if not max_memory_gb > 0:
+      raise ValueError(f'--max_memory_gb must be > 0, got {max_memory_gb}.')
+    return float(max_memory_gb)
+  try:
+    return 0.8 * os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1e9
+  except (ValueError, OSError, AttributeError):
+    return 16.0
+
+
+def influence_peak_gb(n_train: int, n_eval: int) -> float:
+  """Estimated peak (GB) of kernels + exact influence at these sizes:
+  `INFLUENCE_BASE_GB + INFLUENCE_PEAK_KERNELS · 8 (n + t)²` bytes (float64)."""
+  return INFLUENCE_BASE_GB + INFLUENCE_PEAK_KERNELS * 8.0 * (n_train + n_eval) ** 2 / 1e9
+
+
+def largest_n_train(n_eval: int, max_memory_gb: Optional[float] = None) -> int:
+  """The largest `n_train` whose `influence_peak_gb(n_train, n_eval)` fits the budget."""
+  room = max(memory_budget_gb(max_memory_gb) - INFLUENCE_BASE_GB, 0.0)
+  n = max(int((room * 1e9 / (8.0 * INFLUENCE_PEAK_KERNELS)) ** 0.5) - int(n_eval), 0)
+  while n > 0 and influence_peak_gb(n, n_eval) > memory_budget_gb(max_memory_gb):
+    n -= 1            # float rounding of the square root
+  return n
+
+
+def check_fits(n_train: int, n_eval: int, max_memory_gb: Optional[float] = None,
+               flag: str = '--n_train') -> None:
+  """ValueError (one line, before any work) when kernels and exact influence at
+  `n_train + n_eval` points would not fit the budget; it names the largest n_train that does."""
+  need, budget = influence_peak_gb(n_train, n_eval), memory_budget_gb(max_memory_gb)
+  if need > budget:
+    raise ValueError(
+        f'{flag}={n_train} (with {n_eval} evaluation points) needs about {need:.3g} GB for '
+        f'its float64 kernels and exact influence, over the {budget:.3g} GB budget '
+        f'(--max_memory_gb): the largest n_train that fits is '
+        f'{largest_n_train(n_eval, max_memory_gb)}.')
+
+
+def block_rows(n: int, row_bytes: float, max_memory_gb: Optional[float] = None,
+               share: float = 0.1) -> int:
+  """Rows per block so that a block's temporaries (`row_bytes` each) use at most `share`
+  of the budget; between 1 and n."""
+  rows = int(share * memory_budget_gb(max_memory_gb) * 1e9 // max(row_bytes, 1.0))
+  return int(min(max(rows, 1), n))
+
+
+def row_placement(devices=None):
+  """`(put_rows, put_all)` for row-blocked kernels on several devices (docs/method.md §13).
+
+  With one device both are identities. With k > 1 (`jax.devices()` by default: GPUs, a TPU
+  slice, or `XLA_FLAGS=--xla_force_host_platform_device_count=k` on a CPU),
+  `put_rows(a)` pads `a`'s rows to a multiple of k (repeating the last row) and shards them
+  over a 1-d mesh `('rows',)`, and `put_all(a)` replicates `a`; a jitted row function then
+  computes each device's rows where they live. Callers slice the padding off.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  if len(devices) < 2:
+    return (lambda a: a), (lambda a: a)
+  mesh = jax.sharding.Mesh(np.array(devices), ('rows',))
+  rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('rows'))
+  everywhere = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  def put_rows(a):
+    pad = -a.shape[0] % len(devices)
+    if pad:
+      a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])
+    return jax.device_put(a, rows)
+
+  return put_rows, lambda a: jax.device_put(a, everywhere)
+
+
+def build_by_rows(row_fn, n: int, block: int) -> np.ndarray:
+  """`(n, n)` float64 numpy array whose rows `[s, e)` are `row_fn(s, e)[:e − s]`,
+  filled `block` rows at a time (the last block may be shorter; `row_fn` may return
+  padding rows after the first `e − s`, see `row_placement`)."""
+  out = np.empty((n, n), np.float64)
+  for start in range(0, n, block):
+    stop = min(start + block, n)
+    rows = np.asarray(row_fn(start, stop), np.float64)[:stop - start]
+    if not np.all(np.isfinite(rows)):
+      raise FloatingPointError(f'blocked kernel has non-finite entries in rows {start}:{stop}.')
+    out[start:stop] = rows
+  return out
+
+
+@jax.jit
+def _closed_form_rows(z_rows, z, w, W_std):
+  d, m = w.shape
+  scale = W_std / jnp.sqrt(d).astype(w.dtype)
+  s_rows = (z_rows @ w * scale > 0).astype(w.dtype)
+  s = (z @ w * scale > 0).astype(w.dtype)
+  return (z_rows @ z.T) * (s_rows @ s.T) * (W_std ** 2 / (d * m))
+
+
+@jax.jit
+def _arccos_rows(z_rows, z, W_std, start):
+  d = z.shape[1]
+  sigma = z_rows @ z.T / d
+  norms = jnp.sqrt(jnp.sum(z_rows ** 2, 1) / d)[:, None] * jnp.sqrt(jnp.sum(z ** 2, 1) / d)
+  theta = jnp.arccos(jnp.clip(sigma / norms, -1.0, 1.0))
+  # θ_ii = 0 exactly: arccos turns a one-ulp error of cos θ near 1 into √ulp ≈ 1e-8,
+  # which would make the result depend on how the rows were blocked.
+  rows = start + jnp.arange(z_rows.shape[0])[:, None]
+  theta = jnp.where(rows == jnp.arange(z.shape[0])[None, :], 0.0, theta)
+  return W_std ** 2 * sigma * (jnp.pi - theta) / (2 * jnp.pi)
+
+
+def _prefix_features(model, params, x_train, x_eval, dtype):
+  if model.prefix_trainable:
+    raise ValueError(f'blocked kernels need a parameter-free prefix; {model.name} has a '
+                     'trainable one: use empirical_ntk.')
+  x_train = jnp.asarray(x_train, dtype)
+  x_eval = None if x_eval is None else jnp.asarray(x_eval, dtype)
+  seq, context = layers.as_sequence(x_train, x_eval)
+  if params is None:    # a parameter-free prefix: its (empty) parameters from any key
+    params = (model.prefix[0](jax.random.PRNGKey(0), seq.shape)[1],)
+  return models_lib.features(model, params, seq, context)[0]
+
+
+def empirical_ntk_blocked(model: models_lib.Model, params, x_train, x_eval=None,
+                          max_memory_gb: Optional[float] = None,
+                          block: Optional[int] = None) -> np.ndarray:
+  """`empirical_ntk(..., 'closed_form')` of a parameter-free prefix, row block by row
+  block, as a float64 numpy `(N, N)` (entries computed in the dtype of the head's W).
+
+  `block` rows at a time (default: 10 % of the budget of `memory_budget_gb`); with several
+  devices each block's rows are sharded across them (`row_placement`).
+  """
+  w = params[1][0][0]
+  z = _prefix_features(model, params, x_train, x_eval, w.dtype)
+  n = z.shape[0]
+  block = block or block_rows(n, 6.0 * n * jnp.dtype(w.dtype).itemsize, max_memory_gb)
+  put_rows, put_all = row_placement()
+  z_all, w_all = put_all(z), put_all(w)
+  return build_by_rows(lambda s, e: _closed_form_rows(put_rows(z[s:e]), z_all, w_all,
+                                                      model.W_std), n, block)
+
+
+def analytic_ntk_blocked(model: models_lib.Model, x_train, x_eval=None,
+                         max_memory_gb: Optional[float] = None,
+                         block: Optional[int] = None) -> np.ndarray:
+  """`analytic_kernel(model, ...)` ('ntk') of a parameter-free prefix, in float64 row blocks.
+
+  The prefix maps inputs deterministically to features Z, so its output covariance is
+  `Σ = Z Zᵀ/d` exactly, and the head's first-layer NTK (frozen ±1 readout) is the arc-cosine
+  `Θ∞ = W_std² Σ (π − θ)/(2π)`, `cos θ = Σ_ij/√(Σ_ii Σ_jj)` (docs/method.md §4).
+  """
+  z = _prefix_features(model, None, x_train, x_eval, jnp.float64)
+  n = z.shape[0]
+  block = block or block_rows(n, 6.0 * n * 8, max_memory_gb)
+  put_rows, put_all = row_placement()
+  z_all = put_all(z)
+  return build_by_rows(lambda s, e: _arccos_rows(put_rows(z[s:e]), z_all, model.W_std, s),
+                       n, block)
+
+
 def _check_finite(k, what: str):
   if not isinstance(k, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(k))):
     raise FloatingPointError(f'{what} has non-finite entries.')
@@ -232,5 +410,8 @@ def _check_finite(k, what: str):
 
 
 __all__ = ['Blocks', 'METHODS', 'KernelPair', 'resolve', 'token_block', 'split_blocks',
-           'analytic_kernel', 'closed_form_ntk', 'empirical_ntk', 'default_method', 'monte_carlo_ntk', 'ntk_predictor', 'relative_distance',
-           'gram_power']
+           'analytic_kernel', 'closed_form_ntk', 'empirical_ntk', 'default_method',
+           'monte_carlo_ntk', 'ntk_predictor', 'relative_distance', 'gram_power',
+           'memory_budget_gb', 'influence_peak_gb', 'largest_n_train', 'check_fits',
+           'block_rows', 'row_placement', 'build_by_rows', 'empirical_ntk_blocked',
+           'analytic_ntk_blocked']

@@ -68,6 +68,7 @@ class Setup(NamedTuple):
   topk: int = 0          # k of topk_overlap; 0 = |S|
   eps_units: str = 'pixel'   # ε in [0, 1] pixels, or in units of the training pixels' std
   pixel_std: float = 1.0     # std of the training pixels; used when eps_units == 'std'
+  max_memory_gb: float = 0.0   # budget of the row-blocked kernels; 0 = from the machine
 
 
 def eps_pixels(setup: Setup, eps: float) -> float:
@@ -117,10 +118,23 @@ def validate(attack_names: Sequence[str], epsilons: Sequence[float], setup: Setu
       raise ValueError(f'unknown intervention {name!r}; choose from {INTERVENTIONS}.')
 
 
-def kernel_blocks(model: models_lib.Model, params, x_train, x_eval, kernel: str = 'empirical'):
+def kernel_blocks(model: models_lib.Model, params, x_train, x_eval, kernel: str = 'empirical',
+                  max_memory_gb: float = 0.0):
   """NTK blocks over `[x_train; x_eval]` in float64: the empirical NTK at `params` (fastest
-  exact method for the model) or the analytic NTK (`params` unused)."""
+  exact method for the model) or the analytic NTK (`params` unused).
+
+  Outside a trace, a parameter-free prefix's kernel is built in row blocks under the
+  memory budget (`kernels.empirical_ntk_blocked`, `analytic_ntk_blocked`; docs/method.md §13).
+  """
   n = jnp.shape(x_train)[0]
+  traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(
+      (params, x_train, x_eval)))
+  if not traced and not model.prefix_trainable:
+    if kernel == 'analytic':
+      k = kernels.analytic_ntk_blocked(model, x_train, x_eval, max_memory_gb or None)
+    else:
+      k = kernels.empirical_ntk_blocked(model, params, x_train, x_eval, max_memory_gb or None)
+    return kernels.split_blocks(k, n)
   if kernel == 'analytic':
     k = kernels.analytic_kernel(model, jnp.asarray(x_train, jnp.float64),
                                 jnp.asarray(x_eval, jnp.float64))
@@ -131,7 +145,7 @@ def kernel_blocks(model: models_lib.Model, params, x_train, x_eval, kernel: str 
 
 def influence(model, params, x_train, y_train, x_eval, y_eval, setup: Setup):
   """`influence.Influence` of every training point on the evaluation set (docs/method.md §8)."""
-  blocks = kernel_blocks(model, params, x_train, x_eval, setup.kernel)
+  blocks = kernel_blocks(model, params, x_train, x_eval, setup.kernel, setup.max_memory_gb)
   return influence_lib.loo_influence(blocks.train, blocks.eval_train, y_train, y_eval,
                                      ridge=setup.ridge)
 
@@ -270,7 +284,7 @@ def protocol(model, params, x_train, y_train, x_eval, y_eval, labels_eval, attac
   """
   x_train = jnp.asarray(x_train, jnp.float32)
   x_eval = jnp.asarray(x_eval, jnp.float32)
-  blocks = kernel_blocks(model, params, x_train, x_eval, setup.kernel)
+  blocks = kernel_blocks(model, params, x_train, x_eval, setup.kernel, setup.max_memory_gb)
   before = influence_lib.loo_influence(blocks.train, blocks.eval_train, y_train, y_eval,
                                        ridge=setup.ridge)
   f_train, f_eval = training.outputs(model, params, x_train, x_eval)
@@ -280,9 +294,9 @@ def protocol(model, params, x_train, y_train, x_eval, y_eval, labels_eval, attac
             'eps_units': setup.eps_units}
   common.update(trainability(model, params, x_train, x_eval))
   if theta_inf is not None:
-    k = kernel_blocks(model, params, x_train, x_eval, 'empirical')
-    full = jnp.block([[k.train, k.eval_train.T], [k.eval_train, k.eval]])
-    common['kernel_distance'] = float(kernels.relative_distance(full, theta_inf))
+    k = (blocks if setup.kernel == 'empirical' else
+         kernel_blocks(model, params, x_train, x_eval, 'empirical', setup.max_memory_gb))
+    common['kernel_distance'] = _blocks_distance(k, theta_inf)
     krr = kernels.ntk_predictor(kernels.split_blocks(theta_inf, x_train.shape[0]), y_train,
                                 ridge=setup.ridge)
     common['krr_test_accuracy'] = float(training.accuracy(krr, labels_eval))
@@ -304,6 +318,18 @@ def protocol(model, params, x_train, y_train, x_eval, y_eval, labels_eval, attac
       records.append(rec)
       arrays[f'influence_after/{name}/{eps:g}'] = after.scores
   return records, arrays
+
+
+def _blocks_distance(k: kernels.Blocks, theta) -> float:
+  """`‖K − Θ‖_F/‖Θ‖_F` of the full `[train; eval]` kernel K given as blocks, without
+  assembling it (at large n a second N × N array would not fit)."""
+  n = k.train.shape[0]
+  theta = kernels.split_blocks(theta, n)
+  sq = lambda a: float(np.sum(np.square(np.asarray(a, np.float64))))
+  diff = (sq(k.train - theta.train) + 2 * sq(k.eval_train - theta.eval_train)
+          + sq(k.eval - theta.eval))
+  ref = sq(theta.train) + 2 * sq(theta.eval_train) + sq(theta.eval)
+  return (diff / ref) ** 0.5
 
 
 def trainability(model, params, x_train, x_eval) -> dict:
@@ -367,6 +393,8 @@ def sweep(ds, model_names: Sequence[str], width: int, seeds: Sequence[int],
                              **(model_options or {}).get(name, {}))
 
     def theta_inf(x):     # analytic NTK over [x; x_eval]
+      if not model.prefix_trainable:
+        return kernels.analytic_ntk_blocked(model, x, x_eval, setup.max_memory_gb or None)
       return kernels.analytic_kernel(model, jnp.asarray(x, jnp.float64),
                                      jnp.asarray(x_eval, jnp.float64))
 

@@ -1,4 +1,4 @@
-"""What a reproduction will cost before it runs, and how far it has got (docs/method.md §14).
+"""What a reproduction will cost before it runs, and how far it has got (docs/method.md §16).
 
 A part's cost is counted in floating-point operations from its sizes alone (no data is loaded,
 nothing compiled): float32 for training, attacks and empirical kernels, float64 for
@@ -17,7 +17,6 @@ E epochs, S seeds:
   eigendecomposition:          10·n³    (float64)
   attack step (loss gradient): 6·n·m·d, plus 6·n²·d when attention mixes the rows
 """
-import os
 import time
 from typing import Callable, Dict, NamedTuple, Optional, Sequence
 
@@ -148,6 +147,16 @@ def part_cost(script: str, v: dict) -> Cost:
     f64 = runs * seeds * (1 + len(attacks)) * _influence(n, t)
     cells = len(tasks) * 2 * seeds * (len(attacks) + len(variations) * len(attacks))
     return Cost(cells, f32, f64)
+  if script == 'scaling':    # per n: malleability of both models, one attack at one ε
+    grid, m, seeds = _list(v, 'n_grid', int), v['width'], v['seeds']
+    f32 = f64 = 0.0
+    for k in grid:
+      kn = k + t
+      for attention in (False, True):
+        f32 += (_train(k, d, m, c, v['epochs'], seeds)
+                + seeds * (_attack(v['attack'], k, d, m, attention) + 2 * 2.0 * kn ** 2 * (d + m)))
+        f64 += seeds * (2 * _influence(k, t) + 10.0 * k ** 3)
+    return Cost(len(grid) * 2 * seeds, f32, f64)
   raise ValueError(f'no cost model for {script!r}')
 
 

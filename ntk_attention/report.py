@@ -15,6 +15,7 @@ from ntk_attention import page
 from ntk_attention import paper
 from ntk_attention import report_figures
 from ntk_attention import reporting
+from ntk_attention import scaling as scaling_lib
 from ntk_attention import scorecard as scorecard_lib
 from ntk_attention.report_figures import NAMES, model_name
 
@@ -590,8 +591,9 @@ def _beyond_section(d, dataset, task, variants_names, sizes, spec) -> str:
 
 
 def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variants=(),
-          beyond_sizes: Optional[dict] = None, parts_info: Optional[dict] = None,
-          flags: Optional[dict] = None, provenance: Optional[dict] = None, wall: float = 0.0) -> str:
+          beyond_sizes: Optional[dict] = None, scaling: bool = True,
+          parts_info: Optional[dict] = None, flags: Optional[dict] = None,
+          provenance: Optional[dict] = None, wall: float = 0.0) -> str:
   """Writes d/report.md, d/report.html and the report's figures (d/figures/) from the parts'
   results on disk (d/<part>/*.json, as `scripts/reproduce.py` lays them out); returns the Markdown.
 
@@ -599,7 +601,8 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
   with its binary tasks, interventions, adversarial training, sensitivity and trainability,
   approximation), what goes beyond the study, and provenance last. `binary_tasks`: [(dataset,
   classes)] of the binary part; `beyond_variants`: names of the 'beyond' variants;
-  `beyond_sizes`: their n_train, n_test, width (for the text)."""
+  `beyond_sizes`: their n_train, n_test, width (for the text); `scaling`: include the
+  malleability-against-n section when d/scaling/scaling.json exists."""
   parts_info, flags, provenance = parts_info or {}, flags or {}, provenance or {}
   fig_dir = os.path.join(d, 'figures')
 
@@ -662,6 +665,11 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
                                *[f'![{f}]({f})' for f in rel(report_figures.approximation_figure(approx, fig_dir))],
                                '']) + '\n')
   sections.append(_beyond_section(d, dataset, task, beyond_variants, beyond_sizes or {}, spec))
+  res = _load(d, 'scaling', 'scaling.json') if scaling else None
+  if res:
+    sections.append('\n'.join([scaling_lib.scaling_section(res['rows']), '',
+                               *[f'![{f}]({f})' for f in part_figs('scaling', ['scaling.png'])],
+                               '']))
   sections.append(provenance_section(parts_info, flags, provenance))
   headings = [line[3:].strip() for s in sections for line in s.splitlines() if line.startswith('## ')]
   sections.insert(1, scorecard_section(rows, headings))

@@ -227,7 +227,7 @@ def _train_seeds(model, config, kind, perturb, keys, x_train, y_train):
 
 
 def cached_train(cache: Optional[dict] = None, directory: Optional[str] = None) -> Callable:
-  """`train` with a memo, one entry per seed (docs/method.md §14).
+  """`train` with a memo, one entry per seed (docs/method.md §16).
 
   A seed's training is determined by the model (name, width, outputs, parameterisation,
   options), the configuration, the dtype, the data (`x_train`, `y_train`, hashed) and its

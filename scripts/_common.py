@@ -105,7 +105,7 @@ def define_training_flags(fv: flags.FlagValues, epochs: int = 500):
   flags.DEFINE_string('train_cache', '',
                       'Folder of trained parameters, one file per model, options, data, training '
                       'configuration and seed: a run that needs the same training loads it '
-                      "instead (docs/method.md §14). '' = keep them in memory only.",
+                      "instead (docs/method.md §16). '' = keep them in memory only.",
                       flag_values=fv)
 
 

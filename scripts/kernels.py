@@ -39,9 +39,8 @@ flags.DEFINE_string('widths', '16,64,256,1024,4096', 'Comma-separated hidden wid
 flags.DEFINE_integer('seeds', 4, 'Initialisations per width (PRNGKey(--seed + s)).',
                      flag_values=FLAGS)
 flags.DEFINE_string('method', 'auto',
-                    "Empirical NTK: 'auto' (closed_form where the prefix is parameter-free, else "
-                    f"jacobian_contraction) or one of {', '.join(kernels.METHODS)}.",
-                    flag_values=FLAGS)
+                    "Empirical NTK: 'auto' (closed_form: every model has one) or one of "
+                    f"{', '.join(kernels.METHODS)}.", flag_values=FLAGS)
 flags.DEFINE_string('save_kernels', '',
                     "'' or FILE.npz (path as given, relative to the working directory): train-block "
                     'analytic NTK per model and seed-0 empirical train block per model x width.',
@@ -68,9 +67,6 @@ def _check_flags():
   for name in names:
     model = models.build(name, 1)
     methods[name] = kernels.default_method(model) if FLAGS.method == 'auto' else FLAGS.method
-    if methods[name] == 'closed_form' and model.prefix_trainable:
-      raise ValueError(f'--method=closed_form needs a parameter-free prefix; {name} has a '
-                       'trainable one: use auto, jacobian_contraction or ntk_vector_products.')
   save = FLAGS.save_kernels
   if save:
     if not save.endswith('.npz'):

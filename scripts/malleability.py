@@ -71,6 +71,10 @@ flags.DEFINE_bool('adversarial_training', False, 'Also run PGD adversarial train
 flags.DEFINE_string('save_arrays', '', 'FILE.npz: kernels, targets and influence vectors (seed 0).',
                     flag_values=FLAGS)
 flags.DEFINE_bool('resume', False, 'Skip records already in malleability.jsonl.', flag_values=FLAGS)
+flags.DEFINE_float('max_memory_gb', 0.0, 'Memory budget (GB) of the float64 kernels and exact '
+                   'influence: sizes that would not fit are refused before any work, naming '
+                   'the largest n_train that fits; kernels are built in row blocks within it. '
+                   '0 = 80% of physical memory (docs/method.md §13).', flag_values=FLAGS)
 _common.define_training_flags(FLAGS)
 _common.define_model_flags(FLAGS)
 
@@ -202,6 +206,7 @@ def plot(summary, records, arrays, model_names, prefix, out_dir):
 
 def main(argv, context=None):
   del argv
+  from ntk_attention import kernels
   from ntk_attention import malleability
   from ntk_attention import models
   classes = _common.check_data_flags(FLAGS)
@@ -223,9 +228,10 @@ def main(argv, context=None):
   options = {n: o for n, o in _common.model_options(FLAGS).items() if n in model_names}
   setup = malleability.Setup(tau=FLAGS.tau, kernel=FLAGS.kernel, ridge=FLAGS.ridge,
                              attack=attack_config(), score=FLAGS.score, topk=FLAGS.topk,
-                             eps_units=FLAGS.eps_units)
-  # n_train is only known after loading; check τ against the size asked for first.
+                             eps_units=FLAGS.eps_units, max_memory_gb=FLAGS.max_memory_gb)
+  # n_train is only known after loading; check τ and memory against the sizes asked for first.
   malleability.validate(attack_names, epsilons, setup, FLAGS.n_train, interventions)
+  kernels.check_fits(FLAGS.n_train, FLAGS.n_test, FLAGS.max_memory_gb or None)
   _common.setup(FLAGS)
   ds = _common.load_data(FLAGS, classes)
   malleability.validate(attack_names, epsilons, setup, len(ds.x_train), interventions)

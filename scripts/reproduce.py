@@ -19,14 +19,16 @@ cache). --isolate_parts runs each part as a subprocess instead (for debugging); 
 prints every part's cells and an estimate of its time on this machine, and exits.
 
 Parts: spectral, ntk_distance, malleability (10-class or --classes, ε sweep), binary
-(--binary_tasks), interventions, adversarial_training, beyond (attention variants, the
-influence-targeted attack, approximation error). Any flag of an underlying script can be
+(--binary_tasks), interventions, adversarial_training, sensitivity, beyond (attention
+variants, the influence-targeted attack, approximation error); and, only when named in
+--parts, scaling (malleability against n, scripts/scaling.py). Any flag of an underlying script can be
 added with --spectral_flags, --ntk_distance_flags, --malleability_flags,
---approximation_flags (e.g. --malleability_flags="--pgd_steps=40").
+--approximation_flags, --sensitivity_flags, --scaling_flags (e.g.
+--malleability_flags="--pgd_steps=40"). docs/method.md §16 explains the in-process parts,
+the training cache and the estimate.
 """
 import contextlib
 import importlib
-import json
 import os
 import shlex
 import shutil
@@ -45,6 +47,8 @@ import _common  # noqa: E402
 
 PARTS = ('spectral', 'ntk_distance', 'malleability', 'binary', 'interventions',
          'adversarial_training', 'sensitivity', 'beyond')
+# Run only when named in --parts (or a preset): beyond the study and costly at large n.
+OPTIONAL_PARTS = ('scaling',)
 
 # Beyond the study: model variants, each measured with ntk_distance and malleability.
 VARIANTS = {
@@ -63,7 +67,9 @@ _common.define_data_flags(FLAGS)
 flags.DEFINE_string('preset', None, 'Name of a flagfile in scripts/presets/ (quick, quick_cifar10, '
                     'paper_mnist, paper_cifar10, paper_binary); later flags override it.',
                     flag_values=FLAGS)
-flags.DEFINE_string('parts', ','.join(PARTS), 'Comma list of parts to run.', flag_values=FLAGS)
+flags.DEFINE_string('parts', ','.join(PARTS),
+                    f'Comma list of parts to run, from {PARTS + OPTIONAL_PARTS} (the default: '
+                    f'all but {", ".join(OPTIONAL_PARTS)}).', flag_values=FLAGS)
 flags.DEFINE_bool('force', False, 'Recompute every part, ignoring finished parts (trained '
                   'parameters still come from the training cache).', flag_values=FLAGS)
 flags.DEFINE_bool('isolate_parts', False, 'Run each part as a subprocess (the old way; for '
@@ -128,6 +134,10 @@ flags.DEFINE_string('beyond_parts', 'variants,influence_attack,approximation',
                     "beyond part: which of 'variants' (--beyond_variants, each with "
                     "ntk_distance and malleability), 'influence_attack', 'approximation'.",
                     flag_values=FLAGS)
+# scaling (optional part)
+flags.DEFINE_string('scaling_n_grid', '250,500,1000,2000',
+                    'scaling part: training-set sizes n (nested subsets; PGD at ε = 0.3, '
+                    '--mall_width, --mall_seeds).', flag_values=FLAGS)
 # sensitivity
 flags.DEFINE_integer('sens_n_train', 0, 'sensitivity part: baseline n_train (0 = --n_train).',
                      flag_values=FLAGS)
@@ -149,7 +159,7 @@ flags.DEFINE_string('sens_variations', '',
 for _script, _example in (('spectral', '--rtol=1e-8'), ('ntk_distance', '--widths=64,1024'),
                           ('malleability', '--pgd_steps=40 --ridge=1e-2'),
                           ('approximation', '--k_top=10 --noise=0.1'),
-                          ('sensitivity', '--width=256')):
+                          ('sensitivity', '--width=256'), ('scaling', '--attack=mim')):
   flags.DEFINE_string(f'{_script}_flags', '',
                       f'Extra flags for every {_script}.py run, e.g. "{_example}": '
                       'any flag of the underlying script overrides the preset this way.',
@@ -250,6 +260,11 @@ def commands() -> dict:
       'sensitivity': [('sensitivity', os.path.join(HERE, 'sensitivity.py'),
                        _sensitivity_args())],
       'beyond': beyond_commands(),
+      'scaling': [('scaling', os.path.join(HERE, 'scaling.py'),
+                   _data_args(n_train=0) + _train_args() + [
+                       _arg('n_grid', FLAGS.scaling_n_grid), _arg('width', FLAGS.mall_width),
+                       _arg('seeds', FLAGS.mall_seeds), _arg('tau', FLAGS.tau),
+                       _arg('eps_units', FLAGS.eps_units)])],
   }
   return cmds
 
@@ -305,7 +320,7 @@ def run_part(sub, script, args, context):
     shutil.rmtree(out)
   # An unfinished part resumes from its JSONL where the script supports it; the others rerun.
   resume = os.path.isdir(out) and os.path.basename(script) in (
-      'ntk_distance.py', 'malleability.py', 'sensitivity.py')
+      'ntk_distance.py', 'malleability.py', 'sensitivity.py', 'scaling.py')
   args = args + (['--resume'] if resume else [])
   logging.info('[%s] %s%s', sub, shown, ' --resume' if resume else '')
   os.makedirs(out, exist_ok=True)
@@ -387,12 +402,12 @@ def build_report(parts_info, wall):
       binary_tasks=binary_tasks(), beyond_variants=FLAGS.beyond_variants.split(','),
       beyond_sizes={'n_train': FLAGS.beyond_n_train, 'n_test': FLAGS.beyond_n_test,
                     'width': FLAGS.beyond_width},
-      parts_info=parts_info, flags=flag_values, provenance=_common.provenance(FLAGS), wall=wall)
+      scaling='scaling' in parts_info, parts_info=parts_info, flags=flag_values, provenance=_common.provenance(FLAGS), wall=wall)
 
 
 def main(argv):
   del argv
-  parts = _common.parse_names(FLAGS.parts, 'parts', PARTS)
+  parts = _common.parse_names(FLAGS.parts, 'parts', PARTS + OPTIONAL_PARTS)
   _common.parse_names(FLAGS.beyond_variants, 'beyond_variants', VARIANTS)
   from ntk_attention import malleability
   from ntk_attention import models
@@ -410,6 +425,7 @@ def main(argv):
     raise ValueError(f'--tau must be in (0, 1], got {FLAGS.tau}.')
   _common.training_config(FLAGS)
   _common.parse_int_list(FLAGS.beyond_widths, 'beyond_widths')
+  _common.parse_int_list(FLAGS.scaling_n_grid, 'scaling_n_grid')
   _common.parse_names(FLAGS.beyond_parts, 'beyond_parts',
                       ('variants', 'influence_attack', 'approximation'))
   _common.model_options(FLAGS)

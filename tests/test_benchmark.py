@@ -38,7 +38,7 @@ def test_quick_rows(runs):
   ntk = [r for r in rows if r['entry'] == 'ntk']
   inf = [r for r in rows if r['entry'] == 'influence']
   # Per model: one row per generic method and one against the faster of them.
-  for model in ('relu_mlp', 'mlp_attn'):
+  for model in ('relu_mlp', 'mlp_attn', 'mlp_attn_qkv'):
     mine = [r for r in ntk if r['model'] == model]
     assert sorted(r['baseline'] for r in mine[:2]) == sorted(GENERIC)
     assert len(mine) == 3 and mine[2]['baseline'].startswith('fastest generic')

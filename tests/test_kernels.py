@@ -61,15 +61,75 @@ def test_closed_form_equals_nt_empirical_ntk_float32(name, out_dim):
     assert float(kernels.relative_distance(fast, ref)) < 1e-5
 
 
-def test_qkv_model_generic_methods_agree_and_closed_form_refuses():
+def test_qkv_model_generic_methods_agree():
   x = _data(8, 5)
   model = models.build('mlp_attn_qkv', 16, 2, mechanism='SOFTMAX')
   params = models.init_params(model, jax.random.PRNGKey(0), 5, jnp.float64)
   a = kernels.empirical_ntk(model, params, x, None, 'jacobian_contraction')
   b = kernels.empirical_ntk(model, params, x, None, 'ntk_vector_products')
   np.testing.assert_allclose(a, b, rtol=1e-10)
+
+
+@pytest.mark.parametrize('out_dim', [1, 10])
+@pytest.mark.parametrize('mechanism', ['IDENTITY', 'SOFTMAX'])
+def test_qkv_closed_form_equals_nt_empirical_ntk(mechanism, out_dim):
+  # float64: agreement to rounding (measured ~2e-15); float32 to NT's 1e-5 of the closed
+  # forms above. Evaluation tokens outside the context exercise the mask.
+  x, xe = _data(11, 7), _data(4, 7, seed=5)
+  model = models.build('mlp_attn_qkv', 24, out_dim, mechanism=mechanism)
+  assert kernels.default_method(model) == 'closed_form'
+  for dtype, tol in ((jnp.float64, 1e-12), (jnp.float32, 1e-5)):
+    params = models.init_params(model, jax.random.PRNGKey(4), 7, dtype)
+    xx, xxe = x.astype(dtype), xe.astype(dtype)
+    fast = kernels.empirical_ntk(model, params, xx, xxe, 'closed_form')
+    assert fast.dtype == dtype
+    ref = kernels.empirical_ntk(model, params, xx, xxe, 'jacobian_contraction')
+    assert float(kernels.relative_distance(fast, ref)) < tol, (dtype, mechanism)
+
+
+def test_qkv_closed_form_with_two_heads_and_w_std():
+  x = _data(9, 5)
+  model = models.build('mlp_attn_qkv', 8, 3, W_std=1.7, n_heads=2, mechanism='SOFTMAX')
+  params = models.init_params(model, jax.random.PRNGKey(2), 5, jnp.float64)
+  fast = kernels.empirical_ntk(model, params, x, None, 'closed_form')
+  ref = kernels.empirical_ntk(model, params, x, None, 'ntk_vector_products')
+  assert float(kernels.relative_distance(fast, ref)) < 1e-12
+
+
+@pytest.mark.parametrize('name', ['relu_mlp', 'mlp_attn'])
+def test_blocked_kernels_equal_one_piece(name):
+  # 29 tokens in blocks of 7 (the last block has 1 row) against one block of all 29, in
+  # float64; and both against the unblocked empirical NTK and NT's analytic kernel (whose
+  # arccos at θ = 0 rounds to √ulp ≈ 1e-8 on the diagonal, hence its looser tolerance).
+  x, xe = _data(23, 6), _data(6, 6, seed=7)
+  model = models.build(name, 32, 3, W_std=1.3)
+  params = models.init_params(model, jax.random.PRNGKey(1), 6, jnp.float64)
+  emp = kernels.empirical_ntk_blocked(model, params, x, xe, block=7)
+  ana = kernels.analytic_ntk_blocked(model, x, xe, block=7)
+  assert emp.shape == ana.shape == (29, 29) and emp.dtype == ana.dtype == np.float64
+  np.testing.assert_allclose(emp, kernels.empirical_ntk_blocked(model, params, x, xe, block=29),
+                             rtol=0, atol=1e-12)
+  np.testing.assert_allclose(ana, kernels.analytic_ntk_blocked(model, x, xe, block=29),
+                             rtol=0, atol=1e-12)
+  np.testing.assert_allclose(emp, kernels.empirical_ntk(model, params, x, xe), rtol=0, atol=1e-12)
+  np.testing.assert_allclose(ana, kernels.analytic_kernel(model, x, xe), rtol=0, atol=1e-8)
+  # The budget picks the block: a tiny budget gives one-row blocks, same numbers.
+  tiny = kernels.empirical_ntk_blocked(model, params, x, xe, max_memory_gb=1e-9)
+  np.testing.assert_allclose(emp, tiny, rtol=0, atol=1e-12)
+  assert kernels.block_rows(29, 4 * 29 * 8, 1e-9) == 1
+
+
+def test_memory_check_names_the_largest_n_that_fits():
+  budget = 2.0
+  n_max = kernels.largest_n_train(500, budget)
+  assert kernels.influence_peak_gb(n_max, 500) <= budget < kernels.influence_peak_gb(n_max + 1, 500)
+  kernels.check_fits(n_max, 500, budget)
+  with pytest.raises(ValueError, match=f'largest n_train that fits is {n_max}'):
+    kernels.check_fits(n_max + 1, 500, budget)
+  with pytest.raises(ValueError, match='max_memory_gb'):
+    kernels.memory_budget_gb(-1.0)
   with pytest.raises(ValueError, match='parameter-free'):
-    kernels.empirical_ntk(model, params, x, None, 'closed_form')
+    kernels.analytic_ntk_blocked(models.build('mlp_attn_qkv', 8), _data())
 
 
 def test_trainable_mask_freezes_only_the_readout():

@@ -135,11 +135,13 @@ def test_validate_rejects_bad_input(kwargs, match):
 @pytest.mark.parametrize('flag,message', [
     ('--tau=0', 'tau'), ('--tau=1.2', 'tau'), ('--epsilons=-0.1', 'eps'),
     ('--attacks=fgsm,deepfool', 'attacks'), ('--n_train=5', 'too small'),
-    ('--interventions=pruned', 'interventions')])
+    ('--interventions=pruned', 'interventions'),
+    ('--n_train=60000 --n_test=10000 --max_memory_gb=20', 'the largest n_train that fits is'),
+    ('--max_memory_gb=-1', 'max_memory_gb')])
 def test_script_fails_before_training(tmp_path, flag, message):
   out = tmp_path / 'out'
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'malleability.py'), flag,
-                         f'--output_dir={out}'], capture_output=True, text=True, timeout=120)
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'malleability.py'),
+                         *flag.split(), f'--output_dir={out}'], capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0
   assert message in proc.stderr
   assert not (out / 'malleability.jsonl').exists()

@@ -242,7 +242,6 @@ def test_spectral_singular_gram_uses_effective_kappa(tmp_path):
     ('kernels', ['--models=relu_mlp,transformer'], '--models'),
     ('kernels', ['--seeds=0'], '--seeds'),
     ('kernels', ['--method=exact'], '--method'),
-    ('kernels', ['--models=mlp_attn_qkv', '--method=closed_form'], 'closed_form'),
     ('kernels', ['--save_kernels=k.txt'], '--save_kernels'),
     ('kernels', ['--out_dim=-1'], '--out_dim'),
     ('kernels', ['--classes=3'], 'classes'),

@@ -1,0 +1,135 @@
+"""Malleability against the number of training points n (docs/method.md §15).
+
+The study's sensitivity argument says malleability should grow with the data: a point's
+influence moves with its coupling to the rest, ‖G x_j‖₁, and with κ(G), and both grow
+with n. Per n of a grid, on nested seeded training subsets of one pool (the same test
+set for every n), this runs the protocol of docs/method.md §10 for 2L-ReLU and MLP-Attn
+(`malleability.sweep`, one attack, one ε, several seeds) and measures κ_d(G) of the
+training set (`spectral.summarize`). Per n it reports both models' flip rate, Spearman
+and kernel distance (mean ± std over seeds), the ratio of mean flip rates MLP-Attn /
+2L-ReLU, and log10 κ_d(G).
+"""
+import dataclasses
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ntk_attention import data as data_lib
+from ntk_attention import malleability
+from ntk_attention import spectral
+
+MODELS = ('relu_mlp', 'mlp_attn')
+METRICS = ('flip_rate', 'spearman', 'kernel_distance')
+DEFAULT_GRID = (250, 500, 1000, 2000, 4000)
+
+
+def nested_subsets(ds: data_lib.Dataset, grid: Sequence[int], seed: int = 0):
+  """`{n: Dataset}` with the first n points of one seeded permutation of `ds`'s training
+  set (nested in n) and `ds`'s test set; ValueError when n is not in [10, n_train]."""
+  n_pool = len(ds.x_train)
+  for n in grid:
+    if not 10 <= n <= n_pool:
+      raise ValueError(f'--n_grid: n={n} must be in [10, {n_pool}] (the training pool).')
+  order = spectral.subset_indices(n_pool, n_pool, seed)
+  return {int(n): dataclasses.replace(ds, x_train=ds.x_train[order[:n]],
+                                      y_train=ds.y_train[order[:n]])
+          for n in grid}
+
+
+def run_n(ds, width: int, seeds: Sequence[int], attack: str, eps: float,
+          setup: malleability.Setup, config, done=(), on_record: Callable = lambda r: None,
+          on_progress: Callable = lambda k: None, base_seed: int = 0, train_fn=None,
+          model_options=None) -> list:
+  """The malleability records of both models at one n (`malleability.sweep`), each with
+  `n_train`, plus κ_d of the training set under 'kappa_d' / 'log10_kappa_d'.
+  `model_options`: per-model `models.build` options (e.g. `init_std`), as in `sweep`."""
+  spec = spectral.summarize(np.asarray(ds.x_train, np.float64))
+  extra = {'kappa_d': spec['kappa_eff'], 'log10_kappa_d': spec['log10_kappa_eff']}
+
+  def record(rec):
+    rec.update(extra)
+    on_record(rec)
+
+  kwargs = {} if train_fn is None else {'train_fn': train_fn}
+  return malleability.sweep(ds, MODELS, width, seeds, [attack], [eps], setup, config,
+                            on_record=record, done=done, task=f'n={len(ds.x_train)}',
+                            on_progress=on_progress, base_seed=base_seed,
+                            model_options=model_options, **kwargs)
+
+
+def _mean_std(values):
+  v = [x for x in values if x is not None and math.isfinite(x)]
+  if not v:
+    return None, None
+  return float(np.mean(v)), float(np.std(v))
+
+
+def summarize(records: Sequence[dict]) -> list:
+  """One row per n: `<model>_<metric>_mean/_std`, `ratio` = mean flip MLP-Attn / mean flip
+  2L-ReLU (None when 2L-ReLU never flips), `log10_kappa_d`, `seeds`."""
+  rows = []
+  for n in sorted({int(r['n_train']) for r in records}):
+    at_n = [r for r in records if int(r['n_train']) == n]
+    row = {'n_train': n, 'seeds': len({r['seed'] for r in at_n}),
+           'log10_kappa_d': at_n[0].get('log10_kappa_d')}
+    for model in MODELS:
+      mine = [r for r in at_n if r['model'] == model]
+      for metric in METRICS:
+        row[f'{model}_{metric}_mean'], row[f'{model}_{metric}_std'] = _mean_std(
+            [r.get(metric) for r in mine])
+    relu, attn = row['relu_mlp_flip_rate_mean'], row['mlp_attn_flip_rate_mean']
+    row['ratio'] = attn / relu if relu and attn is not None else None
+    rows.append(row)
+  return rows
+
+
+def exponent(rows: Sequence[dict], key: str):
+  """Least-squares slope of log(value) against log(n) over rows with a positive value
+  (None with fewer than two): how `key` grows with n."""
+  pts = [(math.log(r['n_train']), math.log(r[key])) for r in rows
+         if r.get(key) is not None and r[key] > 0]
+  if len(pts) < 2:
+    return None
+  x, y = np.array(pts).T
+  return float(np.polyfit(x, y, 1)[0])
+
+
+def _fmt(mean, std=None, scale=1.0, digits=1):
+  if mean is None:
+    return '–'
+  s = f'{mean * scale:.{digits}f}'
+  return s if std is None else f'{s} ± {std * scale:.{digits}f}'
+
+
+def scaling_section(rows: Sequence[dict], title: str = 'Malleability against n') -> str:
+  """Markdown: the per-n table (flip %, Spearman, kernel distance, ratio, log10 κ_d) and
+  the fitted growth exponents of the ratio and of κ_d."""
+  lines = [f'## {title}', '',
+           '| n | 2L-ReLU flip % | MLP-Attn flip % | ratio | 2L-ReLU Spearman | '
+           'MLP-Attn Spearman | 2L-ReLU ‖Θ_m − Θ∞‖/‖Θ∞‖ | MLP-Attn ‖Θ_m − Θ∞‖/‖Θ∞‖ | '
+           'log10 κ_d(G) | seeds |',
+           '|---|---|---|---|---|---|---|---|---|---|']
+  for r in rows:
+    cells = [str(r['n_train']),
+             _fmt(r['relu_mlp_flip_rate_mean'], r['relu_mlp_flip_rate_std'], 100),
+             _fmt(r['mlp_attn_flip_rate_mean'], r['mlp_attn_flip_rate_std'], 100),
+             _fmt(r['ratio'], digits=2),
+             _fmt(r['relu_mlp_spearman_mean'], r['relu_mlp_spearman_std'], digits=2),
+             _fmt(r['mlp_attn_spearman_mean'], r['mlp_attn_spearman_std'], digits=2),
+             _fmt(r['relu_mlp_kernel_distance_mean'], r['relu_mlp_kernel_distance_std'], digits=2),
+             _fmt(r['mlp_attn_kernel_distance_mean'], r['mlp_attn_kernel_distance_std'], digits=2),
+             _fmt(r['log10_kappa_d'], digits=1), str(r['seeds'])]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  slope_ratio, slope_kappa = exponent(rows, 'ratio'), exponent(
+      [dict(r, kappa=10 ** r['log10_kappa_d']) for r in rows if r['log10_kappa_d'] is not None],
+      'kappa')
+  lines += ['', 'Flip rates are % of the top-τ set whose influence changes sign (mean ± std '
+            'over seeds); ratio = mean MLP-Attn flip rate / mean 2L-ReLU flip rate. '
+            f'Fitted growth with n (log–log slope): ratio {_fmt(slope_ratio, digits=2)}, '
+            f'κ_d(G) {_fmt(slope_kappa, digits=2)}.', '']
+  return '\n'.join(lines)
+
+
+__all__ = ['MODELS', 'METRICS', 'DEFAULT_GRID', 'nested_subsets', 'run_n', 'summarize',
+           'exponent', 'scaling_section']

@@ -1,0 +1,105 @@
+"""Malleability against n: per-n summaries, growth exponents, nested subsets, the script."""
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ntk_attention import data
+from ntk_attention import reporting
+from ntk_attention import scaling
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'scripts', 'scaling.py')
+
+
+def _rec(n, model, seed, flip, rho=0.5, dist=0.1, log_kappa=2.0):
+  return {'n_train': n, 'model': model, 'seed': seed, 'flip_rate': flip, 'spearman': rho,
+          'kernel_distance': dist, 'log10_kappa_d': log_kappa}
+
+
+def test_summarize_means_ratio_and_exponent():
+  recs = [_rec(100, 'relu_mlp', 0, 0.1), _rec(100, 'relu_mlp', 1, 0.3),
+          _rec(100, 'mlp_attn', 0, 0.4), _rec(100, 'mlp_attn', 1, 0.4),
+          _rec(400, 'relu_mlp', 0, 0.1, log_kappa=4.0), _rec(400, 'mlp_attn', 0, 0.8, log_kappa=4.0),
+          _rec(800, 'relu_mlp', 0, 0.0), _rec(800, 'mlp_attn', 0, 0.5)]
+  rows = scaling.summarize(recs)
+  assert [r['n_train'] for r in rows] == [100, 400, 800]
+  r0 = rows[0]
+  assert math.isclose(r0['relu_mlp_flip_rate_mean'], 0.2) and math.isclose(
+      r0['relu_mlp_flip_rate_std'], 0.1)
+  assert math.isclose(r0['ratio'], 0.4 / 0.2) and r0['seeds'] == 2
+  assert math.isclose(rows[1]['ratio'], 8.0)
+  assert rows[2]['ratio'] is None          # 2L-ReLU never flips: no finite ratio
+  # ratio 2 at n = 100 and 8 at n = 400: log-log slope exactly 1 (n = 800 has none).
+  assert math.isclose(scaling.exponent(rows, 'ratio'), 1.0, rel_tol=1e-12)
+  text = scaling.scaling_section(rows)
+  assert '| 100 | 20.0 ± 10.0 | 40.0 ± 0.0 | 2.00 |' in text and '| 800 |' in text
+
+
+def test_nested_subsets_share_the_test_set_and_nest():
+  ds = data.load('digits', n_train=120, n_test=30, seed=0)
+  subs = scaling.nested_subsets(ds, [20, 60, 120], seed=3)
+  for n, sub in subs.items():
+    assert len(sub.x_train) == n and sub.x_test is ds.x_test
+  np.testing.assert_array_equal(subs[60].x_train[:20], subs[20].x_train)
+  # The largest subset is a permutation of the whole pool.
+  assert sorted(map(bytes, subs[120].x_train)) == sorted(map(bytes, ds.x_train))
+  with pytest.raises(ValueError, match='n_grid'):
+    scaling.nested_subsets(ds, [200], seed=0)
+
+
+def _run(args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=600)
+
+
+def test_script_end_to_end_and_resume(tmp_path):
+  args = ['--dataset=digits', '--n_grid=40,80', '--n_test=30', '--seeds=2', '--epochs=1',
+          '--width=8', f'--output_dir={tmp_path}']
+  proc = _run(args)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = reporting.read_json(tmp_path / 'scaling.json')['rows']
+  assert [r['n_train'] for r in rows] == [40, 80]
+  records = reporting.JsonlStore(str(tmp_path / 'scaling.jsonl')).records()
+  assert len(records) == 2 * 2 * 2          # n × model × seed
+  for r in rows:
+    assert 0 <= r['relu_mlp_flip_rate_mean'] <= 1 and r['log10_kappa_d'] > 0
+  assert (tmp_path / 'scaling.png').exists() and (tmp_path / 'scaling.md').exists()
+  proc = _run(args + ['--resume'])          # nothing left to do: same records
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert len(reporting.JsonlStore(str(tmp_path / 'scaling.jsonl')).records()) == 8
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--n_grid=5,100'], '--n_grid'),
+    (['--n_grid=100,60000', '--max_memory_gb=2'], 'largest n_train that fits'),
+    (['--tau=0'], 'tau')])
+def test_script_fails_before_any_output(tmp_path, args, message):
+  proc = _run([*args, f'--output_dir={tmp_path / "out"}'])
+  assert proc.returncode != 0 and message in proc.stderr
+  assert not (tmp_path / 'out').exists()
+
+
+def test_reproduce_scaling_part_matches_the_script_and_reports_it(tmp_path):
+  """The optional `scaling` part of reproduce.py runs scaling.py in-process: the same
+  records as the script alone (shared training cache or not), and its section in the report."""
+  common = ['--dataset=digits', '--n_test=30', '--epochs=1']
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'scripts', 'reproduce.py'), *common,
+       '--parts=scaling', '--scaling_n_grid=40,80', '--mall_seeds=2', '--mall_width=8',
+       '--compilation_cache=', f'--output_dir={tmp_path / "run"}'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  alone = _run([*common, '--n_grid=40,80', '--seeds=2', '--width=8',
+                f'--output_dir={tmp_path / "alone"}'])
+  assert alone.returncode == 0, alone.stderr[-3000:]
+  rows = reporting.read_json(tmp_path / 'run' / 'scaling' / 'scaling.json')['rows']
+  assert rows == reporting.read_json(tmp_path / 'alone' / 'scaling.json')['rows']
+  md = (tmp_path / 'run' / 'report.md').read_text()
+  assert scaling.scaling_section(rows) in md
+  assert '![scaling/scaling.png](scaling/scaling.png)' in md
