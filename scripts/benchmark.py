@@ -71,6 +71,7 @@ flags.DEFINE_string('output', 'results/benchmark.json',
                     'name beside it (its folder is created).', flag_values=FLAGS)
 flags.DEFINE_integer('bench_seed', 0, 'Seed of the random inputs and parameters.',
                      flag_values=FLAGS)
+_common.define_precision_flag(FLAGS)
 # ntk entry
 flags.DEFINE_integer('ntk_out_dim', 1, 'Outputs C of the ntk-entry models.', flag_values=FLAGS)
 flags.DEFINE_string('ntk_models', 'relu_mlp,mlp_attn,mlp_attn_qkv', 'Models of the ntk '
@@ -476,6 +477,7 @@ def run(names: List[str], args: Args, log=print) -> List[dict]:
 def main(argv):
   del argv
   jax.config.update('jax_enable_x64', True)
+  jax.config.update('jax_default_matmul_precision', FLAGS.matmul_precision)
   names = (list(REGISTRY) if not FLAGS.only.strip()
            else _common.parse_names(FLAGS.only, 'only', REGISTRY))
   if FLAGS.repeats < 1:

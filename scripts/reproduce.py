@@ -185,6 +185,8 @@ def _data_args(dataset=None, classes=None, n_train=None, n_test=None):
   args += [_arg('n_test', n_test)] if n_test else []
   if FLAGS.data_dir:
     args.append(_arg('data_dir', FLAGS.data_dir))
+  if FLAGS['matmul_precision'].present:
+    args.append(_arg('matmul_precision', FLAGS.matmul_precision))
   return args
 
 
@@ -447,6 +449,7 @@ def main(argv):
            for sub, script, args in todo]
   import jax
   jax.config.update('jax_enable_x64', True)     # float64 rates; every part runs with x64
+  jax.config.update('jax_default_matmul_precision', FLAGS.matmul_precision)   # as the parts
   rates = plan.calibrate()
   if FLAGS.dry_run:
     print(dry_run_text(costs, rates))
