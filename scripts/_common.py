@@ -256,8 +256,8 @@ def _parse_flags(argv):
     _one_line_error(e)
 
 
-def run(main):
-  """`app.run(main)`, answering a bad flag value (a flags parsing error, or a ValueError /
+def run(main, argv=None):
+  """`app.run(main, argv)`, answering a bad flag value (a flags parsing error, or a ValueError /
   UsageError raised before `setup()` or `begin_work()`) with one line on stderr, exit 2."""
 
   def checked_main(argv):
@@ -268,7 +268,7 @@ def run(main):
         raise
       _one_line_error(e)
 
-  app.run(checked_main, flags_parser=_parse_flags)
+  app.run(checked_main, argv=argv, flags_parser=_parse_flags)
 
 
 def setup(fv: flags.FlagValues, x64: bool = True):
@@ -297,6 +297,36 @@ def load_data(fv: flags.FlagValues, classes):
   logging.info('data %s: %d train, %d test, d=%d, %d classes (%.1fs)', ds.name,
                len(ds.x_train), len(ds.x_test), ds.d, ds.num_classes, time.time() - t0)
   return ds
+
+
+def data_needs(fv: flags.FlagValues) -> list:
+  """The loads a script makes, as `(dataset, classes, n_train, n_test, fit_to_pool)`: by
+  default its --dataset / --classes / --n_train / --n_test, default sizes shrinking to fit
+  (as `load_data`). A script that loads more defines its own `data_needs(fv)`."""
+  from ntk_attention import data
+  return [(fv.dataset, data.parse_classes(fv.classes), fv.n_train, fv.n_test,
+           not (fv['n_train'].present or fv['n_test'].present))]
+
+
+def check_pools(needs, seed: int, data_dir: Optional[str], where: str = '', checked=None):
+  """Loads each of `needs` (see `data_needs`) once, before any work, so that a pool too
+  small for the sizes asked is a one-line error naming them (prefixed by `where`) and not a
+  failure minutes into a run. `checked`: a set of needs already loaded (skipped, updated)."""
+  import warnings
+  from ntk_attention import data
+  checked = set() if checked is None else checked
+  for dataset, classes, n_train, n_test, fit in needs:
+    key = (dataset, classes, n_train, n_test, fit, seed)
+    if key in checked:
+      continue
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore')     # a shrink to fit is reported when the part loads
+      try:
+        data.load(dataset, classes=classes, n_train=n_train, n_test=n_test, seed=seed,
+                  data_dir=data_dir, fit_to_pool=fit)
+      except (ValueError, RuntimeError) as e:   # RuntimeError: a tfds dataset not prepared
+        raise ValueError(f'{where}{e}') from None
+    checked.add(key)
 
 
 def provenance(fv: flags.FlagValues, flag_names=()):

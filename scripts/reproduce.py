@@ -39,7 +39,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
@@ -308,8 +307,7 @@ def run_part(sub, script, args, context):
   from ntk_attention import reporting
   out = os.path.join(FLAGS.output_dir, sub)
   marker = os.path.join(out, 'part.json')
-  args = args + shlex.split(FLAGS[os.path.basename(script)[:-3] + '_flags'].value)
-  args = args + [_arg('output_dir', out)]
+  args = args + _extra_args(script) + [_arg('output_dir', out)]
   shown = ' '.join(['python', os.path.relpath(script, os.path.dirname(HERE))] + args)
   if FLAGS.force and os.path.isdir(out):
     shutil.rmtree(out)
@@ -445,6 +443,7 @@ def main(argv):
   from ntk_attention import plan
   from ntk_attention import training
   todo = [(sub, script, args) for part in parts for sub, script, args in commands()[part]]
+  problems = check_parts_data(todo, strict=not FLAGS.dry_run)
   costs = [(sub, plan.part_cost(os.path.basename(script)[:-3], part_values(script, args)))
            for sub, script, args in todo]
   import jax
@@ -453,6 +452,8 @@ def main(argv):
   rates = plan.calibrate()
   if FLAGS.dry_run:
     print(dry_run_text(costs, rates))
+    for problem in problems:
+      print(f'would fail: {problem}')
     return
   _common.setup(FLAGS)
   enable_compilation_cache()
@@ -474,11 +475,33 @@ def main(argv):
   print(text)
 
 
+def check_parts_data(todo, strict: bool = True) -> list:
+  """Every part's data loads (the script's `data_needs`), tried before anything is
+  computed: a pool too small for a part's sizes (or a dataset not available offline) is a
+  one-line error naming the part; with `strict=False` (--dry_run) the problems are returned."""
+  checked, problems = set(), []
+  for sub, script, args in todo:
+    module = _parse_script_flags(script, args + _extra_args(script))
+    needs = getattr(module, 'data_needs', _common.data_needs)(module.FLAGS)
+    try:
+      _common.check_pools(needs, module.FLAGS.seed, module.FLAGS.data_dir, f'part {sub}: ',
+                          checked)
+    except ValueError as e:
+      if strict:
+        raise
+      problems.append(str(e))
+  return problems
+
+
+def _extra_args(script):
+  """--<script>_flags of this run, split."""
+  return shlex.split(FLAGS[os.path.basename(script)[:-3] + '_flags'].value)
+
+
 def part_values(script, args) -> dict:
   """Every flag value of `python script args` (the script's defaults filled in), parsed
   into the script's own flag registry and reset again."""
-  module = _parse_script_flags(script, args + shlex.split(
-      FLAGS[os.path.basename(script)[:-3] + '_flags'].value))
+  module = _parse_script_flags(script, args + _extra_args(script))
   return module.FLAGS.flag_values_dict()
 
 
@@ -529,4 +552,4 @@ def expand_preset(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, argv=expand_preset(sys.argv))
+  _common.run(main, argv=expand_preset(sys.argv))

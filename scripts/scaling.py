@@ -77,6 +77,13 @@ def plot(path, rows):
   os.replace(tmp, path)
 
 
+def data_needs(fv=FLAGS) -> list:
+  """One load: a pool of max(--n_grid) training points and --n_test test points."""
+  from ntk_attention import data
+  grid = _common.parse_int_list(fv.n_grid, 'n_grid')
+  return [(fv.dataset, data.parse_classes(fv.classes), max(grid), fv.n_test, False)]
+
+
 def main(argv, context=None):
   del argv
   from ntk_attention import kernels
@@ -94,6 +101,7 @@ def main(argv, context=None):
                              max_memory_gb=FLAGS.max_memory_gb)
   malleability.validate([FLAGS.attack], [FLAGS.eps], setup, grid[0])
   kernels.check_fits(grid[-1], FLAGS.n_test, FLAGS.max_memory_gb or None, '--n_grid')
+  _common.check_pools(data_needs(FLAGS), FLAGS.seed, FLAGS.data_dir, '--n_grid: ')
   _common.setup(FLAGS)
   from ntk_attention import data
   from ntk_attention import reporting

@@ -60,13 +60,28 @@ _common.define_model_flags(FLAGS)
 NAME = 'sensitivity'
 
 
-def baseline():
+def baseline(fv=FLAGS):
   from ntk_attention import sensitivity
-  return sensitivity.Baseline(eps=FLAGS.eps, eps_units=FLAGS.eps_units, tau=FLAGS.tau,
-                              init_std=FLAGS.init_std, epochs=FLAGS.epochs, width=FLAGS.width,
-                              n_train=FLAGS.n_train, ridge=FLAGS.ridge, score=FLAGS.score,
-                              kernel=FLAGS.kernel, retrain=FLAGS.retrain,
-                              pgd_steps=FLAGS.pgd_steps)
+  return sensitivity.Baseline(eps=fv.eps, eps_units=fv.eps_units, tau=fv.tau,
+                              init_std=fv.init_std, epochs=fv.epochs, width=fv.width,
+                              n_train=fv.n_train, ridge=fv.ridge, score=fv.score,
+                              kernel=fv.kernel, retrain=fv.retrain, pgd_steps=fv.pgd_steps)
+
+
+def data_needs(fv=FLAGS) -> list:
+  """Every (task, n_train) load of the run (`loader`): each task at the baseline n_train
+  and at each n_train variation, n_test in proportion."""
+  from ntk_attention import data
+  from ntk_attention import sensitivity
+  base = baseline(fv)
+  sizes = [base.n_train] + [v for k, v in sensitivity.parse_variations(fv.variations, base)
+                            if k == 'n_train']
+  needs = []
+  for task in parse_tasks(fv.tasks, fv.dataset):
+    classes = None if task == 'all' else data.parse_classes(task)
+    needs += [(fv.dataset, classes, n, max(1, int(round(n * fv.n_test / fv.n_train))),
+               classes is not None) for n in sizes]
+  return needs
 
 
 def parse_tasks(text, dataset):
@@ -169,6 +184,7 @@ def main(argv, context=None):
   base = baseline()
   variations = sensitivity.parse_variations(FLAGS.variations, base)
   sensitivity.validate(base, variations, attack_names, tasks)
+  _common.check_pools(data_needs(FLAGS), FLAGS.seed, FLAGS.data_dir)
   _common.setup(FLAGS)
   run(tasks, base, variations, attack_names, list(range(FLAGS.seeds)), config, FLAGS.resume,
       context=context)

@@ -33,6 +33,15 @@ def test_bad_inputs_get_one_line_and_no_output_folder(tmp_path):
       'text file named .npz': ('spectral.py', [f'--dataset=npz:{text_npz}'], 'notes.npz'),
       'unparsable number': ('spectral.py', ['--eps=abc'], '--eps'),
       'benchmark output': ('benchmark.py', ['--output=bench.txt'], '--output'),
+      # A part whose pool is too small fails before any part runs, naming the part.
+      'part pool too small': ('reproduce.py', ['--dataset=digits', '--classes=3,8',
+                                               '--parts=spectral,malleability',
+                                               '--spectral_flags=--n_train=50 --n_test=20',
+                                               '--n_train=300', '--n_test=100'],
+                              'part malleability: digits has 357 usable samples'),
+      'sensitivity variation pool': ('sensitivity.py', ['--dataset=digits', '--n_train=1000',
+                                                        '--n_test=200', '--tasks=all'],
+                                     'n_train + n_test = 2400'),
   }
   procs = {}
   for name, (script, args, _) in cases.items():
