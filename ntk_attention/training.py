@@ -298,7 +298,8 @@ def _load_entry(path: str, model: models_lib.Model, d: int, dtype) -> TrainResul
   shapes = jax.eval_shape(lambda: models_lib.init_params(model, jax.random.PRNGKey(0), d, dtype))
   params_def = jax.tree_util.tree_structure(shapes)
   with np.load(path) as f:
-    leaves = [jnp.asarray(f[f'arr_{i}']) for i in range(len(f.files))]
+    # device_put, not jnp.asarray: no conversion program to compile for a load
+    leaves = [jax.device_put(f[f'arr_{i}']) for i in range(len(f.files))]
   k = params_def.num_leaves
   if len(leaves) != 2 * k + 1:
     raise ValueError(f'{path}: {len(leaves)} arrays, expected {2 * k + 1} for {model.name}; '

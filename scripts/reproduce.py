@@ -380,6 +380,23 @@ def _compilation_cache_env():
           'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'} if path else {}
 
 
+def count_compilations() -> dict:
+  """{'new': programs compiled, 'cached': programs loaded from the persistent compilation
+  cache}, counted from JAX's monitoring events for the rest of this process."""
+  import jax
+  counts = {'new': 0, 'cached': 0}
+  names = {'/jax/compilation_cache/cache_misses': 'new',
+           '/jax/compilation_cache/cache_hits': 'cached'}
+
+  def listener(event, **kwargs):
+    del kwargs
+    if event in names:
+      counts[names[event]] += 1
+
+  jax.monitoring.register_event_listener(listener)
+  return counts
+
+
 def enable_compilation_cache():
   """JAX's persistent compilation cache in --compilation_cache (every program, however quick
   to compile, so that a second run compiles nothing)."""
@@ -457,6 +474,7 @@ def main(argv):
     return
   _common.setup(FLAGS)
   enable_compilation_cache()
+  compilations = count_compilations()
   t0 = time.time()
   progress = plan.RunProgress({sub: plan.seconds(cost, rates) for sub, cost in costs})
   context = _common.PartContext(train_fn=training.cached_train(directory=train_cache_dir()),
@@ -470,6 +488,9 @@ def main(argv):
   stats = context.train_fn.stats
   logging.info('trainings: %d seeds trained, %d loaded from %s, %d reused in memory',
                stats['trained'], stats['loaded'], train_cache_dir(), stats['hits'])
+  if FLAGS.compilation_cache:
+    logging.info('compilations: %d new, %d loaded from %s', compilations['new'],
+                 compilations['cached'], os.path.expanduser(FLAGS.compilation_cache))
   text = build_report(info, time.time() - t0)
   logging.info('report: %s (and report.html)', os.path.join(FLAGS.output_dir, 'report.md'))
   print(text)

@@ -3,7 +3,8 @@
 A tiny preset (digits, 60 training points, 3 epochs) is run in-process and with
 --isolate_parts (one subprocess per part, the old way) into two folders: every number of the
 two runs' results must agree. A second in-process run with --force recomputes every part but
-trains nothing (its trained parameters come from D/cache/train), and the interventions part
+trains nothing (its trained parameters come from D/cache/train) and compiles nothing new (its
+programs come from the persistent compilation cache), and the interventions part
 reuses the malleability part's trainings within the first run.
 """
 import json
@@ -22,6 +23,7 @@ TINY = ['--preset=quick_digits', '--n_train=60', '--n_test=30', '--n_grid=10,20'
         '--interventions=curated', '--intervention_attacks=fgsm',
         '--parts=spectral,malleability,interventions']
 TRAINED = re.compile(r'trainings: (\d+) seeds trained, (\d+) loaded from .*, (\d+) reused')
+COMPILED = re.compile(r'compilations: (\d+) new, (\d+) loaded from')
 
 
 def _run(out, *extra):
@@ -73,12 +75,18 @@ def test_a_model_trained_by_one_part_is_not_trained_again(runs):
   assert reused >= 4           # (the sweep itself also asks again for models it has)
 
 
-def test_a_second_run_trains_nothing(runs):
-  base, _, _, forced = runs
+def test_a_second_run_trains_nothing_and_compiles_nothing_new(runs):
+  base, inproc, _, forced = runs
   trained, loaded, _ = map(int, TRAINED.search(forced.stderr).groups())
   assert trained == 0
   assert loaded == 8           # the standard models and the curated retrainings
   assert os.listdir(base / 'in' / 'cache' / 'train')
+  # Counted from JAX's persistent-cache events: the first run compiles, the forced rerun of
+  # every part loads each of its programs from the cache.
+  new_first, _ = map(int, COMPILED.search(inproc.stderr).groups())
+  new_again, cached_again = map(int, COMPILED.search(forced.stderr).groups())
+  assert new_first > 0
+  assert (new_again, cached_again > 0) == (0, True)
 
 
 def test_every_part_logs_to_its_folder_and_the_terminal_gets_one_progress_line(runs):
