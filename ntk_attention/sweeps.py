@@ -141,6 +141,23 @@ def ntk_distance_sweep(ds: data_lib.Dataset,
   return new
 
 
+def _kernels_and_outputs(model, method, p0, p, x_train, x_test):
+  """`(Θ₀, Θ_T, f₀(x_train), f₀(x_test), f_T(x_train), f_T(x_test))` of one seed: empirical
+  NTKs `(N, N)` over `[x_train; x_test]` at initial and trained parameters, and outputs."""
+  k0 = kernels.empirical_ntk(model, p0, x_train, x_test, method)
+  kt = kernels.empirical_ntk(model, p, x_train, x_test, method)
+  f0_train, f0_test = training.outputs(model, p0, x_train, x_test)
+  f_train, f_test = training.outputs(model, p, x_train, x_test)
+  return k0, kt, f0_train, f0_test, f_train, f_test
+
+
+# The data are arguments, not closed-over constants: XLA would otherwise constant-fold the
+# data-only products (the Gram matrix x xᵀ of relu_mlp) at compile time, single-threaded, ~20 s
+# at N = 1500, and recompile for every call.
+_kernels_and_outputs_seeds = jax.jit(jax.vmap(_kernels_and_outputs, (None, None, 0, 0, None, None)),
+                                     static_argnums=(0, 1))
+
+
 def _evaluate(model, result, ds, y_train, theta_inf, blocks_inf, f_ridge, config, mode, ridge):
   """Per-seed metrics of a vmapped training result."""
   x_train = jnp.asarray(ds.x_train, jnp.float32)
@@ -148,18 +165,13 @@ def _evaluate(model, result, ds, y_train, theta_inf, blocks_inf, f_ridge, config
   method = kernels.default_method(model)
   n = len(ds.x_train)
 
-  def per_seed(p0, p):
-    k0 = kernels.empirical_ntk(model, p0, x_train, x_test, method)
-    kt = kernels.empirical_ntk(model, p, x_train, x_test, method)
-    f0_train, f0_test = training.outputs(model, p0, x_train, x_test)
-    f_train, f_test = training.outputs(model, p, x_train, x_test)
-    return k0, kt, f0_train, f0_test, f_train, f_test
-
   if method == 'closed_form':
-    outs = jax.jit(jax.vmap(per_seed))(result.init_params, result.params)
+    outs = _kernels_and_outputs_seeds(model, method, result.init_params, result.params,
+                                      x_train, x_test)
   else:   # generic NT methods are memory-heavy: one seed at a time
     seeds = range(result.losses.shape[0])
-    outs = [per_seed(training.unstack(result.init_params, i), training.unstack(result.params, i))
+    outs = [_kernels_and_outputs(model, method, training.unstack(result.init_params, i),
+                                 training.unstack(result.params, i), x_train, x_test)
             for i in seeds]
     outs = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *outs)
   k0s, kts, f0_trains, f0_tests, f_trains, f_tests = outs
