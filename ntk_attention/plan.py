@@ -4,9 +4,9 @@ A part's cost is counted in floating-point operations from its sizes alone (no d
 nothing compiled): float32 for training, attacks and empirical kernels, float64 for
 analytic kernels, spectra, Cholesky solves and influence. Dividing by this machine's rates,
 measured in a ~1 s calibration (`calibrate`), and by the fraction of those rates the real
-programs reach (`EFFICIENCY`, measured once on the quick preset; see the method document),
-gives seconds. The estimate is meant to tell minutes from hours (a preset that needs a GPU),
-not to be exact: expect a factor of 2 either way.
+programs reach (`EFFICIENCY`, per platform, fitted to measured runs; see the method
+document), gives seconds. The estimate is meant to tell minutes from hours (a preset that
+needs a GPU), not to be exact: expect a factor of 2 either way.
 
 Counts, with n training points, t test points, N = n + t, d features, m the width, C outputs,
 E epochs, S seeds:
@@ -22,9 +22,11 @@ from typing import Callable, Dict, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-# Fraction of the calibrated peak rate reached by each kind of work (float32, float64):
-# training scans many small batches, attacks and kernels are larger products.
-EFFICIENCY = (0.25, 0.5)
+# Fraction of the calibrated peak rate reached by each kind of work (float32, float64), per
+# platform. CPU: fitted to the quick preset's parts on 2 cores (docs/method.md §16). GPU/TPU:
+# small batched steps are bound by launch latency, not FLOPs; these values were still 2-3x
+# optimistic on an H200, so a GPU estimate is a lower bound.
+EFFICIENCY = {'cpu': (0.5, 0.5), 'gpu': (0.25, 0.5), 'tpu': (0.25, 0.5)}
 # Seconds a part spends whatever its size (loading data, compiling, figures).
 OVERHEAD_S = 5.0
 DIMS = {'digits': 64, 'mnist': 784, 'mnist_sample': 784, 'fashion_mnist': 784,
@@ -33,9 +35,11 @@ STEPS = {'fgsm': 1, 'pgd': 20, 'mim': 10, 'influence': 20}
 
 
 class Rates(NamedTuple):
-  """Measured FLOP/s of a large float32 matrix product and of a float64 one."""
+  """Measured FLOP/s of a large float32 matrix product and of a float64 one, and the JAX
+  platform they were measured on ('cpu', 'gpu', 'tpu')."""
   f32: float
   f64: float
+  platform: str = 'cpu'
 
 
 class Cost(NamedTuple):
@@ -58,13 +62,14 @@ def calibrate(size: int = 1024, repeats: int = 3) -> Rates:
     for _ in range(repeats):
       f(a).block_until_ready()
     rates.append(2 * size ** 3 * repeats / (time.perf_counter() - t0))
-  return Rates(*rates)
+  return Rates(*rates, platform=jax.default_backend())
 
 
 def seconds(cost: Cost, rates: Rates) -> float:
-  """Estimated wall time of a part."""
-  return (OVERHEAD_S + cost.flop32 / (rates.f32 * EFFICIENCY[0])
-          + cost.flop64 / (rates.f64 * EFFICIENCY[1]))
+  """Estimated wall time of a part: `5 s + flop32/(f32·e32) + flop64/(f64·e64)`, with
+  `(e32, e64) = EFFICIENCY[rates.platform]` (an unknown platform takes the GPU values)."""
+  e32, e64 = EFFICIENCY.get(rates.platform, EFFICIENCY['gpu'])
+  return OVERHEAD_S + cost.flop32 / (rates.f32 * e32) + cost.flop64 / (rates.f64 * e64)
 
 
 def n_features(dataset: str) -> int:

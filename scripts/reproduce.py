@@ -469,7 +469,7 @@ def main(argv):
   rates = plan.calibrate()
   if FLAGS.dry_run:
     print(dry_run_text(costs, rates))
-    for problem in problems:
+    for problem in group_problems(problems):
       print(f'would fail: {problem}')
     return
   _common.setup(FLAGS)
@@ -512,6 +512,22 @@ def check_parts_data(todo, strict: bool = True) -> list:
         raise
       problems.append(str(e))
   return problems
+
+
+def group_problems(problems) -> list:
+  """'part A: why' lines with the same reason merged into 'parts A, B: why' (in order)."""
+  by_reason = {}
+  for p in problems:
+    part, sep, reason = p.partition(': ')
+    if not (sep and part.startswith('part ')):
+      part, reason = '', p
+    by_reason.setdefault(reason, []).append(part[len('part '):])
+  out = []
+  for reason, parts in by_reason.items():
+    parts = [x for x in parts if x]
+    head = f'part {parts[0]}' if len(parts) == 1 else f'parts {", ".join(parts)}'
+    out.append(f'{head}: {reason}' if parts else reason)
+  return out
 
 
 def _extra_args(script):
