@@ -448,7 +448,7 @@ def _part_results(d: str) -> dict:
   out = {}
   for root, _, files in os.walk(d):
     for f in files:
-      if f.endswith('.json') and f not in ('part.json',) and not f.endswith('_settings.json'):
+      if f.endswith('.json') and f != 'part.json' and not f.endswith('_settings.json'):
         obj = reporting.read_json(os.path.join(root, f))
         if isinstance(obj, dict):
           obj.pop('provenance', None)
