@@ -205,9 +205,57 @@ IMPLEMENTATIONS = {
 __all__ = [
     'Bool', 'Diagonal', 'Kernel', 'layer', 'requires', 'stax', 'predict',
     'empirical_ntk_fn_generic', 'monte_carlo_kernel_fn', 'JACOBIAN_CONTRACTION',
-    'NTK_VECTOR_PRODUCTS', 'IMPLEMENTATIONS', 'nt_version',
+    'NTK_VECTOR_PRODUCTS', 'IMPLEMENTATIONS', 'nt_version', 'serial_parts', 'dense_scales',
 ]
 
 
 def nt_version() -> str:
   return getattr(nt, '__version__', 'unknown')
+
+
+def _closure_value(fn, name: str):
+  """The free variable `name` of `fn` (after unwrapping `__wrapped__`), or None."""
+  while hasattr(fn, '__wrapped__'):
+    fn = fn.__wrapped__
+  code, cells = getattr(fn, '__code__', None), getattr(fn, '__closure__', None) or ()
+  if code is None or name not in code.co_freevars:
+    return None
+  try:
+    return cells[code.co_freevars.index(name)].cell_contents
+  except (IndexError, ValueError):
+    return None
+
+
+def serial_parts(init_fn, apply_fn):
+  """The `(init_fn, apply_fn)` pairs of the layers of a `stax.serial(...)`, or None.
+
+  NT's `serial` builds its `init_fn` / `apply_fn` with `jax.example_libraries.stax.serial`,
+  which keeps the layers' functions as the free variables `init_funs` / `apply_funs`; NT
+  names both functions 'serial'. Anything else (another combinator, another NT or JAX
+  version) gives None, and callers then treat the layer as one opaque function.
+  """
+  if getattr(apply_fn, '__name__', None) != 'serial':
+    return None
+  inits, applies = _closure_value(init_fn, 'init_funs'), _closure_value(apply_fn, 'apply_funs')
+  if (not isinstance(inits, tuple) or not isinstance(applies, tuple)
+      or len(inits) != len(applies) or not all(map(callable, inits + applies))):
+    return None
+  return list(zip(inits, applies))
+
+
+def dense_scales(apply_fn, n_in: int):
+  """`(a, c)` of an NT `Dense` layer, `h = a · x W + c · b`, for `n_in` input channels, or
+  None when `apply_fn` is not NT's Dense (read from its free variables; callers verify the
+  identity on a probe).
+
+  NTK parameterisation: `a = W_std/√n_in`, `c = b_std`; standard: `a = 1/√s[0]`, `c = 1`.
+  """
+  inner = apply_fn
+  while _closure_value(inner, 'apply_fn') is not None:    # NT's masking wrapper
+    inner = _closure_value(inner, 'apply_fn')
+  values = {n: _closure_value(inner, n) for n in ('W_std', 'b_std', 'parameterization', 's')}
+  if values['parameterization'] == 'ntk' and values['W_std'] is not None:
+    return values['W_std'] / n_in ** 0.5, values['b_std']
+  if values['parameterization'] == 'standard' and values['s'] is not None:
+    return 1.0 / values['s'][0] ** 0.5, (None if values['b_std'] is None else 1.0)
+  return None

@@ -29,6 +29,7 @@ import numpy as np
 from ntk_attention import _nt
 from ntk_attention import layers
 from ntk_attention import models as models_lib
+from ntk_attention import ntk_closed_form
 from ntk_attention import qkv_ntk
 
 METHODS = ('closed_form', 'jacobian_contraction', 'ntk_vector_products')
@@ -89,6 +90,7 @@ def analytic_kernel(kernel_fn, x_train, x_eval=None, get='ntk'):
   `'nngp'`, a tuple of them (a namedtuple of `(N, N)` arrays) or None (both). Computed in
   the dtype of the inputs (float64 when x64 is enabled and the inputs are float64).
   """
+  _check_declared_mask(kernel_fn)
   kernel_fn = resolve(kernel_fn, 'kernel_fn')
   seq, context = layers.as_sequence(x_train, x_eval)
   k = token_block(kernel_fn(seq, None, get, context=(context, context)))
@@ -115,14 +117,19 @@ def closed_form_ntk(z1, w, W_std: float = 1.0, z2=None):
 
 
 def empirical_ntk(model, params, x_train, x_eval=None, method: Optional[str] = None,
-                  trace_axes=(-1,)):
+                  trace_axes=(-1,), max_memory_gb: Optional[float] = None):
   """Finite-width NTK `(N, N)` over `[x_train; x_eval]` at `params`.
 
   `model`: a `models.Model`, a stax triple or an `apply_fn`. `method=None` picks
-  `default_method(model)`. `closed_form` needs a `Model` and `trace_axes=(-1,)`: relu_mlp
-  and mlp_attn through `closed_form_ntk` on the prefix features, mlp_attn_qkv through
-  `qkv_ntk.qkv_closed_form_ntk` (docs/method.md §14). The generic NT methods work for every
-  composition (the frozen readout contributes nothing: its `apply_fn` stops its gradient).
+  `default_method(model)`. `closed_form` (docs/method.md §14, §17) needs a `Model` whose
+  structure it recognises (`closed_form_applies`) and `trace_axes=(-1,)`: the study's head
+  through `closed_form_ntk`, any Dense/elementwise per-token head through
+  `ntk_closed_form.head_ntk`, on the features of a parameter-free prefix, and the trainable
+  QKV prefix through `qkv_ntk.qkv_closed_form_ntk`. The generic NT methods work for every
+  composition; on a `Model` they differentiate only the leaves that train (the others are
+  held fixed), and for a per-token head behind a parameter-free prefix they run on the
+  features, in blocks of tokens when the Jacobian would not fit `max_memory_gb`; otherwise
+  the size is checked against the budget first (`check_generic_fits`).
   `trace_axes=()` keeps the output axes: `(N, N, C, C)`.
   """
   method = method or default_method(model, trace_axes)
@@ -130,49 +137,188 @@ def empirical_ntk(model, params, x_train, x_eval=None, method: Optional[str] = N
     raise ValueError(f'method must be one of {METHODS}, got {method!r}.')
   seq, context = layers.as_sequence(x_train, x_eval)
   if method == 'closed_form':
-    if not isinstance(model, models_lib.Model) or tuple(trace_axes) != (-1,):
-      raise ValueError('closed_form needs a models.Model and trace_axes=(-1,); use '
-                       'jacobian_contraction or ntk_vector_products for any composition.')
-    if model.prefix_trainable:
-      return qkv_ntk.qkv_closed_form_ntk(seq[0], context, params[0], params[1],
-                                         dict(model.options).get('mechanism', 'IDENTITY'),
-                                         model.W_std)
+    if not closed_form_applies(model, trace_axes):
+      raise ValueError('closed_form needs a models.Model whose structure it recognises '
+                       '(docs/method.md §17) and trace_axes=(-1,); use jacobian_contraction '
+                       'or ntk_vector_products for any composition.')
+    return _closed_form(model, params, seq[0], context)
+  if isinstance(model, models_lib.Model) and model.prefix_kind == 'fixed':
     z = models_lib.features(model, params, seq, context)[0]
-    w = params[1][0][0]
-    return closed_form_ntk(z.astype(w.dtype), w, model.W_std)
+    return _generic_head_ntk(model, method, tuple(trace_axes), params[1], z, max_memory_gb)
+  if isinstance(model, models_lib.Model):
+    check_generic_fits(model, seq.shape[1], seq.shape[2], seq.dtype, trace_axes,
+                       max_memory_gb)
   ntk_fn = _generic_ntk_fn(model, method, tuple(trace_axes))
   return token_block(ntk_fn(seq, None, params, context=(context, context)))
+
+
+def _closed_form(model, params, x, context):
+  """`empirical_ntk(..., 'closed_form')` on the raw sequence `x (N, d)`."""
+  if model.prefix_kind == 'qkv':
+    return qkv_ntk.qkv_closed_form_ntk(x, context, params[0], params[1],
+                                       dict(model.options).get('mechanism', 'IDENTITY'),
+                                       head=model)
+  z = models_lib.features(model, params, x[None], context)[0]
+  if model.head_kind == 'relu_head':
+    w = params[1][0][0]
+    return closed_form_ntk(z.astype(w.dtype), w, _relu_head_w_std(model))
+  z = z.astype(jax.tree_util.tree_leaves(params[1])[0].dtype)
+  return ntk_closed_form.head_ntk(model.head_layers, params[1],
+                                  models_lib.head_trained(model, params[1]), z)
+
+
+def _relu_head_w_std(model) -> float:
+  return layers.declared(model.head[1])['W_std']
+
+
+def closed_form_applies(model, trace_axes=(-1,)) -> bool:
+  """Whether `empirical_ntk(model, ..., 'closed_form')` is exact for `model`: a `Model` with
+  a parameter-free or the study's QKV prefix and a head of `relu_head` or Dense/elementwise
+  layers (docs/method.md §17), outputs traced."""
+  return (isinstance(model, models_lib.Model) and tuple(trace_axes) == (-1,)
+          and model.prefix_kind in ('fixed', 'qkv') and model.head_kind in ('relu_head', 'layers'))
+
+
+def _masked_apply(model):
+  """`model.apply_fn` with the frozen leaves held fixed (`stop_gradient`), so that NT's
+  Jacobians see only the leaves that train."""
+  def apply_fn(params, x, **kwargs):
+    mask = models_lib.trainable_mask(model, params)
+    params = jax.tree_util.tree_map(lambda p, m: p if m else jax.lax.stop_gradient(p),
+                                    params, mask)
+    return model.apply_fn(params, x, **kwargs)
+  return apply_fn
 
 
 @functools.lru_cache(maxsize=None)
 def _generic_ntk_fn(model, method: str, trace_axes=(-1,)):
   """NT's `empirical_ntk_fn` for `model` (a Model, triple or apply_fn), jitted once per
   (model, method, trace_axes)."""
+  apply_fn = (_masked_apply(model) if isinstance(model, models_lib.Model)
+              else resolve(model, 'apply_fn'))
   return jax.jit(_nt.empirical_ntk_fn_generic(
-      resolve(model, 'apply_fn'), trace_axes=trace_axes,
-      implementation=_nt.IMPLEMENTATIONS[method]))
+      apply_fn, trace_axes=trace_axes, implementation=_nt.IMPLEMENTATIONS[method]))
+
+
+@functools.lru_cache(maxsize=None)
+def _generic_head_fn(model, method: str, trace_axes=(-1,)):
+  """NT's `empirical_ntk_fn` of the per-token head alone, on feature rows `(n, d)`, frozen
+  head leaves held fixed."""
+  def head_apply(head_params, z, **kwargs):
+    n_prefix = len(model.mask) - len(jax.tree_util.tree_leaves(head_params))
+    mask = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(head_params),
+                                        list(model.mask[n_prefix:]))
+    head_params = jax.tree_util.tree_map(lambda p, m: p if m else jax.lax.stop_gradient(p),
+                                         head_params, mask)
+    return models_lib.head_apply(model, head_params, z)
+  return jax.jit(_nt.empirical_ntk_fn_generic(
+      head_apply, trace_axes=trace_axes, implementation=_nt.IMPLEMENTATIONS[method]))
+
+
+def _generic_head_ntk(model, method, trace_axes, head_params, z, max_memory_gb):
+  """NT's eNTK of a per-token head on features `z (N, d)`; in blocks of `b` tokens (each
+  block pair's Jacobians only) when the whole Jacobian would not fit the budget."""
+  fn = _generic_head_fn(model, method, trace_axes)
+  n = z.shape[0]
+  per_token = _jacobian_gb(model, 1, z.dtype, head_only=True, n_features=z.shape[1])
+  budget = memory_budget_gb(max_memory_gb)
+  if isinstance(z, jax.core.Tracer) or 2 * n * per_token <= 0.5 * budget:
+    return fn(z, None, head_params)
+  b = max(int(0.25 * budget / per_token), 1)
+  if b < 1 or 2 * per_token > 0.5 * budget:
+    raise ValueError(f'model {model.name!r}: one token\'s Jacobian needs {per_token:.3g} GB, '
+                     f'over the {budget:.3g} GB budget (--max_memory_gb).')
+  rows = []
+  for s in range(0, n, b):
+    rows.append(np.concatenate([np.asarray(fn(z[s:s + b], z[t:t + b], head_params))
+                                for t in range(0, n, b)], axis=1))
+  return jnp.asarray(np.concatenate(rows, axis=0))
+
+
+def _param_count(model, n_features: int, head_only: bool = False) -> int:
+  """Parameters of `model` on inputs of `n_features` channels (of its head alone on
+  features of `n_features` channels when `head_only`)."""
+  if head_only:
+    shapes = jax.eval_shape(lambda: model.head[0](jax.random.PRNGKey(0), (1, 1, n_features))[1])
+  else:
+    shapes = jax.eval_shape(lambda: models_lib.init_params(model, jax.random.PRNGKey(0),
+                                                           n_features))
+  return sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(shapes))
+
+
+def _jacobian_gb(model, n_tokens: int, dtype, head_only=False, n_features=None) -> float:
+  """GB of NT's Jacobian `(n_tokens, C, P)` (P = every parameter of the model on inputs of
+  `n_features` channels, or of its head on features of that many) in `dtype`: what the
+  generic methods hold per argument."""
+  p = _param_count(model, n_features, head_only)
+  return n_tokens * model.out_dim * p * jnp.dtype(dtype).itemsize / 1e9
+
+
+def generic_ntk_gb(model, n_tokens: int, n_features: int, dtype=jnp.float32,
+                   trace_axes=(-1,)) -> float:
+  """Estimated peak (GB) of NT's generic eNTK of `model` over one sequence of `n_tokens`:
+  its two Jacobians `2·N·C·P` plus the result `N²` (`N² C²` untraced)."""
+  jac = _jacobian_gb(model, n_tokens, dtype, n_features=n_features)
+  out = n_tokens ** 2 * (1 if tuple(trace_axes) else model.out_dim ** 2)
+  return 2 * jac + out * jnp.dtype(dtype).itemsize / 1e9
+
+
+def check_generic_fits(model, n_tokens: int, n_features: int, dtype=jnp.float32,
+                       trace_axes=(-1,), max_memory_gb: Optional[float] = None) -> None:
+  """ValueError (one line, before allocating) when NT's generic eNTK of `model` over
+  `n_tokens` would not fit the budget; it names the largest number of points that fits."""
+  need, budget = generic_ntk_gb(model, n_tokens, n_features, dtype, trace_axes), \
+      memory_budget_gb(max_memory_gb)
+  if need <= budget:
+    return
+  n = n_tokens
+  while n > 1 and generic_ntk_gb(model, n, n_features, dtype, trace_axes) > budget:
+    n = int(n * 0.9)
+  raise ValueError(f'model {model.name!r}: NT\'s generic empirical NTK over {n_tokens} points '
+                   f'needs about {need:.3g} GB (its Jacobian), over the {budget:.3g} GB budget '
+                   f'(max_memory_gb); the largest number of points that fits is about {n}.')
 
 
 def default_method(model, trace_axes=(-1,)) -> str:
-  """The fastest exact method for `model`: the closed form for a `models.Model` with its
-  outputs traced (every model of `models.MODELS` has one; scripts/benchmark.py, entry `ntk`,
-  times it against NT's), else NT's Jacobian contraction (measured 2x faster than
-  NTK-vector products on the QKV model at N=300; its memory grows as N·C·#params)."""
-  closed = isinstance(model, models_lib.Model) and tuple(trace_axes) == (-1,)
-  return 'closed_form' if closed else 'jacobian_contraction'
+  """The fastest exact method for `model`: the closed form where `closed_form_applies`
+  (scripts/benchmark.py, entries `ntk` and `ntk_head`, time it against NT's), else NT's
+  Jacobian contraction (measured 2x faster than NTK-vector products on the QKV model at
+  N=300; its memory grows as N·C·#params)."""
+  return 'closed_form' if closed_form_applies(model, trace_axes) else 'jacobian_contraction'
 
 
 def monte_carlo_ntk(model, keys, x_train, x_eval=None,
-                    method: Optional[str] = None, dtype=jnp.float32):
-  """Mean and per-draw empirical NTKs over initialisations, vmapped over `keys (S, 2)`.
+                    method: Optional[str] = None, dtype=jnp.float32,
+                    max_memory_gb: Optional[float] = None):
+  """Mean and per-draw empirical NTKs over initialisations `keys (S, 2)`.
 
   `model`: a `models.Model` or a stax triple (its `init_fn` draws the parameters for
-  inputs `(1, 1, d)`). Returns `(mean (N, N), draws (S, N, N))`.
+  inputs `(1, 1, d)`). Draws are vmapped in chunks sized to the memory budget (the
+  closed form's or NT's working memory per draw), so the working memory does not grow
+  with S. Returns `(mean (N, N), draws (S, N, N))`.
   """
   method = method or default_method(model)
   d = jnp.shape(x_train)[-1]
   x_train = jnp.asarray(x_train, dtype)
   x_eval = None if x_eval is None else jnp.asarray(x_eval, dtype)
+  init_fn = resolve(model, 'init_fn')
+  n = x_train.shape[0] + (0 if x_eval is None else x_eval.shape[0])
+  if method != 'closed_form' and isinstance(model, models_lib.Model):
+    per_draw = generic_ntk_gb(model, n, d, dtype)
+    check_generic_fits(model, n, d, dtype, max_memory_gb=max_memory_gb)
+  elif method != 'closed_form':
+    per_draw = 0.0     # a bare triple: NT's size is unknown here; one chunk
+  else:
+    per_draw = 8.0 * n * n * jnp.dtype(dtype).itemsize / 1e9
+  chunk = len(keys) if per_draw <= 0 else max(1, min(len(keys), int(
+      0.5 * memory_budget_gb(max_memory_gb) / per_draw)))
+  draws = jnp.concatenate([_mc_chunk(model, method, d, dtype, jnp.asarray(keys[s:s + chunk]),
+                                     x_train, x_eval)
+                           for s in range(0, len(keys), chunk)])
+  return jnp.mean(draws, axis=0), draws
+
+
+def _mc_chunk(model, method, d, dtype, keys, x_train, x_eval):
   init_fn = resolve(model, 'init_fn')
 
   def one(key):
@@ -180,8 +326,7 @@ def monte_carlo_ntk(model, keys, x_train, x_eval=None,
     params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, dtype), params)
     return empirical_ntk(model, params, x_train, x_eval, method)
 
-  draws = jax.vmap(one)(keys)
-  return jnp.mean(draws, axis=0), draws
+  return jax.vmap(one)(keys)
 
 
 def ntk_predictor(blocks: Blocks, y_train, ridge: float = 1e-3, t=None,
@@ -355,34 +500,88 @@ def _arccos_rows(z_rows, z, W_std, start):
 
 
 def _prefix_features(model, params, x_train, x_eval, dtype):
-  if model.prefix_trainable:
+  if model.prefix_kind != 'fixed':
     raise ValueError(f'blocked kernels need a parameter-free prefix; {model.name} has a '
                      'trainable one: use empirical_ntk.')
   x_train = jnp.asarray(x_train, dtype)
   x_eval = None if x_eval is None else jnp.asarray(x_eval, dtype)
   seq, context = layers.as_sequence(x_train, x_eval)
-  if params is None:    # a parameter-free prefix: its (empty) parameters from any key
-    params = (model.prefix[0](jax.random.PRNGKey(0), seq.shape)[1],)
-  return models_lib.features(model, params, seq, context)[0]
+  prefix_params = (model.prefix[0](jax.random.PRNGKey(0), seq.shape)[1] if params is None
+                   else params[0])     # a fixed prefix: its parameters (if any) do not train
+  return models_lib.features(model, (prefix_params,), seq, context)[0]
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _layer_terms(model, head_params, z):
+  """`ntk_closed_form.forward_backward` terms as arrays: `[(H (N, n_in), Δ (C, N, n_out))]`."""
+  terms, _ = ntk_closed_form.forward_backward(model.head_layers, head_params, z)
+  return [(h, d) for _, _, h, d in terms]
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _layer_rows(coefs, h_rows, d_rows, h_all, d_all):
+  """Rows of `ntk_closed_form.layer_terms_ntk` from precomputed terms; `coefs` per layer
+  `(a² or 0, c² or 0)`."""
+  theta = 0.0
+  for (wa, bc), h1, d1, h2, d2 in zip(coefs, h_rows, d_rows, h_all, d_all):
+    front = (wa * (h1 @ h2.T) if wa else 0.0) + bc
+    theta = theta + front * jnp.einsum('cik,cjk->ij', d1, d2) / d1.shape[0]
+  return theta
+
+
+def _layer_coefs(model, head_params, terms_layers):
+  trained = models_lib.head_trained(model, head_params)
+  out = []
+  for layer in terms_layers:
+    p = ntk_closed_form.get_params(head_params, layer.path)
+    a, c = ntk_closed_form.scales(layer.apply_fn, p[0])
+    w_on, b_on = trained(layer.path)
+    out.append((float(a ** 2) if w_on else 0.0,
+                float(c ** 2) if (b_on and p[1] is not None) else 0.0))
+  return tuple(out)
 
 
 def empirical_ntk_blocked(model: models_lib.Model, params, x_train, x_eval=None,
                           max_memory_gb: Optional[float] = None,
                           block: Optional[int] = None) -> np.ndarray:
-  """`empirical_ntk(..., 'closed_form')` of a parameter-free prefix, row block by row
-  block, as a float64 numpy `(N, N)` (entries computed in the dtype of the head's W).
+  """`empirical_ntk(model, ...)` of a parameter-free prefix, row block by row block, as a
+  float64 numpy `(N, N)` (entries computed in the dtype of the head's parameters).
 
+  The study's head: `closed_form_ntk` rows; a Dense/elementwise head: the layer sums of
+  `ntk_closed_form` from its per-token terms, computed once (`O(N·C·Σ widths)`); any other
+  per-token head: NT's generic method in blocks of tokens (`empirical_ntk`).
   `block` rows at a time (default: 10 % of the budget of `memory_budget_gb`); with several
   devices each block's rows are sharded across them (`row_placement`).
   """
-  w = params[1][0][0]
-  z = _prefix_features(model, params, x_train, x_eval, w.dtype)
+  dtype = jax.tree_util.tree_leaves(params[1])[0].dtype
+  z = _prefix_features(model, params, x_train, x_eval, dtype)
   n = z.shape[0]
-  block = block or block_rows(n, 6.0 * n * jnp.dtype(w.dtype).itemsize, max_memory_gb)
+  if model.head_kind == 'opaque':
+    return _check_finite(np.asarray(_generic_head_ntk(
+        model, 'jacobian_contraction', (-1,), params[1], z, max_memory_gb), np.float64),
+        'blocked empirical NTK')
   put_rows, put_all = row_placement()
-  z_all, w_all = put_all(z), put_all(w)
-  return build_by_rows(lambda s, e: _closed_form_rows(put_rows(z[s:e]), z_all, w_all,
-                                                      model.W_std), n, block)
+  if model.head_kind == 'relu_head':
+    w = params[1][0][0]
+    block = block or block_rows(n, 6.0 * n * jnp.dtype(w.dtype).itemsize, max_memory_gb)
+    z_all, w_all = put_all(z), put_all(w)
+    return build_by_rows(lambda s, e: _closed_form_rows(put_rows(z[s:e]), z_all, w_all,
+                                                        _relu_head_w_std(model)), n, block)
+  terms = _layer_terms(model, params[1], z)
+  affine = [l for l in model.head_layers if l.kind == 'affine'][::-1]
+  coefs = _layer_coefs(model, params[1], affine)
+  c = model.out_dim
+  row_bytes = (3.0 * n + c * sum(d.shape[-1] for _, d in terms)) * jnp.dtype(dtype).itemsize
+  block = block or block_rows(n, row_bytes, max_memory_gb)
+  h_all = [put_all(h) for h, _ in terms]
+  d_all = [put_all(d) for _, d in terms]
+
+  def rows(s, e):
+    return _layer_rows(coefs, [put_rows(h[s:e]) for h, _ in terms],
+                       [jnp.swapaxes(put_rows(jnp.swapaxes(d[:, s:e], 0, 1)), 0, 1)
+                        for _, d in terms], h_all, d_all)
+
+  return build_by_rows(rows, n, block)
 
 
 def analytic_ntk_blocked(model: models_lib.Model, x_train, x_eval=None,
@@ -391,16 +590,47 @@ def analytic_ntk_blocked(model: models_lib.Model, x_train, x_eval=None,
   """`analytic_kernel(model, ...)` ('ntk') of a parameter-free prefix, in float64 row blocks.
 
   The prefix maps inputs deterministically to features Z, so its output covariance is
-  `Σ = Z Zᵀ/d` exactly, and the head's first-layer NTK (frozen ±1 readout) is the arc-cosine
-  `Θ∞ = W_std² Σ (π − θ)/(2π)`, `cos θ = Σ_ij/√(Σ_ii Σ_jj)` (docs/method.md §4).
+  `Σ = Z Zᵀ/d` exactly and the model's NTK is its head's NTK on the features as i.i.d.
+  points: for the study's head the arc-cosine `Θ∞ = W_std² Σ (π − θ)/(2π)`, `cos θ =
+  Σ_ij/√(Σ_ii Σ_jj)` (docs/method.md §4); for a recognised Dense/elementwise head its own
+  `kernel_fn` on feature rows (docs/method.md §17). Any other head: the whole model's
+  `analytic_kernel` (not blocked).
   """
+  _check_declared_mask(model)
+  if model.head_kind == 'opaque':
+    x_eval64 = None if x_eval is None else jnp.asarray(x_eval, jnp.float64)
+    return np.asarray(analytic_kernel(model, jnp.asarray(x_train, jnp.float64), x_eval64),
+                      np.float64)
   z = _prefix_features(model, None, x_train, x_eval, jnp.float64)
   n = z.shape[0]
   block = block or block_rows(n, 6.0 * n * 8, max_memory_gb)
   put_rows, put_all = row_placement()
   z_all = put_all(z)
-  return build_by_rows(lambda s, e: _arccos_rows(put_rows(z[s:e]), z_all, model.W_std, s),
-                       n, block)
+  if model.head_kind == 'relu_head':
+    return build_by_rows(lambda s, e: _arccos_rows(put_rows(z[s:e]), z_all,
+                                                   _relu_head_w_std(model), s), n, block)
+  head_kernel = _head_kernel_rows(model)
+  return build_by_rows(lambda s, e: head_kernel(put_rows(z[s:e]), z_all), n, block)
+
+
+@functools.lru_cache(maxsize=None)
+def _head_kernel_rows(model):
+  """`(z_rows (b, d), z (N, d)) -> (b, N)`: the head's analytic NTK between feature rows
+  (each a sequence of one token, as the per-token head sees it)."""
+  @jax.jit
+  def rows(z_rows, z):
+    return model.head[2](z_rows[:, None, :], z[:, None, :], 'ntk')[:, :, 0, 0]
+  return rows
+
+
+def _check_declared_mask(model):
+  """An analytic kernel comes from `kernel_fn`, which knows only what the layers declare:
+  refuse a model whose `trainable` mask says otherwise."""
+  if isinstance(model, models_lib.Model) and not model.mask_is_declared:
+    raise ValueError(f'model {model.name!r} trains other parameters than its layers declare '
+                     '(trainable= or prefix_trainable=False): its kernel_fn does not know that, '
+                     'so it has no analytic NTK here (declare frozen layers instead, e.g. '
+                     'layers.FrozenReadout).')
 
 
 def _check_finite(k, what: str):
@@ -411,6 +641,7 @@ def _check_finite(k, what: str):
 
 __all__ = ['Blocks', 'METHODS', 'KernelPair', 'resolve', 'token_block', 'split_blocks',
            'analytic_kernel', 'closed_form_ntk', 'empirical_ntk', 'default_method',
+           'closed_form_applies', 'generic_ntk_gb', 'check_generic_fits',
            'monte_carlo_ntk', 'ntk_predictor', 'relative_distance', 'gram_power',
            'memory_budget_gb', 'influence_peak_gb', 'largest_n_train', 'check_fits',
            'block_rows', 'row_placement', 'build_by_rows', 'empirical_ntk_blocked',

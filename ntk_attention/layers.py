@@ -247,6 +247,8 @@ def LinearizedAttention(depth: int = 1,
     del kwargs
     return _attention_kernel(k, context, pattern, depth, shared)
 
+  _declare(apply_fn, kind='linearized_attention', depth=depth, shared=shared, rank=rank,
+           normalize=normalize, temperature=temperature, average=average)
   return init_fn, apply_fn, kernel_fn
 
 
@@ -308,6 +310,7 @@ def QKVAttention(width: int, n_heads: int = 1, mechanism: str = 'IDENTITY'):
     ntk = None if k.ntk is None else k.ntk + 2 * k.nngp
     return k.replace(ntk=ntk, is_gaussian=True)
 
+  _declare(apply_fn, kind='qkv_attention', mechanism=mechanism, n_heads=n_heads, width=width)
   return init_fn, apply_fn, kernel_fn
 
 
@@ -360,6 +363,7 @@ def Normalize(eps: float = 0.0):
     return k.replace(nngp=scale_pair(k.nngp), ntk=scale_pair(k.ntk),
                      cov1=scale_cov(k.cov1, s1), cov2=scale_cov(k.cov2, s2))
 
+  _declare(apply_fn, kind='normalize', eps=float(eps), per_token=True)
   return init_fn, apply_fn, kernel_fn
 
 
@@ -430,8 +434,25 @@ def FrozenReadout(out_dim: int):
     del kwargs
     return k.replace(is_gaussian=True)
 
+  _declare(apply_fn, kind='frozen_readout', frozen=True, out_dim=int(out_dim))
   return init_fn, apply_fn, kernel_fn
 
 
-__all__ = ['as_sequence', 'attention_pattern', 'softmax_temperature', 'LinearizedAttention', 'Normalize',
+# What a layer of this module says about itself, read by `models.compose` and the closed-form
+# empirical NTKs (`ntk_closed_form`): kept on its apply_fn, which NT's `serial` keeps.
+_SPEC_ATTRIBUTE = 'ntk_attention_spec'
+
+
+def _declare(apply_fn, **spec):
+  setattr(apply_fn, _SPEC_ATTRIBUTE, dict(spec))
+
+
+def declared(apply_fn) -> dict:
+  """What a layer declares about itself (`{}` for a layer that declares nothing):
+  `kind` ('normalize', 'linearized_attention', 'qkv_attention', 'frozen_readout'), its
+  arguments, and `frozen=True` for a layer whose parameters never train."""
+  return dict(getattr(apply_fn, _SPEC_ATTRIBUTE, {}))
+
+
+__all__ = ['declared', 'as_sequence', 'attention_pattern', 'softmax_temperature', 'LinearizedAttention', 'Normalize',
            'ScaledDense', 'FrozenReadout', 'QKVAttention', 'NORMALIZATIONS', 'MECHANISMS']

@@ -129,7 +129,7 @@ def kernel_blocks(model: models_lib.Model, params, x_train, x_eval, kernel: str 
   n = jnp.shape(x_train)[0]
   traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(
       (params, x_train, x_eval)))
-  if not traced and not model.prefix_trainable:
+  if not traced and model.prefix_kind == 'fixed':
     if kernel == 'analytic':
       k = kernels.analytic_ntk_blocked(model, x_train, x_eval, max_memory_gb or None)
     else:
@@ -351,7 +351,7 @@ def intervention_set(name, model, params, x_train, y_train, subset, setup: Setup
   return perturb(model, params, 'pgd', x_train, y_train, rows, setup, key, kind), y_train
 
 
-def sweep(ds, model_names: Sequence[str], width: int, seeds: Sequence[int],
+def sweep(ds, model_names, width: int, seeds: Sequence[int],
           attack_names: Sequence[str], epsilons: Sequence[float], setup: Setup = Setup(),
           train_config: training.TrainConfig = training.TrainConfig(), retrain: bool = False,
           interventions: Sequence[str] = (), adversarial_training: bool = False,
@@ -363,13 +363,15 @@ def sweep(ds, model_names: Sequence[str], width: int, seeds: Sequence[int],
   Settings: 'standard' (or 'retrain' with `retrain`), each of `interventions`, and
   'pgd_at' with `adversarial_training`. Records go to `on_record` as they exist; `done`
   holds `KEY_FIELDS` tuples to skip; `on_arrays(key, arrays)` receives seed `seeds[0]`'s
-  kernels and influence vectors of each model and setting. `model_options`: per-model-name
-  `models.build` options (attention variants, `init_std`). `train_fn` has the signature of
+  kernels and influence vectors of each model and setting. `model_names`: built-in names,
+  `'module:function'` entries or `{name: factory}` (`models.factories`). `model_options`:
+  per-model-name `models.build` options of built-in names (attention variants, `init_std`). `train_fn` has the signature of
   `training.train` (e.g. a `training.cached_train` shared across sweeps).
   """
   from ntk_attention import data as data_lib
   validate(attack_names, epsilons, setup, len(ds.x_train), interventions)
   training.validate(train_config)
+  factories = models_lib.factories(model_names, model_options)
   setup = with_pixel_std(setup, ds.x_train)
   # PGD of the interventions and of adversarial training, at setup.attack.eps in eps_units.
   train_setup = setup._replace(attack=setup.attack._replace(
@@ -388,12 +390,11 @@ def sweep(ds, model_names: Sequence[str], width: int, seeds: Sequence[int],
     return [(a, e) for a in attack_names for e in epsilons
             if (task, name, setting, a, float(e), int(seed)) not in done]
 
-  for name in model_names:
-    model = models_lib.build(name, int(width), y_train.shape[1],
-                             **(model_options or {}).get(name, {}))
+  for name, factory in factories.items():
+    model = models_lib.instantiate(name, factory, int(width), y_train.shape[1])
 
-    def theta_inf(x):     # analytic NTK over [x; x_eval]
-      if not model.prefix_trainable:
+    def theta_inf(x):     # analytic NTK over [x; x_eval], from the model's own kernel_fn
+      if model.prefix_kind == 'fixed':
         return kernels.analytic_ntk_blocked(model, x, x_eval, setup.max_memory_gb or None)
       return kernels.analytic_kernel(model, jnp.asarray(x, jnp.float64),
                                      jnp.asarray(x_eval, jnp.float64))

@@ -22,6 +22,7 @@ while f at initialisation, the NNGP and the training dynamics scale with `init_s
 """
 import dataclasses
 import functools
+import importlib
 from typing import Any, Callable, Optional
 
 import jax
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 
 from ntk_attention import _nt
 from ntk_attention import layers
+from ntk_attention import ntk_closed_form
 
 stax = _nt.stax
 
@@ -43,10 +45,14 @@ def relu_head(width: int, out_dim: int = 1, W_std: float = 1.0,
   """`ScaledDense(width, init_std, W_std, no bias) → ReLU → FrozenReadout(out_dim)`, per
   token: `f(x) = (1/√m) Σ_r a_r ReLU(w_r·x̂)` with `w_r ~ N(0, init_std²)` (W_std = 1)."""
   _check_width(width)
-  return stax.serial(
+  init_fn, apply_fn, kernel_fn = stax.serial(
       layers.ScaledDense(width, init_std=init_std, W_std=W_std),
       stax.Relu(),
       layers.FrozenReadout(out_dim))
+  # Declared, so that the closed forms of kernels.py (and qkv_ntk) recognise it.
+  layers._declare(apply_fn, kind='relu_head', W_std=float(W_std), width=int(width),
+                  out_dim=int(out_dim))
+  return init_fn, apply_fn, kernel_fn
 
 
 def attention_prefix(depth: int = 1, shared: bool = True, rank: Optional[int] = None,
@@ -97,24 +103,55 @@ def mlp_attn_qkv(width: int, out_dim: int = 1, W_std: float = 1.0,
                **attention).triple
 
 
+# Probe sizes of `compose`'s checks: a sequence of PROBE_TOKENS tokens of PROBE_DIM channels.
+PROBE_DIM, PROBE_TOKENS = 4, 3
+
+
 @dataclasses.dataclass(frozen=True)
 class Model:
-  """A model split into its prefix and its ReLU head.
+  """A model `stax.serial(prefix, head)` on a dataset laid out as one sequence.
 
-  `triple` is `stax.serial(prefix, head)`; its parameters are `(prefix_params,
-  head_params)` with `head_params = [(W, b), (), a]` (NT's serial makes lists). When `prefix_trainable` is False the
-  prefix is a fixed function of the inputs: training and the closed-form empirical NTK
-  then work on its features, computed once.
+  Build it with `compose(prefix, head, ...)` (or `build(name, ...)` for the study's three);
+  a `Model(...)` written by hand is analysed the same way when it is made. Its parameters
+  are `[prefix_params, head_params]` (NT's serial makes lists).
+
+  Declared: `name`, `width` (for records; None when not meaningful), `out_dim` (None: read
+  from the head), `prefix`, `head` (stax triples), `prefix_trainable` (None: whether the
+  prefix has parameters that train), `trainable` (None: declared by the layers; or a
+  callable `params -> pytree of bools`, or such a pytree's leaves as a tuple), and the study
+  head's `W_std`, `init_std` and attention `options` (None / () for other models; records
+  and cache keys carry them).
+
+  Derived when made (docs/method.md §17): `mask` (the trained flags of the flattened
+  parameter leaves), `mask_is_declared` (whether that is what the layers declare, which is
+  what their `kernel_fn`s assume), `prefix_kind` ('fixed': a function of the inputs, computed once;
+  'qkv': the study's trainable QKV prefix; 'trainable': any other), `head_kind`
+  ('relu_head': the study's head; 'layers': a Dense/elementwise stack of
+  `ntk_closed_form`; 'opaque': anything else, served by NT's generic methods),
+  `head_layers` (the recognised layers, or None) and `signature` (layer names and
+  parameter shapes: what the training cache keys on besides the name).
   """
   name: str
-  width: int
-  out_dim: int
-  W_std: float
+  width: Optional[int]
+  out_dim: Optional[int]
+  W_std: Optional[float]
   prefix: Any
   head: Any
-  prefix_trainable: bool
+  prefix_trainable: Optional[bool] = None
   options: tuple = ()
-  init_std: float = DEFAULT_INIT_STD
+  init_std: Optional[float] = None
+  trainable: Any = None
+  mask: Optional[tuple] = None
+  mask_is_declared: bool = True
+  prefix_kind: str = ''
+  head_kind: str = ''
+  head_layers: Optional[tuple] = None
+  signature: str = ''
+
+  def __post_init__(self):
+    if self.mask is None:
+      for field, value in _analyse(self).items():
+        object.__setattr__(self, field, value)
 
   @property
   def triple(self):
@@ -133,13 +170,139 @@ class Model:
     return self.triple[2]
 
 
+def compose(prefix, head, *, prefix_trainable: Optional[bool] = None, trainable=None,
+            name: Optional[str] = None, width: Optional[int] = None,
+            out_dim: Optional[int] = None) -> Model:
+  """A `Model` from any stax prefix and any per-token stax head.
+
+  Args:
+    prefix: a stax triple acting on the sequence `(1, N, d)` with `context=` (the toolkit's
+      attention layers, NT's layers; parameter-free or trainable), or None (identity).
+    head: a stax triple applied to every token alone (checked on a probe: a head whose
+      output at one token depends on another is refused).
+    prefix_trainable: None: True when the prefix has parameters that train; False freezes
+      them (the prefix is then a fixed function of the inputs, computed once).
+    trainable: which parameters train. None: every leaf except those of layers that
+      declare themselves frozen (`layers.FrozenReadout`) and those no output depends on;
+      or a callable `params -> pytree of bools`, or such a pytree (the structure of
+      `init_params(model, ...)`).
+    name: the model's name in records (default 'model').
+    width: recorded with the model (e.g. the width a factory was called with).
+    out_dim: the number of outputs, checked against the head (default: read from it).
+
+  Returns:
+    `Model`; `kernels.empirical_ntk` takes its closed form when the structure is
+    recognised (docs/method.md §17) and NT's generic methods otherwise.
+  """
+  prefix = stax.Identity() if prefix is None else prefix
+  if trainable is not None and not callable(trainable):
+    trainable = tuple(bool(v) for v in jax.tree_util.tree_leaves(trainable))
+  return Model(name or 'model', width, out_dim, None, prefix, head, prefix_trainable,
+               trainable=trainable)
+
+
+def _check_triple(triple, what: str):
+  if not (isinstance(triple, tuple) and len(triple) == 3 and all(map(callable, triple))):
+    raise TypeError(f'compose: {what} must be a stax triple (init_fn, apply_fn, kernel_fn), '
+                    f'got {type(triple).__name__}.')
+
+
+def _declared_mask(layer, params):
+  """Trained flags from the layers' declarations (`layers.declared(...)['frozen']`)."""
+  parts = _nt.serial_parts(layer[0], layer[1])
+  if parts is None or not isinstance(params, (list, tuple)) or len(parts) != len(params):
+    frozen = bool(layers.declared(layer[1]).get('frozen'))
+    return jax.tree_util.tree_map(lambda _: not frozen, params)
+  return type(params)(_declared_mask(part, p) for part, p in zip(parts, params))
+
+
+def _analyse(model: Model) -> dict:
+  """The derived fields of `Model` (its docstring), from probes of PROBE_DIM channels."""
+  _check_triple(model.prefix, 'prefix')
+  _check_triple(model.head, 'head')
+  init_fn, apply_fn, _ = stax.serial(model.prefix, model.head)
+  shape = (1, PROBE_TOKENS, PROBE_DIM)
+  k_init, k_x, k_cot = jax.random.split(jax.random.PRNGKey(0), 3)
+  out_shape, params = init_fn(k_init, shape)
+  params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float32), params)
+  x = jax.random.normal(k_x, shape, jnp.float32)
+  if model.out_dim is not None and out_shape[-1] != model.out_dim:
+    raise ValueError(f'model {model.name!r}: out_dim={model.out_dim} but the head has '
+                     f'{out_shape[-1]} outputs.')
+  feats = model.prefix[1](params[0], x)
+  _check_per_token(model, params[1], feats[0])
+
+  treedef = jax.tree_util.tree_structure(params)
+  declared = [_declared_mask(model.prefix, params[0]), _declared_mask(model.head, params[1])]
+  cot = jax.random.normal(k_cot, out_shape, jnp.float32)
+  grads = jax.grad(lambda p: jnp.sum(apply_fn(p, x) * cot))(params)
+  declared = [d and bool(jnp.any(g != 0)) for d, g in
+              zip(jax.tree_util.tree_leaves(declared), jax.tree_util.tree_leaves(grads))]
+  if model.trainable is None:
+    mask = list(declared)
+  else:
+    given = model.trainable(params) if callable(model.trainable) else model.trainable
+    if callable(model.trainable) and jax.tree_util.tree_structure(
+        jax.tree_util.tree_map(lambda _: 0, given)) != treedef:
+      raise ValueError(f'model {model.name!r}: trainable(params) must have the structure of '
+                       f'the parameters, {treedef}.')
+    mask = [bool(v) for v in jax.tree_util.tree_leaves(given)]
+    if len(mask) != treedef.num_leaves:
+      raise ValueError(f'model {model.name!r}: trainable has {len(mask)} leaves, the '
+                       f'parameters {treedef.num_leaves}.')
+  n_prefix = len(jax.tree_util.tree_leaves(params[0]))
+  if model.prefix_trainable is False:
+    mask[:n_prefix] = [False] * n_prefix
+  elif model.prefix_trainable and not any(mask[:n_prefix]):
+    raise ValueError(f'model {model.name!r}: prefix_trainable=True but the prefix has no '
+                     'parameters that train.')
+  prefix_trainable = any(mask[:n_prefix])
+
+  head_layers, head_kind = None, 'opaque'
+  if layers.declared(model.head[1]).get('kind') == 'relu_head' and mask[n_prefix:] == [True, False]:
+    head_kind = 'relu_head'
+  else:
+    head_layers = ntk_closed_form.plan(model.head, feats.shape[-1])
+    head_kind = 'opaque' if head_layers is None else 'layers'
+  prefix_kind = 'fixed'
+  if prefix_trainable:
+    specs = [layers.declared(a) for _, a, _ in ntk_closed_form.leaf_layers(model.prefix)]
+    qkv = ([s.get('kind') for s in specs] == ['normalize', 'qkv_attention', 'normalize']
+           and specs[0]['eps'] == specs[2]['eps'] == 0.0 and all(mask[:n_prefix]))
+    prefix_kind = 'qkv' if qkv else 'trainable'
+  names = [getattr(a, '__name__', '?') for part in (model.prefix, model.head)
+           for _, a, _ in ntk_closed_form.leaf_layers(part)]
+  shapes = [tuple(jnp.shape(p)) for p in jax.tree_util.tree_leaves(params)]
+  return dict(mask=tuple(mask), mask_is_declared=mask == declared,
+              out_dim=int(out_shape[-1]), prefix_trainable=prefix_trainable,
+              prefix_kind=prefix_kind, head_kind=head_kind, head_layers=head_layers,
+              signature=repr((names, shapes, tuple(mask))))
+
+
+def _check_per_token(model: Model, head_params, z):
+  """ValueError when the head's output at one token depends on another token's input."""
+  try:
+    jac = jax.jacfwd(lambda v: head_apply(model, head_params, v))(z)     # (N, C, N, d)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f'model {model.name!r}: the head cannot be applied to tokens alone, '
+                     f'as a per-token head must ({type(e).__name__}: {e}); put '
+                     'token-mixing layers in the prefix.') from None
+  n = z.shape[0]
+  off = jnp.abs(jac) * (1 - jnp.eye(n))[:, None, :, None]
+  if bool(jnp.any(off > 1e-6 * (jnp.max(jnp.abs(jac)) + 1e-30))):
+    raise ValueError(f'model {model.name!r}: the head mixes tokens (its output at one token '
+                     'depends on another); put token-mixing layers in the prefix.')
+
+
 def build(name: str, width: int, out_dim: int = 1, W_std: float = 1.0,
           init_std: float = DEFAULT_INIT_STD, **options) -> Model:
   """`Model` by name: one of `MODELS`; `options` go to the attention prefix; `init_std`
   is the std of the head's first-layer weights (the analytic NTK does not depend on it).
 
-  The same arguments return the same `Model` object, so that programs compiled with a
-  model as a static argument (training, attacks, kernels) are reused, not recompiled.
+  Each is `compose(prefix, relu_head(width, out_dim, W_std, init_std))` with the prefix of
+  the module docstring. The same arguments return the same `Model` object, so that programs
+  compiled with a model as a static argument (training, attacks, kernels) are reused, not
+  recompiled.
   """
   _check_width(width)
   try:
@@ -158,15 +321,92 @@ def _build(name, width, out_dim, W_std, init_std, options) -> Model:
   if name == 'relu_mlp':
     if options:
       raise ValueError(f'relu_mlp takes no attention options, got {sorted(options)}.')
-    prefix, trainable = layers.Normalize(), False
+    prefix = layers.Normalize()
   elif name == 'mlp_attn':
-    prefix, trainable = attention_prefix(**options), False
+    prefix = attention_prefix(**options)
   elif name == 'mlp_attn_qkv':
-    prefix, trainable = qkv_prefix(width, **options), True
+    prefix = qkv_prefix(width, **options)
   else:
     raise ValueError(f'unknown model {name!r}; choose from {MODELS}.')
   return Model(name, width, out_dim, W_std, prefix, relu_head(width, out_dim, W_std, init_std),
-               trainable, tuple(sorted(options.items())), init_std)
+               options=tuple(sorted(options.items())), init_std=init_std)
+
+
+def load_factory(spec: str) -> Callable:
+  """`'package.module:function'` -> that function, imported (ValueError naming `spec` when
+  the module or the function cannot be had)."""
+  module_name, _, attr = spec.partition(':')
+  if not module_name or not attr:
+    raise ValueError(f'model {spec!r}: expected a built-in name {MODELS} or module:function.')
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError as e:
+    raise ValueError(f'model {spec!r}: cannot import {module_name!r} ({e}).') from None
+  fn = getattr(module, attr, None)
+  if not callable(fn):
+    raise ValueError(f'model {spec!r}: {module_name} has no function {attr!r}.')
+  return fn
+
+
+def factories(models, model_options: Optional[dict] = None) -> dict:
+  """`{name: factory}` with `factory(width, out_dim, **options) -> Model`, from
+
+  - a sequence of names: built-in `MODELS` (their `build` options from `model_options[name]`)
+    or `'module:function'` entries (imported; recorded under that string);
+  - a mapping `{name: factory or built-in name}`.
+
+  Raises ValueError (one line, before any work) for an unknown name or a bad entry.
+  """
+  model_options = model_options or {}
+  items = (list(models.items()) if isinstance(models, dict)
+           else [(m, m) for m in models])
+  if not items:
+    raise ValueError('no models given.')
+  out = {}
+  for name, spec in items:
+    if isinstance(spec, str) and spec in MODELS:
+      out[name] = functools.partial(_builtin, spec, dict(model_options.get(name, {})))
+    elif isinstance(spec, str) and ':' in spec:
+      out[name] = load_factory(spec)
+    elif callable(spec) and not isinstance(spec, str):
+      out[name] = spec
+    else:
+      raise ValueError(f'unknown model {spec!r}; choose from {MODELS} or give '
+                       'module:function (a factory(width, out_dim) returning a Model).')
+  return out
+
+
+def _builtin(name, options, width, out_dim, **overrides):
+  return build(name, width, out_dim, **dict(options, **overrides))
+
+
+def instantiate(name: str, factory: Callable, width: int, out_dim: int, **options) -> Model:
+  """`factory(width, out_dim, **options)` as a `Model` named `name` with that width
+  (a stax triple is composed: `compose(None, triple)` when it acts per token, else
+  `compose(triple, None-head)`); ValueError (one line) when it is neither or has another
+  number of outputs, or the factory does not take `options`."""
+  _check_width(width)
+  try:
+    model = factory(int(width), int(out_dim), **options)
+  except TypeError as e:
+    if options and 'argument' in str(e):
+      raise ValueError(f'model {name!r}: its factory does not take {sorted(options)} '
+                       f'({e}).') from None
+    raise
+  if isinstance(model, tuple) and len(model) == 3:
+    try:
+      model = compose(None, model, name=name)
+    except ValueError:        # mixes tokens: the whole triple is the prefix
+      model = compose(model, stax.Identity(), name=name)
+  if not isinstance(model, Model):
+    raise ValueError(f'model {name!r}: its factory returned a {type(model).__name__}, not a '
+                     'models.Model (use models.compose(prefix, head)).')
+  if model.out_dim != out_dim:
+    raise ValueError(f'model {name!r}: its factory made {model.out_dim} outputs, the task has '
+                     f'{out_dim}.')
+  if model.name == name and model.width == width:
+    return model
+  return dataclasses.replace(model, name=name, width=int(width))
 
 
 def init_params(model: Model, key, n_features: int, dtype=jnp.float32):
@@ -178,13 +418,27 @@ def init_params(model: Model, key, n_features: int, dtype=jnp.float32):
   return jax.tree_util.tree_map(lambda p: jnp.asarray(p, dtype), params)
 
 
-def trainable_mask(params):
-  """Pytree of bools: True for trained leaves; the readout `a` (last head leaf) is frozen."""
-  prefix_params, head_params = params
-  mask_prefix = jax.tree_util.tree_map(lambda _: True, prefix_params)
-  mask_head = [jax.tree_util.tree_map(lambda _: True, p) for p in head_params[:-1]]
-  mask_head.append(jax.tree_util.tree_map(lambda _: False, head_params[-1]))
-  return type(params)([mask_prefix, type(head_params)(mask_head)])
+def trainable_mask(model: Model, params):
+  """Pytree of bools over `params`: True for the leaves that train (`model.mask`: declared
+  by the layers or by `compose(..., trainable=...)`, never by a leaf's position)."""
+  treedef = jax.tree_util.tree_structure(params)
+  if treedef.num_leaves != len(model.mask):
+    raise ValueError(f'model {model.name!r} has {len(model.mask)} parameter leaves, the '
+                     f'parameters given {treedef.num_leaves}.')
+  return jax.tree_util.tree_unflatten(treedef, list(model.mask))
+
+
+def head_trained(model: Model, head_params) -> Callable:
+  """`fn(path) -> (W trained, b trained)` for the head layer at `path` (`ntk_closed_form`)."""
+  n_prefix = len(model.mask) - len(jax.tree_util.tree_leaves(head_params))
+  mask = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(head_params),
+                                      list(model.mask[n_prefix:]))
+
+  def fn(path):
+    w, b = ntk_closed_form.get_params(mask, path)
+    return bool(w), bool(b)
+
+  return fn
 
 
 def features(model: Model, params, seq, context=None):
@@ -193,8 +447,9 @@ def features(model: Model, params, seq, context=None):
 
 
 def head_apply(model: Model, head_params, feats):
-  """Head output `(..., C)` on prefix features `(..., d')`."""
-  return model.head[1](head_params, feats)
+  """Head output `(n, C)` on prefix features `(n, d')`, the rows taken as one sequence
+  `(1, n, d')` (the rank the parameters were made for: NT's Dense shapes its bias by it)."""
+  return model.head[1](head_params, feats[None])[0]
 
 
 def _check_width(width):
@@ -202,6 +457,7 @@ def _check_width(width):
     raise ValueError(f'width must be a positive integer, got {width!r}.')
 
 
-__all__ = ['MODELS', 'DEFAULT_INIT_STD', 'Model', 'build', 'relu_head', 'attention_prefix', 'qkv_prefix',
+__all__ = ['MODELS', 'DEFAULT_INIT_STD', 'Model', 'compose', 'head_trained', 'load_factory',
+           'factories', 'instantiate', 'build', 'relu_head', 'attention_prefix', 'qkv_prefix',
            'relu_mlp', 'mlp_attn', 'mlp_attn_qkv', 'init_params', 'trainable_mask',
            'features', 'head_apply']

@@ -26,9 +26,12 @@ query/key term `R_c[i, n] = ∂(Σ_k P_h[i,k] E_c[i,k])/∂Σ_h[i,n]` with
 `R = P ⊙ (E − rowsum(P ⊙ E))`), `A_c = R_c Q_h` (N, m) and `B_c = R_c X̃` (N, d).
 Cost `O(N² (d + m) C H)` and `O(N² C)` memory, against NT's Jacobian of N·C × #params.
 """
+import jax
 import jax.numpy as jnp
 
 from ntk_attention import layers
+from ntk_attention import models as models_lib
+from ntk_attention import ntk_closed_form
 
 
 def _rms_normalize(x):
@@ -43,27 +46,33 @@ def _outer_mean(f):
 
 
 def qkv_closed_form_ntk(x, context, prefix_params, head_params, mechanism: str = 'IDENTITY',
-                        W_std: float = 1.0):
-  """Empirical NTK of `Normalize → QKVAttention → Normalize → relu_head` (module docstring).
+                        W_std: float = 1.0, head=None):
+  """Empirical NTK of `Normalize → QKVAttention → Normalize → head` (module docstring).
 
   Args:
     x: `(N, d)` raw inputs of the sequence `[train; eval]`.
     context: `(N,)` boolean context mask (None: every token).
     prefix_params: `[(), (K (H, d, m), V (H, d, m), O (H m, m)), ()]`.
-    head_params: `[(W (m, m_h), b), (), a (m_h, C)]`; `a` is frozen.
+    head_params: `relu_head`'s `[(W (m, m_h), b), (), a (m_h, C)]` (`a` frozen), or the
+      parameters of `head`.
     mechanism: 'IDENTITY' or 'SOFTMAX' (`layers.QKVAttention`).
+    W_std: `relu_head`'s W_std (read from `head` when it is given).
+    head: None (the study's `relu_head`), or a `models.Model` with this prefix whose head
+      `ntk_closed_form` recognises: its head term `Θ_head` and cotangents `g = ∂f/∂Z` then
+      come from `ntk_closed_form.forward_backward` (docs/method.md §17).
 
-  Returns `(N, N)` in the dtype of W: `J Jᵀ` traced (averaged) over the C outputs, the
-  sum of the head, output, value and query/key terms.
+  Returns `(N, N)` in the dtype of the head's parameters: `J Jᵀ` traced (averaged) over the
+  C outputs, the sum of the head, output, value and query/key terms.
   """
   if mechanism not in layers.MECHANISMS:
     raise ValueError(f'mechanism must be one of {tuple(layers.MECHANISMS)}, got {mechanism!r}.')
+  general = head is not None and head.head_kind != 'relu_head'
+  if head is not None and not general:
+    W_std = layers.declared(head.head[1])['W_std']
   w_k, w_v, w_o = prefix_params[1]
-  w, a = head_params[0][0], head_params[-1]
-  dtype = w.dtype
-  w_k, w_v, w_o, a = (jnp.asarray(p, dtype) for p in (w_k, w_v, w_o, a))
+  dtype = jax.tree_util.tree_leaves(head_params)[0].dtype
+  w_k, w_v, w_o = (jnp.asarray(p, dtype) for p in (w_k, w_v, w_o))
   n_heads, d, m = w_k.shape
-  m_h = w.shape[1]
   xt, _ = _rms_normalize(jnp.asarray(x, dtype))
   n = xt.shape[0]
   c = layers._batched_context(context, n_heads, n, dtype)            # (H, N)
@@ -78,10 +87,18 @@ def qkv_closed_form_ntk(x, context, prefix_params, head_params, mechanism: str =
   z, y_norm = _rms_normalize(y)
 
   # Head: Θ_W, and the cotangents g_ic = ∂f_ic/∂Z_i pulled back through Normalize.
-  scale = W_std / jnp.sqrt(float(m)).astype(dtype)
-  act = (z @ w * scale > 0).astype(dtype)                            # S (N, m_h)
-  theta = (z @ z.T) * (act @ act.T) * (W_std ** 2 / (m * m_h))
-  g = jnp.einsum('nr,rc,kr->cnk', act, a, w) * (scale / jnp.sqrt(float(m_h)).astype(dtype))
+  if general:
+    terms, g = ntk_closed_form.forward_backward(head.head_layers, head_params, z, True)
+    trained = models_lib.head_trained(head, head_params)
+    theta = ntk_closed_form.layer_terms_ntk(terms, terms, trained)
+    theta = jnp.zeros((n, n), dtype) + theta
+  else:
+    w, a = head_params[0][0], jnp.asarray(head_params[-1], dtype)
+    m_h = w.shape[1]
+    scale = W_std / jnp.sqrt(float(m)).astype(dtype)
+    act = (z @ w * scale > 0).astype(dtype)                            # S (N, m_h)
+    theta = (z @ z.T) * (act @ act.T) * (W_std ** 2 / (m * m_h))
+    g = jnp.einsum('nr,rc,kr->cnk', act, a, w) * (scale / jnp.sqrt(float(m_h)).astype(dtype))
   y_hat = y / y_norm
   gam = (g - y_hat * jnp.sum(y_hat * g, -1, keepdims=True)) * (jnp.sqrt(float(m)) / y_norm)
 
@@ -102,6 +119,5 @@ def qkv_closed_form_ntk(x, context, prefix_params, head_params, mechanism: str =
     theta = theta + (xx * _outer_mean(r_q) + cross + cross.T
                      + (q[h] @ q[h].T) * _outer_mean(r_x)) / (d * m) ** 2   # Θ_K
   return theta
-
 
 __all__ = ['qkv_closed_form_ntk']

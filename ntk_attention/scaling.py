@@ -40,10 +40,12 @@ def nested_subsets(ds: data_lib.Dataset, grid: Sequence[int], seed: int = 0):
 def run_n(ds, width: int, seeds: Sequence[int], attack: str, eps: float,
           setup: malleability.Setup, config, done=(), on_record: Callable = lambda r: None,
           on_progress: Callable = lambda k: None, base_seed: int = 0, train_fn=None,
-          model_options=None) -> list:
+          model_options=None, models=MODELS) -> list:
   """The malleability records of both models at one n (`malleability.sweep`), each with
   `n_train`, plus κ_d of the training set under 'kappa_d' / 'log10_kappa_d'.
-  `model_options`: per-model `models.build` options (e.g. `init_std`), as in `sweep`."""
+  `models`: the pair (reference, candidate) — names, `'module:function'` entries or a
+  two-entry `{name: factory}` (`models.factories`); `model_options`: per-model
+  `models.build` options of built-in names (e.g. `init_std`), as in `sweep`."""
   spec = spectral.summarize(np.asarray(ds.x_train, np.float64))
   extra = {'kappa_d': spec['kappa_eff'], 'log10_kappa_d': spec['log10_kappa_eff']}
 
@@ -52,7 +54,7 @@ def run_n(ds, width: int, seeds: Sequence[int], attack: str, eps: float,
     on_record(rec)
 
   kwargs = {} if train_fn is None else {'train_fn': train_fn}
-  return malleability.sweep(ds, MODELS, width, seeds, [attack], [eps], setup, config,
+  return malleability.sweep(ds, models, width, seeds, [attack], [eps], setup, config,
                             on_record=record, done=done, task=f'n={len(ds.x_train)}',
                             on_progress=on_progress, base_seed=base_seed,
                             model_options=model_options, **kwargs)
@@ -65,20 +67,22 @@ def _mean_std(values):
   return float(np.mean(v)), float(np.std(v))
 
 
-def summarize(records: Sequence[dict]) -> list:
-  """One row per n: `<model>_<metric>_mean/_std`, `ratio` = mean flip MLP-Attn / mean flip
-  2L-ReLU (None when 2L-ReLU never flips), `log10_kappa_d`, `seeds`."""
+def summarize(records: Sequence[dict], models=MODELS) -> list:
+  """One row per n: `<model>_<metric>_mean/_std`, `ratio` = mean flip of `models[1]` (MLP-Attn)
+  / mean flip of `models[0]` (2L-ReLU) (None when the latter never flips), `log10_kappa_d`,
+  `seeds`. `models`: the names of the pair (reference, candidate)."""
+  reference, candidate = list(models)
   rows = []
   for n in sorted({int(r['n_train']) for r in records}):
     at_n = [r for r in records if int(r['n_train']) == n]
     row = {'n_train': n, 'seeds': len({r['seed'] for r in at_n}),
            'log10_kappa_d': at_n[0].get('log10_kappa_d')}
-    for model in MODELS:
+    for model in (reference, candidate):
       mine = [r for r in at_n if r['model'] == model]
       for metric in METRICS:
         row[f'{model}_{metric}_mean'], row[f'{model}_{metric}_std'] = _mean_std(
             [r.get(metric) for r in mine])
-    relu, attn = row['relu_mlp_flip_rate_mean'], row['mlp_attn_flip_rate_mean']
+    relu, attn = row[f'{reference}_flip_rate_mean'], row[f'{candidate}_flip_rate_mean']
     row['ratio'] = attn / relu if relu and attn is not None else None
     rows.append(row)
   return rows

@@ -19,12 +19,15 @@ Per variation, the calibration against the study's flip rates (its Tables 2–3)
 
 The library does no I/O: records go to `on_record`, finished cells are named by `done`.
 """
+import functools
+import inspect
 import math
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from ntk_attention import malleability
+from ntk_attention import models as models_lib
 from ntk_attention import paper
 from ntk_attention import training
 
@@ -114,10 +117,27 @@ def value_label(value) -> str:
   return '' if value == '' else str(value)
 
 
-def validate(base: Baseline, variations, attack_names, tasks) -> None:
+PAIR = ('relu_mlp', 'mlp_attn')   # (reference, candidate): ratio = candidate / reference
+
+
+def _pair(models) -> dict:
+  """`{name: factory}` of the (reference, candidate) pair (`models.factories`)."""
+  out = models_lib.factories(models)
+  if len(out) != 2:
+    raise ValueError(f'sensitivity compares two models (reference, candidate); got {list(out)}.')
+  return out
+
+
+def validate(base: Baseline, variations, attack_names, tasks, models=PAIR) -> None:
   """ValueError before any work for a setting that cannot run."""
   if not tasks:
     raise ValueError('no tasks given.')
+  pair = _pair(models)
+  if any(c == 'init_std' for c, _ in variations):
+    for name, factory in pair.items():
+      if name not in models_lib.MODELS and not _takes(factory, 'init_std'):
+        raise ValueError(f'variation init_std: the factory of model {name!r} takes no '
+                         'init_std argument.')
   for choice, value in [BASELINE] + list(variations):
     b = apply(base, choice, value)
     setup = malleability.Setup(tau=b.tau, kernel=b.kernel, ridge=b.ridge, score=b.score,
@@ -128,17 +148,39 @@ def validate(base: Baseline, variations, attack_names, tasks) -> None:
       raise ValueError(f'variation {choice}={value}: init_std, width and epochs must be > 0.')
 
 
+def _takes(fn, argument: str) -> bool:
+  try:
+    params = inspect.signature(fn).parameters
+  except (TypeError, ValueError):
+    return False
+  return argument in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def _with_init_std(pair: dict, init_std: float, varied: bool) -> dict:
+  """The pair's factories at `init_std`: built-in models always (their baseline is the
+  study's init_std), a user's factory only when init_std is the choice varied."""
+  out = {}
+  for name, factory in pair.items():
+    if name in models_lib.MODELS or varied:
+      factory = functools.partial(factory, init_std=init_std)
+    out[name] = factory
+  return out
+
+
 def run(load: Callable, tasks: Sequence[str], base: Baseline, variations, attack_names,
         seeds: Sequence[int], train_config: training.TrainConfig,
         on_record=lambda r: None, done=(), on_progress=lambda n: None, base_seed: int = 0,
-        train_fn: Optional[Callable] = None) -> list:
+        train_fn: Optional[Callable] = None, models=PAIR) -> list:
   """Runs the baseline and every variation on every task; returns the new records.
 
   `load(task, n_train) -> data.Dataset` gives the data of a task ('all' or e.g. '3,8') at a
   training-set size. A 'retrain' variation attacks with PGD only (it retrains once per
-  attack and seed). Records: the fields of `malleability.protocol` plus `choice` and
-  `value` (the baseline is `choice='baseline'`, `value=''`).
+  attack and seed). `models`: the (reference, candidate) pair — names, `'module:function'`
+  entries or `{name: factory}`; the ratio is candidate / reference. Records: the fields of
+  `malleability.protocol` plus `choice` and `value` (the baseline is `choice='baseline'`,
+  `value=''`).
   """
+  pair = _pair(models)
   done = set(done)
   train_fn = train_fn or training.cached_train()
   new = []
@@ -148,7 +190,7 @@ def run(load: Callable, tasks: Sequence[str], base: Baseline, variations, attack
       label = value_label(value)
       attacks = ['pgd'] if (choice == 'retrain' and b.retrain) else list(attack_names)
       todo = [s for s in seeds if any((task, choice, label, m, a, int(s)) not in done
-                                      for m in ('relu_mlp', 'mlp_attn') for a in attacks)]
+                                      for m in pair for a in attacks)]
       if not todo:
         continue
       ds = load(task, b.n_train)
@@ -164,12 +206,10 @@ def run(load: Callable, tasks: Sequence[str], base: Baseline, variations, attack
         on_record(rec)
         new.append(rec)
 
-      malleability.sweep(ds, ('relu_mlp', 'mlp_attn'), b.width, todo, attacks, [b.eps], setup,
-                         config, retrain=b.retrain, on_record=record,
-                         on_progress=on_progress, task=task, base_seed=base_seed,
-                         model_options={m: {'init_std': b.init_std}
-                                        for m in ('relu_mlp', 'mlp_attn')},
-                         train_fn=train_fn)
+      malleability.sweep(ds, _with_init_std(pair, b.init_std, choice == 'init_std'), b.width,
+                         todo, attacks, [b.eps], setup, config, retrain=b.retrain,
+                         on_record=record, on_progress=on_progress, task=task,
+                         base_seed=base_seed, train_fn=train_fn)
   return new
 
 
@@ -202,13 +242,15 @@ def _groups(records):
   return out
 
 
-def summarize(records) -> list:
-  """One row per (task, choice, value, attack): both models' mean ± std flip rates, the
-  ratio with its bootstrap interval, log10 ratio, seeds, and test accuracies."""
+def summarize(records, models=PAIR) -> list:
+  """One row per (task, choice, value, attack): both models' mean ± std flip rates (`relu_*`
+  the reference `models[0]`, `attn_*` the candidate `models[1]`), the ratio candidate /
+  reference with its bootstrap interval, log10 ratio, seeds, and test accuracies."""
+  reference, candidate = list(models)
   rows = []
   for (task, choice, value, attack), by_model in _groups(records).items():
-    relu = sorted(by_model.get('relu_mlp', []), key=lambda r: r['seed'])
-    attn = sorted(by_model.get('mlp_attn', []), key=lambda r: r['seed'])
+    relu = sorted(by_model.get(reference, []), key=lambda r: r['seed'])
+    attn = sorted(by_model.get(candidate, []), key=lambda r: r['seed'])
     if not relu or not attn:
       continue
     fr, fa = [r['flip_rate'] for r in relu], [r['flip_rate'] for r in attn]
@@ -258,6 +300,6 @@ def _mean(v):
   return float(np.mean(v)) if v else None
 
 
-__all__ = ['CHOICES', 'KEY_FIELDS', 'BASELINE', 'Baseline', 'default_variations',
+__all__ = ['PAIR', 'CHOICES', 'KEY_FIELDS', 'BASELINE', 'Baseline', 'default_variations',
            'parse_variations', 'apply', 'value_label', 'validate', 'run', 'bootstrap_ratio',
            'summarize', 'calibration']

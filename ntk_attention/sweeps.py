@@ -50,14 +50,11 @@ def steps_per_run(config: training.TrainConfig, n_train: int) -> int:
   return config.epochs * (n_train // min(config.batch_size, n_train))
 
 
-def validate_sweep(model_names: Sequence[str], widths: Sequence[int], seeds: Sequence[int],
+def validate_sweep(model_names, widths: Sequence[int], seeds: Sequence[int],
                    config: training.TrainConfig) -> None:
-  """ValueError before any work: unknown model, bad width, no seeds, bad training config."""
-  if not model_names:
-    raise ValueError('no models given.')
-  for name in model_names:
-    if name not in models_lib.MODELS:
-      raise ValueError(f'unknown model {name!r}; choose from {models_lib.MODELS}.')
+  """ValueError before any work: unknown model, bad width, no seeds, bad training config.
+  `model_names`: names or a `{name: factory}` mapping (`models.factories`)."""
+  models_lib.factories(model_names)
   if not widths:
     raise ValueError('no widths given.')
   for w in widths:
@@ -71,7 +68,7 @@ def validate_sweep(model_names: Sequence[str], widths: Sequence[int], seeds: Seq
 
 
 def ntk_distance_sweep(ds: data_lib.Dataset,
-                       model_names: Sequence[str],
+                       model_names,
                        widths: Sequence[int],
                        seeds: Sequence[int],
                        config: training.TrainConfig = training.TrainConfig(),
@@ -86,17 +83,20 @@ def ntk_distance_sweep(ds: data_lib.Dataset,
 
   Args:
     ds: the dataset; the evaluation set is `ds.x_test`.
-    model_names, widths, seeds: the grid; seed s uses `PRNGKey(base_seed + s)`.
+    model_names, widths, seeds: the grid; seed s uses `PRNGKey(base_seed + s)`. Models are
+      built-in names, `'module:function'` entries or a mapping `{name: factory}` with
+      `factory(width, out_dim) -> models.Model` (`models.factories`); records carry the name.
     config: training settings.
     on_record: called with each record as soon as it exists.
     done: keys `(model, width, seed)` already finished (skipped).
     on_progress: called with the number of cells just finished.
     ridge: λ of the ridge-regression comparison.
-    model_options: per-model-name dict of `models.build` options.
+    model_options: per-model-name dict of `models.build` options (built-in names).
     train_fn: `training.train` or a `training.cached_train` (shared between sweeps).
   """
   validate_sweep(model_names, widths, seeds, config)
   model_options = model_options or {}
+  factories = models_lib.factories(model_names, model_options)
   done = set(done)
   y_train = jnp.asarray(data_lib.targets(ds.y_train, ds.num_classes))
   out_dim = y_train.shape[1]
@@ -105,12 +105,13 @@ def ntk_distance_sweep(ds: data_lib.Dataset,
   x_test64 = jnp.asarray(ds.x_test, jnp.float64)
   n = len(ds.x_train)
   new = []
-  for name in model_names:
+  for name, factory in factories.items():
     todo_by_width = {w: [s for s in seeds if (name, int(w), int(s)) not in done] for w in widths}
     if not any(todo_by_width.values()):
       continue
     options = dict(model_options.get(name, {}))
-    theta_inf = kernels.analytic_kernel(models_lib.build(name, 1, out_dim, **options),
+    # The model's own kernel_fn (NT's kernels do not depend on the width).
+    theta_inf = kernels.analytic_kernel(models_lib.instantiate(name, factory, 1, out_dim),
                                         x_train64, x_test64)
     blocks_inf = kernels.split_blocks(theta_inf, n)
     f_ridge = kernels.ntk_predictor(blocks_inf, y_train, ridge=ridge)
@@ -120,7 +121,7 @@ def ntk_distance_sweep(ds: data_lib.Dataset,
       if not todo:
         continue
       t0 = time.time()
-      model = models_lib.build(name, int(width), out_dim, **options)
+      model = models_lib.instantiate(name, factory, int(width), out_dim)
       result = train_fn(model, training.seed_keys(todo, base_seed), ds.x_train, y_train, config)
       records = _evaluate(model, result, ds, y_train, theta_inf, blocks_inf, f_ridge,
                           config, mode, ridge)

@@ -187,7 +187,7 @@ def _train_seeds(model, config, kind, perturb, keys, x_train, y_train):
   dtype = x_train.dtype
   seq, _ = layers.as_sequence(x_train)
   feats = None
-  if not model.prefix_trainable:   # parameter-free prefix: its (empty) params from any key
+  if not model.prefix_trainable:   # a fixed prefix: its (frozen) params from any key
     any_params = models_lib.init_params(model, jax.random.PRNGKey(0), d, dtype)
     feats = models_lib.features(model, any_params, seq)[0]
 
@@ -201,7 +201,7 @@ def _train_seeds(model, config, kind, perturb, keys, x_train, y_train):
   def one_seed(key):
     k_init, k_shuffle = jax.random.split(key)
     params0 = models_lib.init_params(model, k_init, d, dtype)
-    opt = make_optimizer(config, models_lib.trainable_mask(params0))
+    opt = make_optimizer(config, models_lib.trainable_mask(model, params0))
 
     def step(carry, batch):
       params, state = carry

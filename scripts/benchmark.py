@@ -238,7 +238,7 @@ def bench_ntk(args: Args) -> List[dict]:
     key = jax.random.PRNGKey(args.seed)
     params = models.init_params(model, key, d, dtype=jnp.float32)
     x = np.random.default_rng(args.seed).uniform(size=(n, d)).astype(np.float32)
-    mask = jax.tree_util.tree_leaves(models.trainable_mask(params))
+    mask = jax.tree_util.tree_leaves(models.trainable_mask(model, params))
     n_params = sum(int(p.size) for p, trained in zip(jax.tree_util.tree_leaves(params), mask)
                    if trained)
     n_gen, note = _generic_n(n, n_params, c, args)

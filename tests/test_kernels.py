@@ -135,7 +135,7 @@ def test_memory_check_names_the_largest_n_that_fits():
 def test_trainable_mask_freezes_only_the_readout():
   model = models.build('mlp_attn', 8, 3)
   params = models.init_params(model, jax.random.PRNGKey(0), 5)
-  mask = models.trainable_mask(params)
+  mask = models.trainable_mask(model, params)
   leaves = jax.tree_util.tree_leaves(mask)
   assert leaves.count(False) == 1 and leaves[-1] is False
   assert all(leaves[:-1])
