@@ -83,6 +83,20 @@ def token_block(k, rows=slice(None), cols=slice(None)):
   return k[0, 0][rows][:, cols]
 
 
+_GETS = ('nngp', 'ntk')
+
+
+def _check_get(get):
+  """ValueError (one line) unless `get` is None, `'nngp'`, `'ntk'` or a non-empty tuple of
+  them: NT answers any other name with a bare `KeyError`, and `token_block` reads only
+  these `(N1, N2)` kernels."""
+  names = (get,) if isinstance(get, str) else get
+  if get is not None and not (
+      isinstance(names, (tuple, list)) and names and
+      all(isinstance(g, str) and g.lower() in _GETS for g in names)):
+    raise ValueError(f"get must be None, 'nngp', 'ntk' or a tuple of them, got {get!r}.")
+
+
 def analytic_kernel(kernel_fn, x_train, x_eval=None, get='ntk'):
   """Infinite-width kernel `(N, N)` over the sequence `[x_train; x_eval]`.
 
@@ -90,6 +104,7 @@ def analytic_kernel(kernel_fn, x_train, x_eval=None, get='ntk'):
   `'nngp'`, a tuple of them (a namedtuple of `(N, N)` arrays) or None (both). Computed in
   the dtype of the inputs (float64 when x64 is enabled and the inputs are float64).
   """
+  _check_get(get)
   _check_declared_mask(kernel_fn)
   kernel_fn = resolve(kernel_fn, 'kernel_fn')
   seq, context = layers.as_sequence(x_train, x_eval)
@@ -351,11 +366,15 @@ def ntk_predictor(blocks: Blocks, y_train, ridge: float = 1e-3, t=None,
 
 
 def relative_distance(a, b) -> jnp.ndarray:
-  """`‖a − b‖_F / ‖b‖_F` (b is the reference)."""
+  """`‖a − b‖_F / ‖b‖_F` (b is the reference); a reference of zero norm raises (when `b`
+  is concrete; under `jit` the result is then nan or inf)."""
   a, b = jnp.asarray(a), jnp.asarray(b)
   if a.shape != b.shape:
     raise ValueError(f'shape mismatch: {a.shape} vs {b.shape}.')
-  return jnp.linalg.norm((a - b).ravel()) / jnp.linalg.norm(b.ravel())
+  norm_b = jnp.linalg.norm(b.ravel())
+  if not isinstance(norm_b, jax.core.Tracer) and float(norm_b) == 0:
+    raise ValueError(f'relative_distance: the reference b has zero norm (shape {b.shape}).')
+  return jnp.linalg.norm((a - b).ravel()) / norm_b
 
 
 def gram_power(x, power: int = 3, normalized: bool = True) -> np.ndarray:

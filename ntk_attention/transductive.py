@@ -16,7 +16,17 @@ The first matches `nt.predict.gradient_descent_mse_ensemble(fn, x_train, y_train
 both need the context bound (`x_context=x_train`), since only then is every block the
 joint sequence's block. Blocks are exact slices of the joint kernel, so an evaluation point
 never changes a training point's features (evaluation tokens attend only to the context).
+
+Misuse raises instead of returning wrong numbers. `nt.batch` on an unbound kernel wrapper
+would make each piece of `x2` the context (wrong kernels). No call can tell a piece from a
+whole `x2` (NT calls the function under `jit` on `(b, d)` blocks, shapes a user may pass
+too), so the refusal is at `nt.batch(fn, ...)` itself: NT 0.6.5's `batch` first reads
+`getattr(fn, 'input_req', {}).get('use_dropout', False)`, and an unbound wrapper's
+`input_req` raises there (`_BatchNeedsContext`; `jax.jit` copies the attribute, so
+`nt.batch(jax.jit(fn))` raises too). `nt.predict` and the calls themselves never read it.
+Non-finite concrete inputs and a `get` other than `'nngp'`/`'ntk'` raise ValueError.
 """
+import jax
 import jax.numpy as jnp
 
 from ntk_attention import kernels
@@ -42,6 +52,32 @@ def _layout(x1, x2, x_context):
           slice(n_c + n1, n_c + n1 + x2.shape[0]))
 
 
+class _BatchNeedsContext:
+  """The `input_req` of an unbound wrapper: any read (NT's `nt.batch` calls
+  `.get('use_dropout', False)` on it) raises a one-line ValueError saying to bind
+  `x_context`. The bound wrappers have no `input_req`, so `nt.batch` takes them as is."""
+
+  def __init__(self, factory, fn_arg):
+    self.message = (f'nt.batch cuts x2 into pieces, and an unbound {factory} would take each '
+                    f'piece as the context (wrong kernels): bind it, na.{factory}({fn_arg}, '
+                    'x_context=x_train).')
+
+  def get(self, *args, **kwargs):
+    raise ValueError(self.message)
+
+  __getitem__ = get
+
+
+def _check_finite_inputs(**arrays):
+  """ValueError (one line) for NaN/inf in a concrete input; tracers (under `jit`, e.g.
+  inside `nt.batch`) and None pass."""
+  for name, x in arrays.items():
+    if x is None or isinstance(x, jax.core.Tracer):
+      continue
+    if not bool(jnp.all(jnp.isfinite(jnp.asarray(x)))):
+      raise ValueError(f'{name} has non-finite entries (NaN or inf): the kernel would be NaN.')
+
+
 def _no_context(kwargs):
   if 'context' in kwargs:
     raise ValueError('transductive functions build the context themselves: pass the '
@@ -57,16 +93,25 @@ def transductive_kernel_fn(kernel_fn, x_context=None):
   once on the joint sequence with `context=(c, c)`; see the module docstring for the
   layout. Returns `(n1, n2)` arrays: one for a string `get`, a namedtuple for a tuple
   `get` and `KernelPair(nngp, ntk)` for `get=None`.
+
+  Raises ValueError (one line): `nt.batch` on the unbound form (`x_context=None`; NT reads
+  its `input_req`, see the module docstring), a `get` other than None, `'nngp'`, `'ntk'` or
+  a tuple of them, and NaN/inf in `x_context` (here) or in concrete `x1`, `x2` (per call).
   """
   fn = kernels.resolve(kernel_fn, 'kernel_fn')
+  _check_finite_inputs(x_context=x_context)
 
   def wrapped(x1, x2=None, get=None, *args, **kwargs):
     _no_context(kwargs)
+    kernels._check_get(get)
+    _check_finite_inputs(x1=x1, x2=x2)
     x_train, x_eval, rows, cols = _layout(x1, x2, x_context)
     seq, context = layers.as_sequence(x_train, x_eval)
     k = fn(seq, None, get, *args, context=(context, context), **kwargs)
     return kernels.token_block(k, rows, cols)
 
+  if x_context is None:
+    wrapped.input_req = _BatchNeedsContext('transductive_kernel_fn', 'kernel_fn')
   return wrapped
 
 
@@ -77,15 +122,22 @@ def transductive_empirical_ntk_fn(apply_fn, trace_axes=(-1,), method=None, x_con
   closed form `kernels.closed_form_ntk` where the composition allows it (a `Model` with a
   parameter-free prefix, outputs traced) and NT's Jacobian contraction otherwise; or one
   of `kernels.METHODS`. Returns `(n1, n2)` (`(n1, n2, C, C)` for `trace_axes=()`).
+
+  Like `transductive_kernel_fn`, `nt.batch` needs the bound form (`x_context=x_train`) and
+  NaN/inf in concrete inputs raise ValueError.
   """
   if method is not None and method not in kernels.METHODS:
     raise ValueError(f'method must be one of {kernels.METHODS}, got {method!r}.')
+  _check_finite_inputs(x_context=x_context)
 
   def wrapped(x1, x2, params):
+    _check_finite_inputs(x1=x1, x2=x2)
     x_train, x_eval, rows, cols = _layout(x1, x2, x_context)
     k = kernels.empirical_ntk(apply_fn, params, x_train, x_eval, method, trace_axes)
     return k[rows][:, cols]
 
+  if x_context is None:
+    wrapped.input_req = _BatchNeedsContext('transductive_empirical_ntk_fn', 'apply_fn')
   return wrapped
 
 

@@ -183,3 +183,19 @@ def test_tuple_and_none_get():
   everything = kernels.analytic_kernel(model, x, get=None)
   np.testing.assert_allclose(everything.ntk, both.ntk, atol=0)
   assert everything.nngp.shape == (6, 6)
+
+
+def test_analytic_kernel_refuses_an_unknown_get():
+  model = models.build('relu_mlp', 16, 1)
+  for get in ('foo', ('nngp', 'foo'), ()):
+    with pytest.raises(ValueError, match=r"get must be None, 'nngp', 'ntk' or a tuple") as err:
+      kernels.analytic_kernel(model, _data(), get=get)
+    assert '\n' not in str(err.value)
+  assert kernels.analytic_kernel(model, _data(), get='nngp').shape == (10, 10)
+
+
+def test_relative_distance_refuses_a_zero_reference():
+  for a, b in ((0, 0), (np.ones(3), np.zeros(3))):
+    with pytest.raises(ValueError, match='reference b has zero norm'):
+      kernels.relative_distance(a, b)
+  assert float(kernels.relative_distance([1.0, 1.0], [1.0, 0.0])) == 1.0

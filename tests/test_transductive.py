@@ -158,3 +158,67 @@ def test_layer_kernel_fn_refuses_two_sequences_without_both_contexts():
     layers.QKVAttention(4)[2](seq_e, seq_t, 'ntk')
   with pytest.raises(ValueError, match='context'):
     na.transductive_kernel_fn(kernel_fn)(xe, x, 'ntk', context=c_e)
+
+
+def _digits():
+  d = na.data.load('digits', classes=(3, 8), n_train=24, n_test=8)
+  return jnp.asarray(d.x_train, jnp.float64), jnp.asarray(d.x_test, jnp.float64)
+
+
+def test_nt_batch_refuses_the_unbound_wrapper_and_the_bound_one_is_the_joint_kernel():
+  x, xe = _digits()
+  comp = COMPOSITIONS['mlp_attn']()
+  fn = na.transductive_kernel_fn(comp)
+  for f in (fn, jax.jit(fn)):     # jax.jit copies the attribute nt.batch reads
+    with pytest.raises(ValueError, match=r'x_context=x_train') as err:
+      _nt.nt.batch(f, batch_size=4)
+    assert '\n' not in str(err.value)
+  # What the refusal prevents: batched without the guard, each piece of x2 is the context.
+  unguarded = _nt.nt.batch(lambda *a: fn(*a), batch_size=4)(xe, x, 'ntk')
+  assert float(kernels.relative_distance(unguarded, fn(xe, x, 'ntk'))) > 1e-3
+  joint = _joint(comp.kernel_fn, x, xe, ('nngp', 'ntk'))
+  batched = _nt.nt.batch(na.transductive_kernel_fn(comp, x_context=x), batch_size=4)
+  cross = batched(xe, x, ('nngp', 'ntk'))
+  for g in ('nngp', 'ntk'):
+    np.testing.assert_allclose(getattr(cross, g), joint[g][24:, :24], rtol=0, atol=1e-10)
+  # x2=None: NT pairs pieces of x1 with themselves, so the diagonal entries pair two copies
+  # of a token (the ReLU kernel's rounding at θ = 0, ~1e-9).
+  np.testing.assert_allclose(batched(xe, None, 'ntk'), joint['ntk'][24:, 24:], rtol=0,
+                             atol=1e-8)
+
+
+def test_nt_batch_refuses_the_unbound_empirical_ntk_and_batches_the_bound_one():
+  x, xe = _digits()
+  comp = models.build('mlp_attn', 32, 2)
+  params = models.init_params(comp, jax.random.PRNGKey(0), x.shape[1], jnp.float64)
+  with pytest.raises(ValueError, match=r'transductive_empirical_ntk_fn\(apply_fn, x_context'):
+    _nt.nt.batch(na.transductive_empirical_ntk_fn(comp), batch_size=4)
+  fn = na.transductive_empirical_ntk_fn(comp, x_context=x)
+  np.testing.assert_allclose(_nt.nt.batch(fn, batch_size=4)(xe, x, params), fn(xe, x, params),
+                             rtol=0, atol=1e-10)
+
+
+def test_transductive_wrappers_refuse_non_finite_inputs():
+  x, xe, _ = _data()
+  bad = xe.copy()
+  bad[0, 0] = np.nan
+  inf = x.copy()
+  inf[1, 2] = np.inf
+  fn = na.transductive_kernel_fn(_user_triple())
+  for call, name in ((lambda: fn(bad, x, 'ntk'), 'x1'), (lambda: fn(xe, inf, 'ntk'), 'x2'),
+                     (lambda: fn(bad), 'x1'),
+                     (lambda: na.transductive_kernel_fn(_user_triple(), x_context=inf), 'x_context'),
+                     (lambda: na.transductive_empirical_ntk_fn(_user_triple())(bad, x, None), 'x1')):
+    with pytest.raises(ValueError, match=rf'^{name} has non-finite entries') as err:
+      call()
+    assert '\n' not in str(err.value)
+  assert np.all(np.isfinite(fn(xe, x, 'ntk')))    # finite inputs still pass
+
+
+def test_transductive_kernel_fn_refuses_an_unknown_get():
+  x, xe, _ = _data()
+  fn = na.transductive_kernel_fn(_user_triple())
+  for get in ('foo', ('ntk', 'foo'), (), 'cov1'):
+    with pytest.raises(ValueError, match=r"get must be None, 'nngp', 'ntk' or a tuple"):
+      fn(xe, x, get)
+  assert fn(xe, x, ('ntk',)).ntk.shape == (N_TEST, N_TRAIN)
