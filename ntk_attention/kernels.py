@@ -170,9 +170,9 @@ def empirical_ntk(model, params, x_train, x_eval=None, method: Optional[str] = N
 def _closed_form(model, params, x, context):
   """`empirical_ntk(..., 'closed_form')` on the raw sequence `x (N, d)`."""
   if model.prefix_kind == 'qkv':
+    _, qkv_apply, _ = ntk_closed_form.leaf_layers(model.prefix)[1]   # Normalize, QKV, Normalize
     return qkv_ntk.qkv_closed_form_ntk(x, context, params[0], params[1],
-                                       dict(model.options).get('mechanism', 'IDENTITY'),
-                                       head=model)
+                                       layers.declared(qkv_apply)['mechanism'], head=model)
   z = models_lib.features(model, params, x[None], context)[0]
   if model.head_kind == 'relu_head':
     w = params[1][0][0]

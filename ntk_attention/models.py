@@ -51,7 +51,7 @@ def relu_head(width: int, out_dim: int = 1, W_std: float = 1.0,
       layers.FrozenReadout(out_dim))
   # Declared, so that the closed forms of kernels.py (and qkv_ntk) recognise it.
   layers._declare(apply_fn, kind='relu_head', W_std=float(W_std), width=int(width),
-                  out_dim=int(out_dim))
+                  out_dim=int(out_dim), init_std=float(init_std))
   return init_fn, apply_fn, kernel_fn
 
 
@@ -196,9 +196,21 @@ def compose(prefix, head, *, prefix_trainable: Optional[bool] = None, trainable=
   """
   prefix = stax.Identity() if prefix is None else prefix
   if trainable is not None and not callable(trainable):
-    trainable = tuple(bool(v) for v in jax.tree_util.tree_leaves(trainable))
+    trainable = functools.partial(_given_mask, trainable)
   return Model(name or 'model', width, out_dim, None, prefix, head, prefix_trainable,
                trainable=trainable)
+
+
+def _given_mask(mask, params):
+  del params
+  return mask
+
+
+def _broadcast_mask(given, params):
+  """A mask that is a prefix of the parameters' tree (a bool stands for its whole subtree,
+  as in optax) -> one bool per parameter leaf."""
+  return jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+      lambda m, sub: jax.tree_util.tree_map(lambda _: bool(m), sub), given, params))
 
 
 def _check_triple(triple, what: str):
@@ -241,15 +253,11 @@ def _analyse(model: Model) -> dict:
   if model.trainable is None:
     mask = list(declared)
   else:
-    given = model.trainable(params) if callable(model.trainable) else model.trainable
-    if callable(model.trainable) and jax.tree_util.tree_structure(
-        jax.tree_util.tree_map(lambda _: 0, given)) != treedef:
-      raise ValueError(f'model {model.name!r}: trainable(params) must have the structure of '
-                       f'the parameters, {treedef}.')
-    mask = [bool(v) for v in jax.tree_util.tree_leaves(given)]
-    if len(mask) != treedef.num_leaves:
-      raise ValueError(f'model {model.name!r}: trainable has {len(mask)} leaves, the '
-                       f'parameters {treedef.num_leaves}.')
+    try:
+      mask = _broadcast_mask(model.trainable(params), params)
+    except (ValueError, TypeError) as e:
+      raise ValueError(f'model {model.name!r}: trainable must be a tree of bools with the '
+                       f'structure of the parameters, or a prefix of it ({treedef}); {e}') from None
   n_prefix = len(jax.tree_util.tree_leaves(params[0]))
   if model.prefix_trainable is False:
     mask[:n_prefix] = [False] * n_prefix
@@ -259,7 +267,8 @@ def _analyse(model: Model) -> dict:
   prefix_trainable = any(mask[:n_prefix])
 
   head_layers, head_kind = None, 'opaque'
-  if layers.declared(model.head[1]).get('kind') == 'relu_head' and mask[n_prefix:] == [True, False]:
+  head_spec = layers.declared(model.head[1])
+  if head_spec.get('kind') == 'relu_head' and mask[n_prefix:] == [True, False]:
     head_kind = 'relu_head'
   else:
     head_layers = ntk_closed_form.plan(model.head, feats.shape[-1])
@@ -273,7 +282,9 @@ def _analyse(model: Model) -> dict:
   names = [getattr(a, '__name__', '?') for part in (model.prefix, model.head)
            for _, a, _ in ntk_closed_form.leaf_layers(part)]
   shapes = [tuple(jnp.shape(p)) for p in jax.tree_util.tree_leaves(params)]
-  return dict(mask=tuple(mask), mask_is_declared=mask == declared,
+  study = {k: head_spec[k] for k in ('W_std', 'init_std')
+           if head_spec.get('kind') == 'relu_head' and getattr(model, k) is None}
+  return dict(study, mask=tuple(mask), mask_is_declared=mask == declared,
               out_dim=int(out_shape[-1]), prefix_trainable=prefix_trainable,
               prefix_kind=prefix_kind, head_kind=head_kind, head_layers=head_layers,
               signature=repr((names, shapes, tuple(mask))))

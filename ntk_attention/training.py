@@ -230,7 +230,8 @@ def cached_train(cache: Optional[dict] = None, directory: Optional[str] = None) 
   """`train` with a memo, one entry per seed (docs/method.md §16).
 
   A seed's training is determined by the model (name, width, outputs, parameterisation,
-  options), the configuration, the dtype, the data (`x_train`, `y_train`, hashed) and its
+  options, and its `signature`: layer names, parameter shapes, trained leaves), the
+  configuration, the dtype, the data (`x_train`, `y_train`, hashed) and its
   PRNG key; a call looks each of its seeds up under that key, trains only the missing ones
   (vmapped together: a seed trains to the same parameters alone or with others) and returns
   the stacked `TrainResult` in the order of `keys`. Runs with `perturb` (adversarial
@@ -254,7 +255,7 @@ def cached_train(cache: Optional[dict] = None, directory: Optional[str] = None) 
       stats['trained'] += len(keys)
       return train(model, keys, x_train, y_train, config, dtype, perturb)
     base = (model.name, model.width, model.out_dim, model.W_std, model.init_std, model.options,
-            tuple(config), np.dtype(dtype).str, _digest(x_train), _digest(y_train))
+            model.signature, tuple(config), np.dtype(dtype).str, _digest(x_train), _digest(y_train))
     entries = [base + (_digest(k),) for k in np.asarray(keys)]
     missing = []
     for i, key in enumerate(entries):
