@@ -6,7 +6,9 @@ come from one definition. Modules, by concept:
 
   layers        stax layers: LinearizedAttention, QKVAttention, Normalize, FrozenReadout;
                 `as_sequence` lays a dataset out as one sequence with its context mask
-  models        relu_mlp, mlp_attn, mlp_attn_qkv triples; `build` splits prefix and head
+  models        `compose(prefix, head)`: any composition as a Model (declared trainable
+                leaves); the study's relu_mlp, mlp_attn, mlp_attn_qkv are compose calls
+  ntk_closed_form  layer-by-layer empirical NTK of Dense/elementwise per-token heads
   kernels       analytic / empirical (closed form or NT) NTKs, blocks, distances, f∞
   transductive  NT's kernel_fn / empirical_ntk_fn / apply_fn signatures on (n, d) samples,
                 the second argument the training set (for nt.predict, nt.batch)
@@ -32,6 +34,7 @@ from ntk_attention import kernels
 from ntk_attention import layers
 from ntk_attention import malleability
 from ntk_attention import models
+from ntk_attention import ntk_closed_form
 from ntk_attention import paper
 from ntk_attention import qkv_ntk
 from ntk_attention import reporting
@@ -48,6 +51,7 @@ from ntk_attention.layers import LinearizedAttention
 from ntk_attention.layers import Normalize
 from ntk_attention.layers import QKVAttention
 from ntk_attention.kernels import monte_carlo_ntk
+from ntk_attention.models import compose
 from ntk_attention.models import mlp_attn
 from ntk_attention.models import mlp_attn_qkv
 from ntk_attention.models import relu_mlp
