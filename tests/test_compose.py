@@ -37,7 +37,11 @@ def _head(depth, activation, bias, parameterization, width=6, out_dim=3):
 
 
 def _nt_ntk(model, params, x, x_eval):
-  return kernels.empirical_ntk(model, params, x, x_eval, 'jacobian_contraction')
+  """NT's Jacobian contraction on the whole model over the joint sequence (independent of
+  the toolkit's kernels: no features, no masks)."""
+  seq, c = na.as_sequence(x, x_eval)
+  ntk_fn = _nt.empirical_ntk_fn_generic(model.apply_fn, trace_axes=(-1,))
+  return ntk_fn(seq, None, params, context=(c, c))[0, 0]
 
 
 def _rel(a, b):
