@@ -248,12 +248,14 @@ def plot_scatter(path, x, y, xlabel, ylabel, title, diagonal=True) -> str:
 
 
 def plot_tornado(path, baseline: float, rows: Sequence[dict], title, xlabel,
-                 reference=None, reference_label='') -> str:
+                 reference=None, reference_label='', reference_model='2L-ReLU') -> str:
   """Tornado chart: one horizontal line per row from `baseline` to the row's `value`, with
   its interval `[low, high]` as a bar (a None bound is drawn to the axis edge).
 
   `rows`: dicts with 'label', 'value' (None: not drawn, labelled 'undefined'), 'low',
   'high'. `reference=(lo, hi)`: a shaded band (e.g. the study's range), drawn unlike data.
+  `reference_model`: the display name of the ratio's denominator (an undefined ratio is one
+  where it flips none).
   """
   rows = list(rows)
   fig = Figure(figsize=(7.2, 0.42 * len(rows) + 2.2), layout='constrained')
@@ -270,7 +272,7 @@ def plot_tornado(path, baseline: float, rows: Sequence[dict], title, xlabel,
   first = True
   for i, r in enumerate(rows):
     if r['value'] is None:
-      ax.text(baseline, i, '  undefined (no 2L-ReLU flips)', va='center', fontsize=8)
+      ax.text(baseline, i, f'  undefined (no {reference_model} flips)', va='center', fontsize=8)
       continue
     low = lo_edge if r['low'] is None else r['low']
     high = hi_edge if r['high'] is None else r['high']

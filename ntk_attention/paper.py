@@ -33,6 +33,8 @@ FLIP_RATE = {
 FLIP_RATE_AFTER_PGD_AT = {'mnist': (43.4, 42.2), 'cifar10': (36.5, 38.6)}
 
 MODEL_INDEX = {'relu_mlp': 0, 'mlp_attn': 1}
+# The study's pair (reference, candidate): its ratios are MLP-Attn / 2L-ReLU.
+PAIR = tuple(MODEL_INDEX)
 
 # The study's binary task on each dataset, as a --classes pair whose first class is the +1
 # target: MNIST 3 vs 8, CIFAR-10 automobile (1) vs airplane (0) (docs/method.md §11).

@@ -204,18 +204,25 @@ def accuracy_sentence(rows, models) -> str:
 
 
 def malleability_reading(rows) -> str:
-  """Which model is more malleable, by what factor, per attack (and the paper's factor)."""
+  """Which model is more malleable, by what factor, per attack (and the paper's factor):
+  MLP-Attn against 2L-ReLU when both ran, else the second model against the first when
+  exactly two ran."""
   models = list(dict.fromkeys(r['model'] for r in rows))
-  if 'relu_mlp' not in models or 'mlp_attn' not in models:
+  if 'relu_mlp' in models and 'mlp_attn' in models:
+    reference, candidate = paper.PAIR
+  elif len(models) == 2:
+    reference, candidate = models
+  else:
     return ''
   out = []
   for attack in dict.fromkeys(r['attack'] for r in rows):
-    relu = next((r for r in rows if r['model'] == 'relu_mlp' and r['attack'] == attack), None)
-    attn = next((r for r in rows if r['model'] == 'mlp_attn' and r['attack'] == attack), None)
+    relu = next((r for r in rows if r['model'] == reference and r['attack'] == attack), None)
+    attn = next((r for r in rows if r['model'] == candidate and r['attack'] == attack), None)
     if relu is None or attn is None:
       continue
     a, b = 100 * attn['flip_rate_mean'], 100 * relu['flip_rate_mean']
-    s = f"{attack.upper()}: MLP-Attn flips {a:.1f}% vs 2L-ReLU {b:.1f}% ({_ratio_words(a, b)}"
+    s = (f"{attack.upper()}: {_name(candidate)} flips {a:.1f}% vs {_name(reference)} {b:.1f}% "
+         f"({_ratio_words(a, b)}")
     pa, pb = attn.get('paper_flip_rate_pct'), relu.get('paper_flip_rate_pct')
     if pa is not None and pb:
       s += f'; paper: {pa / pb:.1f}×'
@@ -388,32 +395,42 @@ def _variation(row) -> str:
   return 'baseline' if row['choice'] == 'baseline' else f"{row['choice']} = {row['value']}"
 
 
-def _ratio_text(row) -> str:
+def _pair(res: dict):
+  """The (reference, candidate) names of a sensitivity result (the study's pair when the
+  result predates --models)."""
+  return tuple(res.get('models') or paper.PAIR)
+
+
+def _ratio_text(row, reference: str = 'relu_mlp') -> str:
   if row['ratio'] is None:
-    return 'undefined (2L-ReLU flips none)'
+    return f'undefined ({_name(reference)} flips none)'
   low = '?' if row['ratio_low'] is None else f"{row['ratio_low']:.2g}"
   high = '∞' if row['ratio_high'] is None else f"{row['ratio_high']:.2g}"
   return f"{row['ratio']:.2g} [{low}, {high}]"
 
 
-def sensitivity_rows(summary, task: str, attack: str) -> list:
-  """Table rows of one task and attack: both flip rates, the ratio [95% CI], accuracies."""
+def sensitivity_rows(summary, task: str, attack: str, models=paper.PAIR) -> list:
+  """Table rows of one task and attack: both flip rates, the ratio [95% CI], accuracies.
+  `models`: the (reference, candidate) names of the summary's `relu_*` / `attn_*` fields."""
+  ref, cand = (_name(m) for m in models)
   out = []
   for r in summary:
     if r['task'] != task or r['attack'] != attack:
       continue
     out.append({'variation': _variation(r), 'ε (pixels)': f"{r['eps_pixels']:.3g}",
-                '2L-ReLU flip %': f"{100 * r['relu_flip_rate_mean']:.1f} ± {100 * r['relu_flip_rate_std']:.1f}",
-                'MLP-Attn flip %': f"{100 * r['attn_flip_rate_mean']:.1f} ± {100 * r['attn_flip_rate_std']:.1f}",
-                'ratio [95% CI]': _ratio_text(r),
-                'test acc. 2L-ReLU / MLP-Attn': f"{100 * r['relu_test_accuracy']:.0f} / "
-                                                 f"{100 * r['attn_test_accuracy']:.0f} %"})
+                f'{ref} flip %': f"{100 * r['relu_flip_rate_mean']:.1f} ± {100 * r['relu_flip_rate_std']:.1f}",
+                f'{cand} flip %': f"{100 * r['attn_flip_rate_mean']:.1f} ± {100 * r['attn_flip_rate_std']:.1f}",
+                'ratio [95% CI]': _ratio_text(r, models[0]),
+                f'test acc. {ref} / {cand}': f"{100 * r['relu_test_accuracy']:.0f} / "
+                                              f"{100 * r['attn_test_accuracy']:.0f} %"})
   return out
 
 
 def sensitivity_section(res: dict, figures: Sequence[str] = ()) -> str:
   """The sensitivity study (sensitivity.json): ratio per variation, calibration, reading."""
   summary, calib = res['summary'], res['calibration']
+  models = _pair(res)
+  ref, cand = (_name(m) for m in models)
   attack = 'pgd' if any(r['attack'] == 'pgd' for r in summary) else summary[0]['attack']
   text = ['## How robust is the verdict? One choice at a time', '',
           f"{res['dataset']}, {res['n_train']} training / {res['n_test']} test points, width "
@@ -421,23 +438,24 @@ def sensitivity_section(res: dict, figures: Sequence[str] = ()) -> str:
           f"{res['seeds']} seeds; the baseline is the study's convention where it published one "
           f"(init_std {res['baseline']['init_std']}, ε = {res['baseline']['eps']} in "
           f"{res['baseline']['eps_units']} units, τ = {res['baseline']['tau']}). Ratio = mean "
-          'MLP-Attn flip rate / mean 2L-ReLU flip rate, with a 95% bootstrap interval over '
+          f'{cand} flip rate / mean {ref} flip rate, with a 95% bootstrap interval over '
           'seeds.', '']
   for task in dict.fromkeys(r['task'] for r in summary):
-    rows = sensitivity_rows(summary, task, attack)
+    rows = sensitivity_rows(summary, task, attack, models)
     text += [f'### Task {task}, {attack.upper()}', '',
              reporting.markdown_table(rows, list(rows[0]) if rows else []), '']
   text += [f'![{f}]({f})' for f in figures] + ['']
   best = calib[:5] + [r for r in calib[5:] if r['choice'] == 'baseline']
   crow = [{'variation': _variation(r), 'cells': r['cells'],
            'mean |ln(ours/study)|': f"{r['distance']:.2f}",
-           '2L-ReLU only': _fmt(r['distance_relu'], '.2f'),
-           'MLP-Attn only': _fmt(r['distance_attn'], '.2f')} for r in best]
+           f'{ref} only': _fmt(r['distance_relu'], '.2f'),
+           f'{cand} only': _fmt(r['distance_attn'], '.2f')} for r in best]
   text += ['### Calibration against the study\'s flip rates', '',
            'Mean over the study\'s Table 2 cells (task × attack × model) of |ln(ours/study)|: '
            '0 is a perfect match, ln 2 ≈ 0.69 is "a factor of 2 off". The five closest '
            'settings and the baseline:', '',
-           reporting.markdown_table(crow, list(crow[0]) if crow else []), '',
+           reporting.markdown_table(crow, list(crow[0])) if crow else
+           'The study published no flip rates for these models.', '',
            sensitivity_reading(res, attack), '']
   return '\n'.join(text) + '\n'
 
@@ -458,10 +476,12 @@ def sensitivity_reading(res: dict, attack: str = 'pgd') -> str:
   """Numbers that answer 'how robust is 6–9×?' and 'which choice gives 2L-ReLU's 3–4 %?'."""
   summary, calib = res['summary'], res['calibration']
   ref = paper.reference_dataset(res['dataset'])
+  models = _pair(res)
   out = []
   for task in dict.fromkeys(r['task'] for r in summary):
     rows = [r for r in summary if r['task'] == task and r['attack'] == attack]
-    study = paper.FLIP_RATE.get((ref, task), {}).get(attack)
+    # The study's ratio is MLP-Attn / 2L-ReLU: a comparison for that pair only.
+    study = paper.FLIP_RATE.get((ref, task), {}).get(attack) if models == paper.PAIR else None
     finite = [r for r in rows if r['ratio'] is not None]
     if not finite:
       continue
@@ -471,7 +491,7 @@ def sensitivity_reading(res: dict, attack: str = 'pgd') -> str:
     s = (f"Task {task}, {attack.upper()}: across {len(rows)} settings the ratio ranges from "
          f"{lo['ratio']:.2g} ({_variation(lo)}) to {hi['ratio']:.2g} ({_variation(hi)})")
     if base is not None:
-      s += f"; baseline {_ratio_text(base)}"
+      s += f"; baseline {_ratio_text(base, models[0])}"
     if study and study[0] > 0:
       target = study[1] / study[0]
       inside = [r for r in rows if r['ratio_low'] is not None and r['ratio_low'] <= target
@@ -489,7 +509,7 @@ def sensitivity_reading(res: dict, attack: str = 'pgd') -> str:
       s += f"; the baseline is {base['distance']:.2f} (factor {math.exp(base['distance']):.1f})"
     out.append(s + '.')
     relu = [r for r in calib if r['distance_relu'] is not None]
-    if relu:
+    if relu and models[0] == 'relu_mlp':
       best = min(relu, key=lambda r: r['distance_relu'])
       rows = [r for r in summary if (r['choice'], r['value']) == (best['choice'], best['value'])
               and r['attack'] == attack]
@@ -642,8 +662,9 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
     sections.append(malleability_section(
         mall, 'Influence malleability', dataset, task,
         rel(report_figures.malleability_figures(mall, fig_dir, f'{dataset}, {label}'))
-        + part_figs('malleability', ['malleability_influence_relu_mlp.png',
-                                     'malleability_influence_mlp_attn.png'])))
+        + part_figs('malleability', [
+            f'malleability_influence_{report_figures.file_label(m)}.png'
+            for m in dict.fromkeys(r['model'] for r in mall['summary'])])))
   for (ds, cls), res in binaries.items():
     sub = f'binary_{ds}_{cls.replace(",", "_")}'
     sections.append(malleability_section(
@@ -667,7 +688,8 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
   sections.append(_beyond_section(d, dataset, task, beyond_variants, beyond_sizes or {}, spec))
   res = _load(d, 'scaling', 'scaling.json') if scaling else None
   if res:
-    sections.append('\n'.join([scaling_lib.scaling_section(res['rows']), '',
+    sections.append('\n'.join([scaling_lib.scaling_section(
+        res['rows'], models=res.get('models') or scaling_lib.MODELS), '',
                                *[f'![{f}]({f})' for f in part_figs('scaling', ['scaling.png'])],
                                '']))
   sections.append(provenance_section(parts_info, flags, provenance))

@@ -9,6 +9,7 @@ disk, so a re-rendered report always shows figures of the current style. Names a
 """
 import math
 import os
+import re
 
 import numpy as np
 
@@ -22,6 +23,12 @@ DATASET_NAMES = {'mnist': 'MNIST', 'cifar10': 'CIFAR-10'}
 def model_name(model: str) -> str:
   """The display name used in every table and figure ('2L-ReLU', 'MLP-Attn', ...)."""
   return NAMES.get(model, model)
+
+
+def file_label(model: str) -> str:
+  """`model` as part of a file name: each character other than a letter, digit, '_', '-' or
+  '.' becomes '_' ('my_pkg.nets:deep' -> 'my_pkg.nets_deep'; built-in names are unchanged)."""
+  return re.sub(r'[^\w.-]', '_', model)
 
 
 def _spread(rows, metric, scale=1.0):
@@ -207,9 +214,12 @@ def approximation_figure(res: dict, out_dir) -> list:
 
 
 def sensitivity_figures(res: dict, out_dir) -> list:
-  """sensitivity_tornado_<task>.png: log10 of the MLP-Attn / 2L-ReLU flip-rate ratio per
-  variation with its 95% interval, and the study's range of ratios as a band."""
+  """sensitivity_tornado_<task>.png: log10 of the candidate / reference (by default MLP-Attn /
+  2L-ReLU) flip-rate ratio per variation with its 95% interval, and, for the study's pair,
+  the study's range of ratios as a band."""
   summary = res['summary']
+  models = tuple(res.get('models') or paper.PAIR)
+  ratio_name = f'{model_name(models[1])} / {model_name(models[0])}'
   attack = 'pgd' if any(r['attack'] == 'pgd' for r in summary) else summary[0]['attack']
   ref = paper.reference_dataset(res['dataset'])
   out = []
@@ -225,11 +235,13 @@ def sensitivity_figures(res: dict, out_dir) -> list:
     bars = [{'label': f"{r['choice']} = {r['value']}", 'value': log(r['ratio']),
              'low': log(r['ratio_low']), 'high': log(r['ratio_high'])}
             for r in rows if r['choice'] != 'baseline']
-    ratios = [a / b for b, a in paper.FLIP_RATE.get((ref, task), {}).values() if b > 0]
+    ratios = ([a / b for b, a in paper.FLIP_RATE.get((ref, task), {}).values() if b > 0]
+              if models == paper.PAIR else [])
     band = (math.log10(min(ratios)), math.log10(max(ratios))) if ratios else None
     out.append(figures.plot_tornado(
         os.path.join(out_dir, f'sensitivity_tornado_{task.replace(",", "_")}.png'), log(base['ratio']), bars,
-        f'MLP-Attn / 2L-ReLU flip-rate ratio, task {task}, {attack.upper()} (95% bootstrap CI)',
+        f'{ratio_name} flip-rate ratio, task {task}, {attack.upper()} (95% bootstrap CI)',
         'log10(ratio)   (0 = equally malleable)', reference=band,
-        reference_label=f"study's ratios ({DATASET_NAMES[ref]}, FGSM/PGD/MIM)"))
+        reference_label=f"study's ratios ({DATASET_NAMES[ref]}, FGSM/PGD/MIM)",
+        reference_model=model_name(models[0])))
   return out

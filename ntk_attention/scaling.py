@@ -106,30 +106,35 @@ def _fmt(mean, std=None, scale=1.0, digits=1):
   return s if std is None else f'{s} ± {std * scale:.{digits}f}'
 
 
-def scaling_section(rows: Sequence[dict], title: str = 'Malleability against n') -> str:
+def scaling_section(rows: Sequence[dict], title: str = 'Malleability against n',
+                    models=MODELS) -> str:
   """Markdown: the per-n table (flip %, Spearman, kernel distance, ratio, log10 κ_d) and
-  the fitted growth exponents of the ratio and of κ_d."""
+  the fitted growth exponents of the ratio and of κ_d. `models`: the names (reference,
+  candidate) of the rows' `<model>_<metric>` fields, shown by their display names."""
+  from ntk_attention.report_figures import model_name   # here: that module loads matplotlib
+  ref, cand = models
+  a, b = model_name(ref), model_name(cand)
   lines = [f'## {title}', '',
-           '| n | 2L-ReLU flip % | MLP-Attn flip % | ratio | 2L-ReLU Spearman | '
-           'MLP-Attn Spearman | 2L-ReLU ‖Θ_m − Θ∞‖/‖Θ∞‖ | MLP-Attn ‖Θ_m − Θ∞‖/‖Θ∞‖ | '
+           f'| n | {a} flip % | {b} flip % | ratio | {a} Spearman | '
+           f'{b} Spearman | {a} ‖Θ_m − Θ∞‖/‖Θ∞‖ | {b} ‖Θ_m − Θ∞‖/‖Θ∞‖ | '
            'log10 κ_d(G) | seeds |',
            '|---|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     cells = [str(r['n_train']),
-             _fmt(r['relu_mlp_flip_rate_mean'], r['relu_mlp_flip_rate_std'], 100),
-             _fmt(r['mlp_attn_flip_rate_mean'], r['mlp_attn_flip_rate_std'], 100),
+             _fmt(r[f'{ref}_flip_rate_mean'], r[f'{ref}_flip_rate_std'], 100),
+             _fmt(r[f'{cand}_flip_rate_mean'], r[f'{cand}_flip_rate_std'], 100),
              _fmt(r['ratio'], digits=2),
-             _fmt(r['relu_mlp_spearman_mean'], r['relu_mlp_spearman_std'], digits=2),
-             _fmt(r['mlp_attn_spearman_mean'], r['mlp_attn_spearman_std'], digits=2),
-             _fmt(r['relu_mlp_kernel_distance_mean'], r['relu_mlp_kernel_distance_std'], digits=2),
-             _fmt(r['mlp_attn_kernel_distance_mean'], r['mlp_attn_kernel_distance_std'], digits=2),
+             _fmt(r[f'{ref}_spearman_mean'], r[f'{ref}_spearman_std'], digits=2),
+             _fmt(r[f'{cand}_spearman_mean'], r[f'{cand}_spearman_std'], digits=2),
+             _fmt(r[f'{ref}_kernel_distance_mean'], r[f'{ref}_kernel_distance_std'], digits=2),
+             _fmt(r[f'{cand}_kernel_distance_mean'], r[f'{cand}_kernel_distance_std'], digits=2),
              _fmt(r['log10_kappa_d'], digits=1), str(r['seeds'])]
     lines.append('| ' + ' | '.join(cells) + ' |')
   slope_ratio, slope_kappa = exponent(rows, 'ratio'), exponent(
       [dict(r, kappa=10 ** r['log10_kappa_d']) for r in rows if r['log10_kappa_d'] is not None],
       'kappa')
   lines += ['', 'Flip rates are % of the top-τ set whose influence changes sign (mean ± std '
-            'over seeds); ratio = mean MLP-Attn flip rate / mean 2L-ReLU flip rate. '
+            f'over seeds); ratio = mean {b} flip rate / mean {a} flip rate. '
             f'Fitted growth with n (log–log slope): ratio {_fmt(slope_ratio, digits=2)}, '
             f'κ_d(G) {_fmt(slope_kappa, digits=2)}.', '']
   return '\n'.join(lines)

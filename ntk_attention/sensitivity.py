@@ -273,13 +273,16 @@ def _std(v):
   return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
 
 
-def calibration(summary, dataset: str) -> list:
+def calibration(summary, dataset: str, models=PAIR) -> list:
   """One row per variation: distance of its flip rates to the study's (module docstring),
-  over all cells and per model, sorted closest first."""
+  over all cells and per model, sorted closest first. `models`: the names of the summary's
+  (reference, candidate) pair; only the study's own models have published rates (a user's
+  model has no cells)."""
   ref = paper.reference_dataset(dataset)
   by_var = {}
+  reference, candidate = list(models)
   for row in summary:
-    for model, key in (('relu_mlp', 'relu'), ('mlp_attn', 'attn')):
+    for model, key in ((reference, 'relu'), (candidate, 'attn')):
       study = paper.flip_rate(ref, row['task'], row['attack'], model)
       if study is None:
         continue

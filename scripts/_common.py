@@ -218,6 +218,46 @@ def parse_names(text: str, name: str, allowed):
   return values
 
 
+MODELS_HELP = ("built-in names (relu_mlp, mlp_attn, mlp_attn_qkv) and/or 'module:function' "
+               'entries: a factory(width, out_dim) returning a models.Model (models.compose), '
+               'imported from a module on the Python path (installed, or on PYTHONPATH); '
+               'records name such a model by the entry')
+
+
+def parse_models(text: str, flag: str = 'models', count: Optional[int] = None) -> list:
+  """The model names of a --models value: built-in `models.MODELS` and 'module:function'
+  entries, in order, duplicates dropped. Each 'module:function' entry is imported
+  (`models.factories`) and called once at a tiny size (width 2, 2 outputs) to check that it
+  makes a `models.Model`; a bad entry, or not `count` entries when `count` is given, is a
+  ValueError naming --flag and the entry (before any work: `run` prints it as one line)."""
+  from ntk_attention import models
+  names = list(dict.fromkeys(v.strip() for v in str(text).split(',') if v.strip()))
+  if not names:
+    raise ValueError(f'--{flag} is empty.')
+  for name in names:
+    if name in models.MODELS:
+      continue
+    if ':' not in name:
+      raise ValueError(f'--{flag}: unknown model {name!r}; choose from {models.MODELS} or give '
+                       'module:function.')
+    # Calling the factory starts JAX, whose backend probing logs at INFO (as in `setup`).
+    std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
+    try:
+      factory = models.factories([name])[name]
+      models.instantiate(name, factory, 2, 2)
+    except Exception as e:  # pylint: disable=broad-except
+      # The user's code may fail in any way (an import-time error, a TypeError of the call):
+      # every failure is a bad flag value, named.
+      message = str(e) if isinstance(e, ValueError) else (
+          f'model {name!r}: importing or calling it at width 2, 2 outputs failed '
+          f'({type(e).__name__}: {e}).')
+      raise ValueError(f'--{flag}: {message}') from None
+  if count is not None and len(names) != count:
+    raise ValueError(f'--{flag} takes exactly {count} models (reference, candidate: the ratio is '
+                     f'candidate / reference), got {names}.')
+  return names
+
+
 def check_data_flags(fv: flags.FlagValues):
   """Validates the shared data flags without loading anything."""
   from ntk_attention import data

@@ -33,7 +33,7 @@ from ntk_attention import reporting
 FLAGS = _common.script_flags(__name__)
 _common.define_data_flags(FLAGS)
 flags.DEFINE_string('models', 'relu_mlp,mlp_attn',
-                    f'Comma-separated models, from {", ".join(models.MODELS)}.', flag_values=FLAGS)
+                    'Comma-separated models: ' + _common.MODELS_HELP + '.', flag_values=FLAGS)
 flags.DEFINE_string('widths', '16,64,256,1024,4096', 'Comma-separated hidden widths m.',
                     flag_values=FLAGS)
 flags.DEFINE_integer('seeds', 4, 'Initialisations per width (PRNGKey(--seed + s)).',
@@ -55,7 +55,7 @@ _common.define_model_flags(FLAGS)
 def _check_flags():
   """Validates every flag before any data is loaded; returns (classes, names, widths, methods, save)."""
   classes = _common.check_data_flags(FLAGS)
-  names = list(dict.fromkeys(_common.parse_names(FLAGS.models, 'models', models.MODELS)))
+  names = _common.parse_models(FLAGS.models)
   widths = sorted(set(_common.parse_int_list(FLAGS.widths, 'widths')))
   if FLAGS.seeds < 1:
     raise ValueError(f'--seeds must be >= 1, got {FLAGS.seeds}.')
@@ -64,8 +64,8 @@ def _check_flags():
   if FLAGS.out_dim < 0:
     raise ValueError(f'--out_dim must be >= 0 (0 = number of classes), got {FLAGS.out_dim}.')
   methods = {}
-  for name in names:
-    model = models.build(name, 1)
+  for name, factory in models.factories(names).items():
+    model = models.instantiate(name, factory, 1, 1)
     methods[name] = kernels.default_method(model) if FLAGS.method == 'auto' else FLAGS.method
   save = FLAGS.save_kernels
   if save:
@@ -89,6 +89,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   classes, names, widths, methods, save = _check_flags()
   options = {n: _common.model_options(FLAGS).get(n, {}) for n in names}
+  factories = models.factories(names, options)
   _common.setup(FLAGS)
 
   ds = _common.load_data(FLAGS, classes)
@@ -106,12 +107,13 @@ def main(argv):
   for name in names:
     method = methods[name]
     # Θ∞ does not depend on the width (nor on out_dim: the readout is frozen with a² = 1).
-    theta = np.asarray(kernels.analytic_kernel(models.build(name, widths[0], out_dim, **options[name]),
-                                               x_tr64, x_te64, 'ntk'), np.float64)
+    theta = np.asarray(kernels.analytic_kernel(
+        models.instantiate(name, factories[name], widths[0], out_dim), x_tr64, x_te64, 'ntk'),
+        np.float64)
     saved[f'analytic_{name}'] = theta[:n, :n]
     for width in widths:
       t0 = time.time()
-      model = models.build(name, width, out_dim, **options[name])
+      model = models.instantiate(name, factories[name], width, out_dim)
       if method == 'closed_form':
         _, draws = kernels.monte_carlo_ntk(model, keys, x_tr32, x_te32, method, jnp.float32)
       else:  # Jacobian-based: one seed at a time, their memory grows with the parameter count.

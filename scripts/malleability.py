@@ -27,7 +27,9 @@ import _common  # noqa: E402
 
 FLAGS = _common.script_flags(__name__)
 _common.define_data_flags(FLAGS)
-flags.DEFINE_string('models', 'relu_mlp,mlp_attn', 'Comma list of models.', flag_values=FLAGS)
+flags.DEFINE_string('models', 'relu_mlp,mlp_attn', 'Comma list of models: '
+                    + _common.MODELS_HELP + ', e.g. relu_mlp,my_package.nets:deep.',
+                    flag_values=FLAGS)
 flags.DEFINE_integer('width', 1024, 'Hidden width m [choice].', flag_values=FLAGS)
 flags.DEFINE_integer('seeds', 3, 'Seeds (trained together, vmapped).', flag_values=FLAGS)
 flags.DEFINE_string('attacks', 'fgsm,pgd,mim',
@@ -197,8 +199,8 @@ def plot(summary, records, arrays, model_names, prefix, out_dir):
     if key in arrays and after:
       pick = next((k for k in after if k.endswith(f'/pgd/{eps_main:g}')),
                   next((k for k in after if '/pgd/' in k), after[0]))
-      reporting.plot_scatter(_common.out_path(f'{prefix}_influence_{m}.png', out_dir),
-                             np.asarray(arrays[key]), np.asarray(arrays[pick]),
+      path = _common.out_path(f'{prefix}_influence_{report_figures.file_label(m)}.png', out_dir)
+      reporting.plot_scatter(path, np.asarray(arrays[key]), np.asarray(arrays[pick]),
                              'influence I before attack (mean over test set)',
                              'influence I′ after attack',
                              f'{report.model_name(m)}: influence before vs after ({pick.split("/", 3)[-1]}, seed 0)')
@@ -208,9 +210,8 @@ def main(argv, context=None):
   del argv
   from ntk_attention import kernels
   from ntk_attention import malleability
-  from ntk_attention import models
   classes = _common.check_data_flags(FLAGS)
-  model_names = _common.parse_names(FLAGS.models, 'models', models.MODELS)
+  model_names = _common.parse_models(FLAGS.models)
   attack_names = _common.parse_names(FLAGS.attacks, 'attacks', malleability.ATTACKS)
   epsilons = _common.parse_float_list(FLAGS.epsilons, 'epsilons')
   if FLAGS.eps_units == 'pixel' and not all(0 <= e <= 1 for e in epsilons):

@@ -25,7 +25,9 @@ import _common  # noqa: E402
 
 FLAGS = _common.script_flags(__name__)
 _common.define_data_flags(FLAGS)
-flags.DEFINE_string('models', 'relu_mlp,mlp_attn', 'Comma list of models.', flag_values=FLAGS)
+flags.DEFINE_string('models', 'relu_mlp,mlp_attn', 'Comma list of models: '
+                    + _common.MODELS_HELP + ', e.g. relu_mlp,my_package.nets:deep.',
+                    flag_values=FLAGS)
 flags.DEFINE_string('widths', '16,64,256,1024,4096', 'Comma list of hidden widths m.',
                     flag_values=FLAGS)
 flags.DEFINE_integer('seeds', 3, 'Seeds per width (trained together, vmapped).', flag_values=FLAGS)
@@ -83,9 +85,8 @@ def plot(summary, comparison, dataset, out_dir=None):
 def main(argv, context=None):
   del argv
   from ntk_attention import sweeps
-  from ntk_attention import models
   classes = _common.check_data_flags(FLAGS)
-  model_names = _common.parse_names(FLAGS.models, 'models', models.MODELS)
+  model_names = _common.parse_models(FLAGS.models)
   widths = _common.parse_int_list(FLAGS.widths, 'widths')
   if FLAGS.seeds < 1:
     raise app.UsageError(f'--seeds must be >= 1, got {FLAGS.seeds}.')

@@ -86,9 +86,13 @@ flags.DEFINE_string('n_grid', '25,50,100,200,500,1000', 'spectral: subset sizes 
 # ntk_distance
 flags.DEFINE_string('widths', '16,64,256,1024,4096', 'ntk_distance: widths.', flag_values=FLAGS)
 flags.DEFINE_integer('ntk_seeds', 3, 'ntk_distance: seeds per width.', flag_values=FLAGS)
-flags.DEFINE_string('ntk_models', 'relu_mlp,mlp_attn', 'ntk_distance: models.', flag_values=FLAGS)
+flags.DEFINE_string('ntk_models', 'relu_mlp,mlp_attn',
+                    'ntk_distance: models, as its --models: ' + _common.MODELS_HELP + '.',
+                    flag_values=FLAGS)
 # malleability
-flags.DEFINE_string('mall_models', 'relu_mlp,mlp_attn', 'malleability parts: models.',
+flags.DEFINE_string('mall_models', 'relu_mlp,mlp_attn',
+                    'malleability parts (malleability, binary, interventions, '
+                    'adversarial_training, the influence attack): models, as --ntk_models.',
                     flag_values=FLAGS)
 flags.DEFINE_integer('mall_width', 1024, 'malleability parts: width [choice].', flag_values=FLAGS)
 flags.DEFINE_integer('mall_seeds', 3, 'malleability parts: seeds.', flag_values=FLAGS)
@@ -427,11 +431,10 @@ def main(argv):
   parts = _common.parse_names(FLAGS.parts, 'parts', PARTS + OPTIONAL_PARTS)
   _common.parse_names(FLAGS.beyond_variants, 'beyond_variants', VARIANTS)
   from ntk_attention import malleability
-  from ntk_attention import models
   _common.check_data_flags(FLAGS)
   _common.parse_int_list(FLAGS.widths, 'widths')
-  _common.parse_names(FLAGS.ntk_models, 'ntk_models', models.MODELS)
-  _common.parse_names(FLAGS.mall_models, 'mall_models', models.MODELS)
+  _common.parse_models(FLAGS.ntk_models, 'ntk_models')
+  _common.parse_models(FLAGS.mall_models, 'mall_models')
   _common.parse_names(FLAGS.attacks, 'attacks', malleability.ATTACKS)
   _common.parse_names(FLAGS.intervention_attacks, 'intervention_attacks', malleability.ATTACKS)
   _common.parse_names(FLAGS.sens_attacks, 'sens_attacks', ('fgsm', 'pgd', 'mim'))
@@ -497,12 +500,21 @@ def main(argv):
 
 
 def check_parts_data(todo, strict: bool = True) -> list:
-  """Every part's data loads (the script's `data_needs`), tried before anything is
-  computed: a pool too small for a part's sizes (or a dataset not available offline) is a
-  one-line error naming the part; with `strict=False` (--dry_run) the problems are returned."""
+  """Every part's data loads (the script's `data_needs`) and its --models are models
+  (`_common.parse_models`, e.g. a 'module:function' given in --sensitivity_flags), tried
+  before anything is computed: a pool too small for a part's sizes (or a dataset not
+  available offline) or a bad model is a one-line error naming the part; with
+  `strict=False` (--dry_run) the problems are returned."""
   checked, problems = set(), []
   for sub, script, args in todo:
     module = _parse_script_flags(script, args + _extra_args(script))
+    if 'models' in module.FLAGS:
+      try:
+        _common.parse_models(module.FLAGS.models, count=getattr(module, 'MODEL_COUNT', None))
+      except ValueError as e:
+        if strict:
+          raise ValueError(f'part {sub}: {e}') from None
+        problems.append(f'part {sub}: {e}')
     needs = getattr(module, 'data_needs', _common.data_needs)(module.FLAGS)
     try:
       _common.check_pools(needs, module.FLAGS.seed, module.FLAGS.data_dir, f'part {sub}: ',

@@ -1,5 +1,6 @@
-"""Malleability against n: flip rate, Spearman, MLP-Attn / 2L-ReLU ratio, κ_d(G) and the
-kernel distance over `--n_grid` (docs/method.md §15).
+"""Malleability against n: flip rate, Spearman, candidate / reference ratio (by default
+MLP-Attn / 2L-ReLU, --models), κ_d(G) and the kernel distance over `--n_grid`
+(docs/method.md §15).
 
   python scripts/scaling.py --n_grid=250,500,1000,2000,4000 --seeds=3 \
       --output_dir=results/scaling
@@ -26,6 +27,9 @@ flags.DEFINE_string('n_grid', '250,500,1000,2000,4000', 'Comma list of training-
 flags.DEFINE_integer('seeds', 3, 'Model seeds per n (trained together, vmapped).',
                      flag_values=FLAGS)
 flags.DEFINE_integer('width', 1024, 'Hidden width m [choice].', flag_values=FLAGS)
+flags.DEFINE_string('models', 'relu_mlp,mlp_attn',
+                    'The two models compared, reference then candidate (the ratio is candidate / '
+                    'reference): ' + _common.MODELS_HELP + '.', flag_values=FLAGS)
 flags.DEFINE_enum('attack', 'pgd', ['fgsm', 'pgd', 'mim'], 'Attack on the top-τ set.',
                   flag_values=FLAGS)
 flags.DEFINE_float('eps', 0.3, 'l_inf budget, in --eps_units [choice: the study, 0.3].',
@@ -41,17 +45,20 @@ _common.define_training_flags(FLAGS)
 _common.define_model_flags(FLAGS)
 
 NAME = 'scaling'
+MODEL_COUNT = 2     # --models: (reference, candidate)
 
 
-def plot(path, rows):
+def plot(path, rows, models=('relu_mlp', 'mlp_attn')):
   """Two panels against n (log axis, ticks at the measured n): both models' flip rates
-  (mean ± std over seeds) and the ratio of mean flip rates, with ratio 1 (equally
-  malleable) drawn as a dashed reference. Written atomically."""
+  (mean ± std over seeds) and the ratio of mean flip rates (candidate / reference, `models`),
+  with ratio 1 (equally malleable) drawn as a dashed reference. Written atomically."""
   from matplotlib.figure import Figure
+  from ntk_attention import report_figures
+  names = [report_figures.model_name(m) for m in models]
   ns = [r['n_train'] for r in rows]
   fig = Figure(figsize=(11, 4.2))
   ax1, ax2 = fig.subplots(1, 2)
-  for model, label in (('relu_mlp', '2L-ReLU'), ('mlp_attn', 'MLP-Attn')):
+  for model, label in zip(models, names):
     ax1.errorbar(ns, [100 * r[f'{model}_flip_rate_mean'] for r in rows],
                  yerr=[100 * r[f'{model}_flip_rate_std'] for r in rows], marker='o',
                  capsize=3, label=label)
@@ -60,7 +67,7 @@ def plot(path, rows):
                 f'over {FLAGS.seeds} seeds')
   ax1.legend()
   pts = [(r['n_train'], r['ratio']) for r in rows if r['ratio'] is not None]
-  ax2.plot([n for n, _ in pts], [v for _, v in pts], marker='o', label='MLP-Attn / 2L-ReLU')
+  ax2.plot([n for n, _ in pts], [v for _, v in pts], marker='o', label=f'{names[1]} / {names[0]}')
   ax2.axhline(1.0, color='grey', linestyle='--', linewidth=1, label='equally malleable')
   ax2.set_ylabel('ratio of mean flip rates')
   ax2.set_title('Malleability ratio against n')
@@ -90,13 +97,14 @@ def main(argv, context=None):
   from ntk_attention import malleability
   from ntk_attention import scaling
   classes = _common.check_data_flags(FLAGS)
+  models = _common.parse_models(FLAGS.models, count=MODEL_COUNT)
   grid = sorted(set(_common.parse_int_list(FLAGS.n_grid, 'n_grid')))
   if grid[0] < 10:
     raise ValueError(f'--n_grid: every n must be >= 10, got {grid[0]}.')
   if FLAGS.seeds < 1 or FLAGS.width < 1:
     raise ValueError('--seeds and --width must be >= 1.')
   config = _common.training_config(FLAGS)
-  options = {n: o for n, o in _common.model_options(FLAGS).items() if n in scaling.MODELS}
+  options = {n: o for n, o in _common.model_options(FLAGS).items() if n in models}
   setup = malleability.Setup(tau=FLAGS.tau, eps_units=FLAGS.eps_units,
                              max_memory_gb=FLAGS.max_memory_gb)
   malleability.validate([FLAGS.attack], [FLAGS.eps], setup, grid[0])
@@ -114,7 +122,7 @@ def main(argv, context=None):
                   model_options=options, **config._asdict())
   store = _common.open_store(NAME, settings, FLAGS.resume, FLAGS.output_dir)
   done = store.done_keys(malleability.KEY_FIELDS)
-  total = len(grid) * len(scaling.MODELS) * FLAGS.seeds
+  total = len(grid) * len(models) * FLAGS.seeds
   progress = _common.progress(NAME, total, context)
   train_fn = _common.trainer(FLAGS, context.train_fn if context else None)
   if done:
@@ -123,15 +131,17 @@ def main(argv, context=None):
   for n in grid:
     scaling.run_n(subsets[n], FLAGS.width, seeds, FLAGS.attack, FLAGS.eps, setup, config,
                   done=done, on_record=store.append, on_progress=progress.update,
-                  base_seed=FLAGS.seed, train_fn=train_fn, model_options=options)
-  rows = scaling.summarize(store.records())
+                  base_seed=FLAGS.seed, train_fn=train_fn, model_options=options,
+                  models=models)
+  rows = scaling.summarize(store.records(), models=models)
   reporting.write_json(_common.out_path(NAME + '.json', FLAGS.output_dir), {
-      'rows': rows, 'provenance': _common.provenance(
-          FLAGS,           ('n_grid', 'seeds', 'width', 'attack', 'eps', 'eps_units', 'tau', 'epochs', 'init_std'))})
+      'rows': rows, 'models': models, 'provenance': _common.provenance(
+          FLAGS, ('n_grid', 'seeds', 'width', 'models', 'attack', 'eps', 'eps_units', 'tau',
+                  'epochs', 'init_std'))})
   reporting.write_csv(_common.out_path(NAME + '.csv', FLAGS.output_dir), rows)
-  text = scaling.scaling_section(rows)
+  text = scaling.scaling_section(rows, models=models)
   reporting.write_text(_common.out_path(NAME + '.md', FLAGS.output_dir), text)
-  plot(_common.out_path(NAME + '.png', FLAGS.output_dir), rows)
+  plot(_common.out_path(NAME + '.png', FLAGS.output_dir), rows, models)
   print(text)
 
 

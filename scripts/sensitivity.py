@@ -2,8 +2,9 @@ r"""How robust is the study's 6–9×? Vary one unpublished choice at a time (do
 
 Around a baseline (flags below, the study's conventions by default), each variation changes
 one choice — ε, its units, τ, init_std, epochs, width, n_train, ridge, score, kernel,
-retrain, PGD steps — and reruns the malleability protocol for 2L-ReLU and MLP-Attn on every
-task (10 classes and a binary pair by default), with every attack, over the same seeds.
+retrain, PGD steps — and reruns the malleability protocol for two models (--models:
+reference, candidate; by default 2L-ReLU and MLP-Attn) on every task (10 classes and a
+binary pair by default), with every attack, over the same seeds.
 Models are trained once per distinct training setting and shared between variations.
 
   python scripts/sensitivity.py --dataset=mnist_sample --output_dir=results/sensitivity
@@ -12,8 +13,9 @@ Models are trained once per distinct training setting and shared between variati
 
 Writes sensitivity.jsonl (one record per task × variation × model × attack × seed, appended
 as computed; --resume skips them), sensitivity.json / .csv (per task × variation × attack:
-both flip rates, the MLP-Attn / 2L-ReLU ratio with its 95% bootstrap interval, and the
-calibration against the study), sensitivity_table.md and sensitivity_tornado.png.
+both flip rates, the candidate / reference (MLP-Attn / 2L-ReLU) ratio with its 95%
+bootstrap interval, and the calibration against the study), sensitivity_table.md and
+sensitivity_tornado.png.
 """
 import os
 import sys
@@ -38,6 +40,9 @@ flags.DEFINE_string('variations', '',
                     "pgd_steps); '' = the default grid around the baseline.", flag_values=FLAGS)
 flags.DEFINE_string('attacks', 'fgsm,pgd,mim', "Comma list of 'fgsm', 'pgd', 'mim'.",
                     flag_values=FLAGS)
+flags.DEFINE_string('models', 'relu_mlp,mlp_attn',
+                    'The two models compared, reference then candidate (the ratio is candidate / '
+                    'reference): ' + _common.MODELS_HELP + '.', flag_values=FLAGS)
 flags.DEFINE_integer('seeds', 3, 'Seeds (trained together, vmapped).', flag_values=FLAGS)
 flags.DEFINE_integer('width', 1024, 'Baseline width [choice].', flag_values=FLAGS)
 flags.DEFINE_float('eps', 0.3, 'Baseline ε, in --eps_units [choice].', flag_values=FLAGS)
@@ -58,6 +63,7 @@ _common.define_training_flags(FLAGS)
 _common.define_model_flags(FLAGS)
 
 NAME = 'sensitivity'
+MODEL_COUNT = 2     # --models: (reference, candidate)
 
 
 def baseline(fv=FLAGS):
@@ -126,9 +132,10 @@ def loader():
 
 
 def run(tasks, base, variations, attack_names, seeds, config, resume, out_dir=None,
-        dataset_name=None, context=None):
+        dataset_name=None, context=None, models=('relu_mlp', 'mlp_attn')):
   """Runs the study into `out_dir` (default --output_dir); writes summary, table, figure.
-  `context`: a `_common.PartContext` when scripts/reproduce.py runs this in-process."""
+  `context`: a `_common.PartContext` when scripts/reproduce.py runs this in-process;
+  `models`: the names (reference, candidate)."""
   out_dir = out_dir or FLAGS.output_dir
   from ntk_attention import reporting
   from ntk_attention import sensitivity
@@ -144,17 +151,18 @@ def run(tasks, base, variations, attack_names, seeds, config, resume, out_dir=No
     progress.skip(min(len(done), total))
   sensitivity.run(loader(), tasks, base, variations, attack_names, seeds, config,
                   on_record=store.append, done=done, on_progress=progress.update,
-                  base_seed=FLAGS.seed,
+                  base_seed=FLAGS.seed, models=list(models),
                   train_fn=_common.trainer(FLAGS, context and context.train_fn))
   records = store.records()
-  summary = sensitivity.summarize(records)
-  calib = sensitivity.calibration(summary, dataset_name or FLAGS.dataset)
+  summary = sensitivity.summarize(records, models=models)
+  calib = sensitivity.calibration(summary, dataset_name or FLAGS.dataset, models=models)
   result = {'summary': summary, 'calibration': calib, 'dataset': FLAGS.dataset,
+            'models': list(models),
             'n_train': base.n_train, 'n_test': FLAGS.n_test, 'seeds': len(seeds),
             'baseline': base._asdict(), 'tasks': tasks,
             'provenance': _common.provenance(FLAGS, (
-                'tasks', 'variations', 'attacks', 'seeds', 'width', 'eps', 'eps_units', 'tau',
-                'ridge', 'score', 'kernel', 'pgd_steps', 'epochs', 'init_std'))}
+                'tasks', 'variations', 'attacks', 'models', 'seeds', 'width', 'eps', 'eps_units',
+                'tau', 'ridge', 'score', 'kernel', 'pgd_steps', 'epochs', 'init_std'))}
   reporting.write_json(_common.out_path(NAME + '.json', out_dir), result)
   reporting.write_csv(_common.out_path(NAME + '.csv', out_dir), summary)
   reporting.write_csv(_common.out_path(NAME + '_calibration.csv', out_dir), calib)
@@ -175,6 +183,7 @@ def main(argv, context=None):
     raise app.UsageError('--classes does not apply here; use --tasks (e.g. "all+3,8").')
   tasks = parse_tasks(FLAGS.tasks, FLAGS.dataset)
   attack_names = _common.parse_names(FLAGS.attacks, 'attacks', attacks.ATTACKS)
+  models = _common.parse_models(FLAGS.models, count=MODEL_COUNT)
   if FLAGS.seeds < 2:
     raise app.UsageError(f'--seeds must be >= 2 for a bootstrap interval, got {FLAGS.seeds}.')
   if FLAGS.width < 1:
@@ -183,11 +192,11 @@ def main(argv, context=None):
   _common.model_options(FLAGS)    # validates --init_std and the attention flags
   base = baseline()
   variations = sensitivity.parse_variations(FLAGS.variations, base)
-  sensitivity.validate(base, variations, attack_names, tasks)
+  sensitivity.validate(base, variations, attack_names, tasks, models=models)
   _common.check_pools(data_needs(FLAGS), FLAGS.seed, FLAGS.data_dir)
   _common.setup(FLAGS)
   run(tasks, base, variations, attack_names, list(range(FLAGS.seeds)), config, FLAGS.resume,
-      context=context)
+      context=context, models=models)
   print(open(_common.out_path(NAME + '_table.md', FLAGS.output_dir)).read())
   logging.info('results in %s', FLAGS.output_dir)
 
