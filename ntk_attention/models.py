@@ -458,9 +458,13 @@ def features(model: Model, params, seq, context=None):
 
 
 def head_apply(model: Model, head_params, feats):
-  """Head output `(n, C)` on prefix features `(n, d')`, the rows taken as one sequence
-  `(1, n, d')` (the rank the parameters were made for: NT's Dense shapes its bias by it)."""
-  return model.head[1](head_params, feats[None])[0]
+  """Head output `(n, C)` on prefix features `(n, d')` (per token). Parameters made for
+  sequences `(1, n, d')` may broadcast a leading axis (NT's Dense shapes its bias by the
+  input's rank); it is dropped. The rows are not reshaped into a sequence, so that the
+  study's head computes exactly what it always has (XLA's float32 products can round
+  differently for another operand shape)."""
+  out = model.head[1](head_params, feats)
+  return out.reshape(out.shape[out.ndim - feats.ndim:]) if out.ndim > feats.ndim else out
 
 
 def _check_width(width):
