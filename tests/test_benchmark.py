@@ -24,7 +24,8 @@ def _start(args):
 def runs(tmp_path_factory):
   """The quick benchmark and a bad --only, run concurrently to share start-up time."""
   out = tmp_path_factory.mktemp('bench') / 'b.json'
-  procs = {'quick': _start(['--quick', '--only=ntk,influence,training', f'--output={out}']),
+  procs = {'quick': _start(['--quick', '--only=ntk,ntk_head,influence,training',
+                            f'--output={out}']),
            'bad': _start(['--quick', '--only=ntk,nope', f'--output={out}.bad.json'])}
   logs = {k: (p.communicate(timeout=300)[0], p.returncode) for k, p in procs.items()}
   return out, logs
@@ -54,6 +55,15 @@ def test_quick_rows(runs):
     assert 0 <= r['max_rel_diff'] <= 1e-4, r
   for r in inf:
     assert 0 <= r['agreement'] <= 1e-8, r
+  # ntk_head: the closed form of a composed Dense/ReLU head against both NT methods.
+  head = [r for r in rows if r['entry'] == 'ntk_head']
+  assert [r['baseline'] for r in head[:2]] == list(GENERIC), head
+  assert len(head) == 3 and head[2]['baseline'] == (
+      f"fastest generic ({min(head[:2], key=lambda r: r['baseline_s'])['baseline']})")
+  for r in head:
+    assert r['model'] == 'deep_softmax' and 'n=64 (48+16) d=784 m=64 C=10' in r['sizes'], r
+    for key in ('rel_fro', 'max_rel_diff', 'max_elementwise_rel'):
+      assert 0 <= r[key] < 1e-4, (r['case'], key, r[key])
   train = [r for r in rows if r['entry'] == 'training']
   assert len(train) == 4        # 2 models x 2 widths
   for r in train:               # vmapped and sequential seeds train to the same weights
