@@ -440,18 +440,18 @@ def FrozenReadout(out_dim: int):
 
 # What a layer of this module says about itself, read by `models.compose` and the closed-form
 # empirical NTKs (`ntk_closed_form`): kept on its apply_fn, which NT's `serial` keeps.
-_SPEC_ATTRIBUTE = 'ntk_attention_spec'
+_DECLARED_ATTRIBUTE = 'ntk_attention_declared'
 
 
 def _declare(apply_fn, **spec):
-  setattr(apply_fn, _SPEC_ATTRIBUTE, dict(spec))
+  setattr(apply_fn, _DECLARED_ATTRIBUTE, dict(spec))
 
 
 def declared(apply_fn) -> dict:
   """What a layer declares about itself (`{}` for a layer that declares nothing):
   `kind` ('normalize', 'linearized_attention', 'qkv_attention', 'frozen_readout'), its
   arguments, and `frozen=True` for a layer whose parameters never train."""
-  return dict(getattr(apply_fn, _SPEC_ATTRIBUTE, {}))
+  return dict(getattr(apply_fn, _DECLARED_ATTRIBUTE, {}))
 
 
 __all__ = ['declared', 'as_sequence', 'attention_pattern', 'softmax_temperature', 'LinearizedAttention', 'Normalize',
