@@ -240,7 +240,7 @@ def _generic_head_ntk(model, method, trace_axes, head_params, z, max_memory_gb):
   if isinstance(z, jax.core.Tracer) or 2 * n * per_token <= 0.5 * budget:
     return fn(z, None, head_params)
   b = max(int(0.25 * budget / per_token), 1)
-  if b < 1 or 2 * per_token > 0.5 * budget:
+  if 2 * per_token > 0.5 * budget:
     raise ValueError(f'model {model.name!r}: one token\'s Jacobian needs {per_token:.3g} GB, '
                      f'over the {budget:.3g} GB budget (--max_memory_gb).')
   rows = []
