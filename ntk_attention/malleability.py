@@ -366,7 +366,7 @@ def sweep(ds, model_names, width: int, seeds: Sequence[int],
   kernels and influence vectors of each model and setting. `model_names`: built-in names,
   `'module:function'` entries or `{name: factory}` (`models.factories`). `model_options`:
   per-model-name `models.build` options of built-in names (attention variants, `init_std`). `train_fn` has the signature of
-  `training.train` (e.g. a `training.cached_train` shared across sweeps).
+  `training.train` (or any function with its signature, e.g. the study's `study.cache.cached_train`).
   """
   from ntk_attention import data as data_lib
   validate(attack_names, epsilons, setup, len(ds.x_train), interventions)

@@ -92,7 +92,7 @@ def ntk_distance_sweep(ds: data_lib.Dataset,
     on_progress: called with the number of cells just finished.
     ridge: λ of the ridge-regression comparison.
     model_options: per-model-name dict of `models.build` options (built-in names).
-    train_fn: `training.train` or a `training.cached_train` (shared between sweeps).
+    train_fn: `training.train` or any function with its signature (e.g. the study's `study.cache.cached_train`, shared between sweeps).
   """
   validate_sweep(model_names, widths, seeds, config)
   model_options = model_options or {}

@@ -19,8 +19,6 @@ Losses (per step, over the B minibatch rows and C outputs):
   xent: mean_b −log softmax(f_b)[y_b]
 """
 import functools
-import hashlib
-import os
 import warnings
 from typing import Callable, NamedTuple, Optional
 
@@ -226,94 +224,6 @@ def _train_seeds(model, config, kind, perturb, keys, x_train, y_train):
   return jax.vmap(one_seed)(keys)
 
 
-def cached_train(cache: Optional[dict] = None, directory: Optional[str] = None) -> Callable:
-  """`train` with a memo, one entry per seed (docs/method.md §16).
-
-  A seed's training is determined by the model (name, width, outputs, parameterisation,
-  options, and its `signature`: layer names, parameter shapes, trained leaves), the
-  configuration, the dtype, the data (`x_train`, `y_train`, hashed) and its
-  PRNG key; a call looks each of its seeds up under that key, trains only the missing ones
-  (vmapped together: a seed trains to the same parameters alone or with others) and returns
-  the stacked `TrainResult` in the order of `keys`. Runs with `perturb` (adversarial
-  training) are not cached.
-
-  Args:
-    cache: a plain dict the caller owns (pass one to share it between several trainers).
-    directory: also keep every entry as `directory/<sha1 of the key>.npz` (written atomically)
-      and look there on a miss, so that another process or a later run loads instead of
-      training.
-
-  Returns:
-    `fn(model, keys, x_train, y_train, config, dtype, perturb)` with `train`'s signature;
-    `fn.cache` is the dict and `fn.stats` counts `trained` and `loaded` seeds and `hits`.
-  """
-  cache = {} if cache is None else cache
-  stats = {'trained': 0, 'loaded': 0, 'hits': 0}
-
-  def fn(model, keys, x_train, y_train, config=TrainConfig(), dtype=jnp.float32, perturb=None):
-    if perturb is not None:
-      stats['trained'] += len(keys)
-      return train(model, keys, x_train, y_train, config, dtype, perturb)
-    base = (model.name, model.width, model.out_dim, model.W_std, model.init_std, model.options,
-            model.signature, tuple(config), np.dtype(dtype).str, _digest(x_train), _digest(y_train))
-    entries = [base + (_digest(k),) for k in np.asarray(keys)]
-    missing = []
-    for i, key in enumerate(entries):
-      if key in cache:
-        stats['hits'] += 1
-      elif directory and os.path.exists(_entry_path(directory, key)):
-        cache[key] = _load_entry(_entry_path(directory, key), model, np.shape(x_train)[1], dtype)
-        stats['loaded'] += 1
-      else:
-        missing.append(i)
-    if missing:
-      result = train(model, jnp.asarray(keys)[jnp.asarray(missing)], x_train, y_train, config,
-                     dtype)
-      stats['trained'] += len(missing)
-      for j, i in enumerate(missing):
-        cache[entries[i]] = unstack(result, j)
-        if directory:
-          _save_entry(_entry_path(directory, entries[i]), cache[entries[i]])
-    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[cache[k] for k in entries])
-
-  fn.cache = cache
-  fn.stats = stats
-  return fn
-
-
-def _entry_path(directory: str, key: tuple) -> str:
-  return os.path.join(directory, hashlib.sha1(repr(key).encode()).hexdigest() + '.npz')
-
-
-def _save_entry(path: str, result: TrainResult) -> None:
-  """One seed's `TrainResult` as flat leaves; written to a temporary name, then renamed."""
-  leaves = jax.tree_util.tree_leaves((result.init_params, result.params, result.losses))
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f'{path}.{os.getpid()}.tmp.npz'
-  np.savez(tmp, *[np.asarray(a) for a in leaves])
-  os.replace(tmp, path)
-
-
-def _load_entry(path: str, model: models_lib.Model, d: int, dtype) -> TrainResult:
-  """Inverse of `_save_entry`; the tree structure is that of the model's parameters."""
-  shapes = jax.eval_shape(lambda: models_lib.init_params(model, jax.random.PRNGKey(0), d, dtype))
-  params_def = jax.tree_util.tree_structure(shapes)
-  with np.load(path) as f:
-    # device_put, not jnp.asarray: no conversion program to compile for a load
-    leaves = [jax.device_put(f[f'arr_{i}']) for i in range(len(f.files))]
-  k = params_def.num_leaves
-  if len(leaves) != 2 * k + 1:
-    raise ValueError(f'{path}: {len(leaves)} arrays, expected {2 * k + 1} for {model.name}; '
-                     'delete the file (a stale training cache).')
-  return TrainResult(jax.tree_util.tree_unflatten(params_def, leaves[:k]),
-                     jax.tree_util.tree_unflatten(params_def, leaves[k:2 * k]), leaves[-1])
-
-
-def _digest(a) -> tuple:
-  a = np.ascontiguousarray(np.asarray(a))
-  return a.shape, a.dtype.str, hashlib.sha1(a.tobytes()).hexdigest()
-
-
 def seed_keys(seeds, base_seed: int = 0):
   """`(S, 2)` keys for integer seeds: `PRNGKey(base_seed + s)`."""
   return jnp.stack([jax.random.PRNGKey(base_seed + int(s)) for s in seeds])
@@ -336,5 +246,5 @@ def _shard_seeds(keys):
 
 __all__ = ['OPTIMIZERS', 'LOSSES', 'TrainConfig', 'TrainResult', 'validate', 'loss_kind',
            'loss_value', 'make_optimizer', 'outputs', 'accuracy', 'labels_from_targets',
-           'accuracy_floor', 'warn_if_undertrained', 'cached_train', 'train', 'seed_keys',
+           'accuracy_floor', 'warn_if_undertrained', 'train', 'seed_keys',
            'unstack']

@@ -53,17 +53,18 @@ def script_flags(module_name: str) -> flags.FlagValues:
 class PartContext(NamedTuple):
   """What an in-process reproduction shares between its parts.
 
-  train_fn: a `training.cached_train` (one memory cache for the run, files in D/cache/train).
-  on_progress: `fn(progress)` after every cell, with the part's `reporting.Progress`.
+  train_fn: a `cache.cached_train` (one memory cache for the run, files in D/cache/train).
+  on_progress: `fn(progress)` after every cell, with the part's `progress_lib.Progress`.
   """
   train_fn: Callable
   on_progress: Optional[Callable] = None
 
 
 def progress(label: str, total: int, context: Optional[PartContext]):
-  """A `reporting.Progress` for a part's cells: logged, and reported to the reproduction."""
-  from ntk_attention import reporting
-  return reporting.Progress(total, label, log_fn=logging.info,
+  """A `progress_lib.Progress` for a part's cells: logged, and reported to the reproduction."""
+  from ntk_attention.study import progress as progress_lib
+  from ntk_attention.study import store as store_lib
+  return progress_lib.Progress(total, label, log_fn=logging.info,
                             on_update=context.on_progress if context else None)
 
 
@@ -120,11 +121,11 @@ def define_training_flags(fv: flags.FlagValues, epochs: int = 500):
 
 def trainer(fv: flags.FlagValues, shared=None):
   """The `train_fn` of a script: `shared` (the one cache of an in-process reproduction) or a
-  `training.cached_train` on --train_cache."""
-  from ntk_attention import training
+  `cache.cached_train` on --train_cache."""
+  from ntk_attention.study import cache
   if shared is not None:
     return shared
-  return training.cached_train(directory=fv.train_cache or None)
+  return cache.cached_train(directory=fv.train_cache or None)
 
 
 def define_model_flags(fv: flags.FlagValues):
@@ -409,17 +410,18 @@ def open_store(basename: str, settings: dict, resume: bool, out_dir: str):
   `D/basename_settings.json`; resuming with different settings is an error rather than a
   silently mixed table.
   """
-  from ntk_attention import reporting
-  store = reporting.JsonlStore(out_path(basename + '.jsonl', out_dir))
+  from ntk_attention.study import progress as progress_lib
+  from ntk_attention.study import store as store_lib
+  store = store_lib.JsonlStore(out_path(basename + '.jsonl', out_dir))
   settings_file = out_path(basename + '_settings.json', out_dir)
   settings = json.loads(json.dumps(settings, default=str))
   if resume and os.path.exists(settings_file):
-    old = reporting.read_json(settings_file)
+    old = store_lib.read_json(settings_file)
     if old != settings:
       changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
       raise ValueError(f'--resume: {settings_file} was written with different settings '
                        f'({", ".join(changed)}); use another --output_dir or drop --resume.')
   if not resume:
     store.reset()
-  reporting.write_json(settings_file, settings)
+  store_lib.write_json(settings_file, settings)
   return store

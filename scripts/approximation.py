@@ -68,7 +68,9 @@ def run(ds, out_dir, ridge, k_top, seeds, noise=0.0) -> dict:
   """
   from ntk_attention import alignment
   from ntk_attention import data
-  from ntk_attention import reporting
+  from ntk_attention.study import store as store_lib
+  from ntk_attention.study.report import page
+  from ntk_attention.study.report import plots
   seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
   if not seeds:
     raise ValueError('need at least one synthetic seed.')
@@ -97,7 +99,7 @@ def run(ds, out_dir, ridge, k_top, seeds, noise=0.0) -> dict:
       res.pop('accuracy')  # sign agreement of a continuous target is not a task metric
       records.append({'task': kind, 'kernel': name, 'seed': s, **res})
 
-  summary = reporting.summarize(records, ('task', 'kernel'), METRICS)
+  summary = store_lib.summarize(records, ('task', 'kernel'), METRICS)
   for row in summary:
     if row['task'] == 'real':
       row['accuracy'] = real[row['kernel']]['accuracy']
@@ -114,9 +116,9 @@ def run(ds, out_dir, ridge, k_top, seeds, noise=0.0) -> dict:
       'summary': summary, 'records': records,
       'provenance': _common.provenance(FLAGS, ('ridge', 'k_top', 'synthetic_seeds', 'noise')),
   }
-  reporting.write_json(_common.out_path(NAME + '.json', out_dir), result)
+  store_lib.write_json(_common.out_path(NAME + '.json', out_dir), result)
   columns = ['task', 'kernel'] + [f'{m}_{s}' for m in METRICS for s in ('mean', 'std', 'count')]
-  reporting.write_csv(_common.out_path(NAME + '.csv', out_dir), summary,
+  store_lib.write_csv(_common.out_path(NAME + '.csv', out_dir), summary,
                       columns=columns + ['accuracy'])
   plot(summary, ds, k_top, len(seeds), out_dir)
   return result
@@ -126,7 +128,9 @@ def plot(summary, ds, k_top, n_seeds, out_dir=None):
   """Grouped bars, one group per kernel and one bar per task (± std): relative test error
   (approximation.png) and centred alignment (approximation_alignment.png)."""
   from ntk_attention import alignment
-  from ntk_attention import reporting
+  from ntk_attention.study import store as store_lib
+  from ntk_attention.study.report import page
+  from ntk_attention.study.report import plots
   rows = {(r['task'], r['kernel']): r for r in summary}
   task_labels = {'real': f'real task ({ds.num_classes} classes)',
                  'aligned': f'aligned (top-{k_top} eigvecs of G)',
@@ -143,7 +147,7 @@ def plot(summary, ds, k_top, n_seeds, out_dir=None):
                                   [rows[task, k][metric + '_std'] for k in alignment.KERNELS])
               for task in TASKS}
     title = f'{what} on {sizes}\n(synthetic: mean ± std over {n_seeds} draws)'
-    paths.append(reporting.plot_bars(_common.out_path(f'{NAME}{suffix}.png', out_dir), groups,
+    paths.append(plots.plot_bars(_common.out_path(f'{NAME}{suffix}.png', out_dir), groups,
                                      series, ylabel, title, logy=logy))
   return paths
 
@@ -166,8 +170,10 @@ def main(argv, context=None):
   ds = _common.load_data(FLAGS, classes)
   result = run(ds, FLAGS.output_dir, FLAGS.ridge, FLAGS.k_top, FLAGS.synthetic_seeds,
                FLAGS.noise)
-  from ntk_attention import reporting
-  print(reporting.markdown_table(
+  from ntk_attention.study import store as store_lib
+  from ntk_attention.study.report import page
+  from ntk_attention.study.report import plots
+  print(page.markdown_table(
       result['summary'],
       ['task', 'kernel', 'relative_mse_mean', 'relative_mse_std', 'accuracy', 'alignment_mean',
        'alignment_std'],

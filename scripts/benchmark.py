@@ -57,7 +57,8 @@ from ntk_attention import influence  # noqa: E402
 from ntk_attention import kernels  # noqa: E402
 from ntk_attention import layers  # noqa: E402
 from ntk_attention import models  # noqa: E402
-from ntk_attention import reporting  # noqa: E402
+from ntk_attention.study import progress as progress_lib
+from ntk_attention.study import store as store_lib
 
 FLAGS = _common.script_flags(__name__)
 flags.DEFINE_string('only', '', "Comma list of entries to run ('' = all): see REGISTRY.",
@@ -565,7 +566,7 @@ def _part_results(d: str) -> dict:
   for root, _, files in os.walk(d):
     for f in files:
       if f.endswith('.json') and f != 'part.json' and not f.endswith('_settings.json'):
-        obj = reporting.read_json(os.path.join(root, f))
+        obj = store_lib.read_json(os.path.join(root, f))
         if isinstance(obj, dict):
           obj.pop('provenance', None)
         out[os.path.relpath(os.path.join(root, f), d)] = obj
@@ -670,7 +671,7 @@ def run(names: List[str], args: Args, log=print) -> List[dict]:
     t0 = time.perf_counter()
     log(f'[benchmark] {name} ...')
     rows.extend(REGISTRY[name](args))
-    log(f'[benchmark] {name} done in {reporting.format_duration(time.perf_counter() - t0)}')
+    log(f'[benchmark] {name} done in {progress_lib.format_duration(time.perf_counter() - t0)}')
   return rows
 
 
@@ -711,10 +712,10 @@ def main(argv):
   flag_names = ('only', 'quick', 'repeats', 'max_case_s', 'bench_seed', 'ntk_out_dim',
                 'ntk_models', 'ntk_generic_max_n', 'ntk_max_memory_gb',
                 'ntk_head_max_memory_gb')
-  reporting.write_json(FLAGS.output, {'provenance': _common.provenance(FLAGS, flag_names),
+  store_lib.write_json(FLAGS.output, {'provenance': _common.provenance(FLAGS, flag_names),
                                       'cpu_count': os.cpu_count(), 'loadavg_start':
                                       load_start, 'loadavg_end': _loadavg(), 'rows': rows})
-  reporting.write_csv(FLAGS.output[:-len('.json')] + '.csv', rows)
+  store_lib.write_csv(FLAGS.output[:-len('.json')] + '.csv', rows)
   print(format_table(rows))
   print(f'[benchmark] wrote {FLAGS.output} and .csv')
 

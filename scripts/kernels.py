@@ -28,7 +28,9 @@ import numpy as np
 import _common
 from ntk_attention import kernels
 from ntk_attention import models
-from ntk_attention import reporting
+from ntk_attention.study import progress as progress_lib
+from ntk_attention.study import store as store_lib
+from ntk_attention.study.report import plots
 
 FLAGS = _common.script_flags(__name__)
 _common.define_data_flags(FLAGS)
@@ -101,7 +103,7 @@ def main(argv):
   logging.info('models %s, widths %s, %d seeds, out_dim %d, N = %d + %d tokens', names, widths,
                FLAGS.seeds, out_dim, n, len(ds.x_test))
 
-  progress = reporting.Progress(len(names) * len(widths), 'kernels', log_fn=logging.info)
+  progress = progress_lib.Progress(len(names) * len(widths), 'kernels', log_fn=logging.info)
   records, mc_rows, saved = [], {}, {}
   t_start = time.time()
   for name in names:
@@ -133,16 +135,16 @@ def main(argv):
       progress.update()
   elapsed = time.time() - t_start
 
-  summary = reporting.summarize(records, ['model', 'width', 'method'],
+  summary = store_lib.summarize(records, ['model', 'width', 'method'],
                                 ['distance_full', 'distance_train'])
   for row in summary:
     row.update(mc_rows[row['model'], row['width']])
   out = FLAGS.output_dir
   paths = [os.path.join(out, f) for f in ('kernels_records.csv', 'kernels.csv', 'kernels.json',
                                            'kernels_distance.png')]
-  reporting.write_csv(paths[0], records)
-  reporting.write_csv(paths[1], summary)
-  reporting.write_json(paths[2], {
+  store_lib.write_csv(paths[0], records)
+  store_lib.write_csv(paths[1], summary)
+  store_lib.write_json(paths[2], {
       'comparison': 'empirical NTK at initialisation (float32, traced over outputs) vs analytic '
                     'NTK (float64); relative Frobenius distance ||emp - analytic|| / ||analytic||, '
                     'on the full [train; test] matrix and on the train block',
@@ -153,7 +155,7 @@ def main(argv):
                                         'out_dim')),
   })
 
-  from ntk_attention import report
+  from ntk_attention.study import report
   series = {}
   for name in names:
     rows = [r for r in summary if r['model'] == name]
@@ -162,7 +164,7 @@ def main(argv):
         np.array([r['distance_full_std'] for r in rows]) if FLAGS.seeds > 1 else None)
   w = np.array(widths, np.float64)
   first = series[report.model_name(names[0])][1][0]
-  reporting.plot_lines(paths[3], series, 'width m',
+  plots.plot_lines(paths[3], series, 'width m',
                        r'$\Vert\Theta_m - \Theta_\infty\Vert_F \,/\, \Vert\Theta_\infty\Vert_F$',
                        f'{ds.name}: empirical NTK at init vs analytic, [train; test] '
                        f'(N={n + len(ds.x_test)}), {FLAGS.seeds} seed(s), band ± std',
@@ -170,7 +172,7 @@ def main(argv):
                        references={f'reference ∝ 1/√m (through {report.model_name(names[0])} at m={widths[0]})':
                                    (w, first * np.sqrt(w[0] / w))})
   if save:
-    reporting.write_npz(save, widths=np.array(widths), **saved)
+    store_lib.write_npz(save, widths=np.array(widths), **saved)
     paths.append(save)
   for row in summary:
     logging.info('%-12s m=%-6d full %.4g ± %.2g   train %.4g ± %.2g', row['model'], row['width'],

@@ -107,8 +107,9 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
   out_dir = out_dir or FLAGS.output_dir
   import numpy as np
   from ntk_attention import malleability
-  from ntk_attention import report
-  from ntk_attention import reporting
+  from ntk_attention.study import report
+  from ntk_attention.study import store as store_lib
+  from ntk_attention.study.report import plots
   settings = dict(dataset=ds.name, classes=list(ds.classes), n_train=len(ds.x_train),
                   n_test=len(ds.x_test), data_seed=FLAGS.seed, width=width,
                   tau=setup.tau, kernel=setup.kernel, ridge=setup.ridge, score=setup.score,
@@ -136,21 +137,21 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
                      base_seed=FLAGS.seed, model_options=model_options,
                      train_fn=_common.trainer(FLAGS, context and context.train_fn))
   if save_arrays and arrays:
-    reporting.write_npz(save_arrays, **arrays)
+    store_lib.write_npz(save_arrays, **arrays)
     logging.info('arrays in %s', save_arrays)
   records = store.records()
   metrics = malleability.METRICS + malleability.DIAGNOSTICS
-  summary = reporting.summarize(records, GROUP, metrics)
+  summary = store_lib.summarize(records, GROUP, metrics)
   for row in summary:
     # The study compared mean scores; per-point flips have no published counterpart.
     row['paper_flip_rate_pct'] = paper_value(ds.name, task, row) if setup.score == 'mean' else None
-  reporting.write_json(_common.out_path(prefix + '.json', out_dir), {
+  store_lib.write_json(_common.out_path(prefix + '.json', out_dir), {
       'summary': summary, 'provenance': _common.provenance(FLAGS,
           ('models', 'width', 'seeds', 'attacks', 'epsilons', 'eps_units', 'tau', 'kernel',
            'ridge', 'retrain', 'interventions', 'adversarial_training', 'epochs', 'lr',
            'init_std'))})
-  reporting.write_csv(_common.out_path(prefix + '.csv', out_dir), summary)
-  reporting.write_text(_common.out_path(prefix + '_table.md', out_dir),
+  store_lib.write_csv(_common.out_path(prefix + '.csv', out_dir), summary)
+  store_lib.write_text(_common.out_path(prefix + '_table.md', out_dir),
                        report.malleability_section({'summary': summary}, 'Influence malleability',
                                                    ds.name, task))
   plot(summary, records, arrays, model_names, prefix, out_dir)
@@ -159,7 +160,7 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
 
 def paper_value(dataset, task, row):
   """The study's flip rate (%) for this row's setting; digits/npz compare with MNIST."""
-  from ntk_attention import paper
+  from ntk_attention.study import paper
   dataset = paper.reference_dataset(dataset)
   if row['setting'] == 'pgd_at':
     ref = paper.FLIP_RATE_AFTER_PGD_AT.get(dataset)
@@ -174,9 +175,10 @@ def plot(summary, records, arrays, model_names, prefix, out_dir):
   """Flip rates per attack (study's rates as stars) and against ε (report_figures), the training
   loss of seed 0, and each model's influence before vs after the attack."""
   import numpy as np
-  from ntk_attention import report
-  from ntk_attention import report_figures
-  from ntk_attention import reporting
+  from ntk_attention.study import report
+  from ntk_attention.study import store as store_lib
+  from ntk_attention.study.report import figures as report_figures
+  from ntk_attention.study.report import plots
   base = [r for r in summary if r['setting'] in ('standard', 'retrain')]
   if not base:
     return
@@ -187,7 +189,7 @@ def plot(summary, records, arrays, model_names, prefix, out_dir):
   curves = {m: np.asarray(arrays[f'{m}/{base[0]["setting"]}/loss_curve'])
             for m in model_names if f'{m}/{base[0]["setting"]}/loss_curve' in arrays}
   if curves:
-    reporting.plot_lines(
+    plots.plot_lines(
         _common.out_path(prefix + '_loss.png', out_dir),
         {report.model_name(m): (list(range(1, len(c) + 1)), list(c), None)
          for m, c in curves.items()},
@@ -200,7 +202,7 @@ def plot(summary, records, arrays, model_names, prefix, out_dir):
       pick = next((k for k in after if k.endswith(f'/pgd/{eps_main:g}')),
                   next((k for k in after if '/pgd/' in k), after[0]))
       path = _common.out_path(f'{prefix}_influence_{report_figures.file_label(m)}.png', out_dir)
-      reporting.plot_scatter(path, np.asarray(arrays[key]), np.asarray(arrays[pick]),
+      plots.plot_scatter(path, np.asarray(arrays[key]), np.asarray(arrays[pick]),
                              'influence I before attack (mean over test set)',
                              'influence I′ after attack',
                              f'{report.model_name(m)}: influence before vs after ({pick.split("/", 3)[-1]}, seed 0)')

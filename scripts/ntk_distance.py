@@ -45,8 +45,9 @@ def run(ds, model_names, widths, seeds, config, resume, ridge, model_options=Non
   """Runs the sweep into `out_dir` (default --output_dir); writes summary, CSV and figures.
   `context`: a `_common.PartContext` when scripts/reproduce.py runs this in-process."""
   out_dir = out_dir or FLAGS.output_dir
-  from ntk_attention import reporting
   from ntk_attention import sweeps
+  from ntk_attention.study import store as store_lib
+  from ntk_attention.study.report import page
   settings = dict(dataset=ds.name, classes=list(ds.classes), n_train=len(ds.x_train),
                   n_test=len(ds.x_test), data_seed=FLAGS.seed, ridge=ridge,
                   model_options=model_options or {}, **config._asdict())
@@ -63,13 +64,13 @@ def run(ds, model_names, widths, seeds, config, resume, ridge, model_options=Non
                             train_fn=_common.trainer(FLAGS, context and context.train_fn))
   cells = set(grid)
   records = [r for r in store.records() if (r['model'], r['width'], r['seed']) in cells]
-  summary = reporting.summarize(records, ('model', 'width'), sweeps.METRICS)
-  reporting.write_json(_common.out_path(name + '.json', out_dir), {
+  summary = store_lib.summarize(records, ('model', 'width'), sweeps.METRICS)
+  store_lib.write_json(_common.out_path(name + '.json', out_dir), {
       'comparison': records[0]['comparison'] if records else None,
       'summary': summary, 'provenance': _common.provenance(FLAGS,
           ('models', 'widths', 'seeds', 'epochs', 'batch_size', 'lr', 'weight_decay',
            'optimizer', 'loss', 'ridge'))})
-  reporting.write_csv(_common.out_path(name + '.csv', out_dir), summary)
+  store_lib.write_csv(_common.out_path(name + '.csv', out_dir), summary)
   plot(summary, records[0]['comparison'] if records else '', ds.name, out_dir)
   return summary
 
@@ -77,7 +78,7 @@ def run(ds, model_names, widths, seeds, config, resume, ridge, model_options=Non
 def plot(summary, comparison, dataset, out_dir=None):
   """ntk_distance.png: distance, trained kernel distance, kernel movement and test accuracy
   against width, one line per model, the study's Table 1 distances as stars."""
-  from ntk_attention import report_figures
+  from ntk_attention.study.report import figures as report_figures
   return report_figures.ntk_distance_figures({'summary': summary, 'comparison': comparison}, dataset,
                                              out_dir or FLAGS.output_dir)
 
@@ -100,10 +101,11 @@ def main(argv, context=None):
   summary = run(ds, model_names, widths, list(range(FLAGS.seeds)), config, FLAGS.resume,
                 FLAGS.ridge, {n: o for n, o in options.items() if n in model_names},
                 context=context)
-  from ntk_attention import reporting
+  from ntk_attention.study import store as store_lib
+  from ntk_attention.study.report import page
   cols = ['model', 'width', 'kernel_distance_init_mean', 'kernel_distance_final_mean',
           'kernel_movement_mean', 'function_distance_mean', 'test_accuracy_mean']
-  print(reporting.markdown_table(summary, cols))
+  print(page.markdown_table(summary, cols))
   logging.info('results in %s', FLAGS.output_dir)
 
 

@@ -227,7 +227,7 @@ def _sensitivity_args():
 def binary_tasks():
   """[(dataset, classes)] from --binary_tasks; a DATASET without CLASSES gets the study's
   binary pair for it (`paper.binary_classes`: 3,8 on MNIST-like data, 1,0 on CIFAR-10)."""
-  from ntk_attention import paper
+  from ntk_attention.study import paper
   tasks = []
   for item in FLAGS.binary_tasks.split('+'):
     if not item.strip():
@@ -308,7 +308,9 @@ def run_part(sub, script, args, context):
   """Runs one part unless its marker says it finished with the same command: in-process
   (`context`, the shared trainer) or, with --isolate_parts, as a subprocess. Its log goes to
   D/<sub>/log.txt."""
-  from ntk_attention import reporting
+  from ntk_attention.study import progress as progress_lib
+  from ntk_attention.study import store as store_lib
+  from ntk_attention.study.report import page
   out = os.path.join(FLAGS.output_dir, sub)
   marker = os.path.join(out, 'part.json')
   args = args + _extra_args(script) + [_arg('output_dir', out)]
@@ -316,7 +318,7 @@ def run_part(sub, script, args, context):
   if FLAGS.force and os.path.isdir(out):
     shutil.rmtree(out)
   if os.path.exists(marker):
-    info = reporting.read_json(marker)
+    info = store_lib.read_json(marker)
     if info.get('command') == shown:
       logging.info('[%s] cached (%s)', sub, marker)
       return dict(info, status='cached')
@@ -343,7 +345,7 @@ def run_part(sub, script, args, context):
       raise RuntimeError(f'part {sub} failed ({type(e).__name__}: {e}; log: {log_path}): '
                          f'{shown}') from e
   info = {'command': shown, 'seconds': time.time() - t0, 'finished': time.strftime('%F %T')}
-  reporting.write_json(marker, info)
+  store_lib.write_json(marker, info)
   return dict(info, status='computed')
 
 
@@ -414,7 +416,7 @@ def enable_compilation_cache():
 
 def build_report(parts_info, wall):
   """Writes D/report.md, D/report.html and D/figures/ from the parts' results on disk."""
-  from ntk_attention import report
+  from ntk_attention.study import report
   flag_values = {n: FLAGS[n].value for n in sorted(FLAGS) if FLAGS[n].present or n in (
       'preset', 'dataset', 'n_train', 'n_test', 'seed', 'epochs')}
   flag_values = {k: v for k, v in flag_values.items() if k not in ('flagfile', 'output_dir')}
@@ -460,8 +462,8 @@ def main(argv):
       raise ValueError(f'--binary_tasks: {ds}:{cls}: {e}') from None
     if n_classes != 2:
       raise ValueError(f'--binary_tasks: {ds}:{cls} is not a pair of classes.')
-  from ntk_attention import plan
-  from ntk_attention import training
+  from ntk_attention.study import cache
+  from ntk_attention.study import plan
   todo = [(sub, script, args) for part in parts for sub, script, args in commands()[part]]
   problems = check_parts_data(todo, strict=not FLAGS.dry_run)
   costs = [(sub, plan.part_cost(os.path.basename(script)[:-3], part_values(script, args)))
@@ -480,7 +482,7 @@ def main(argv):
   compilations = count_compilations()
   t0 = time.time()
   progress = plan.RunProgress({sub: plan.seconds(cost, rates) for sub, cost in costs})
-  context = _common.PartContext(train_fn=training.cached_train(directory=train_cache_dir()),
+  context = _common.PartContext(train_fn=cache.cached_train(directory=train_cache_dir()),
                                 on_progress=progress.cell)
   info = {}
   for sub, script, args in todo:
@@ -569,19 +571,21 @@ def _parse_script_flags(script, args):
 def dry_run_text(costs, rates) -> str:
   """The --dry_run table: each part's cells and estimated time on this machine."""
   import jax
-  from ntk_attention import plan
-  from ntk_attention import reporting
+  from ntk_attention.study import plan
+  from ntk_attention.study import progress as progress_lib
+  from ntk_attention.study import store as store_lib
+  from ntk_attention.study.report import page
   rows = plan.dry_run_table(costs, rates)
   total = sum(r['estimate_s'] for r in rows)
   for r in rows:
-    r['estimate'] = reporting.format_duration(r.pop('estimate_s'))
+    r['estimate'] = progress_lib.format_duration(r.pop('estimate_s'))
   return '\n'.join([
       f'dry run: {len(rows)} parts; this machine ({jax.default_backend()}, '
       f'{len(jax.devices())} device(s)) measured {rates.f32 / 1e9:.0f} GFLOP/s float32 and '
       f'{rates.f64 / 1e9:.0f} GFLOP/s float64 on matrix products.', '',
-      reporting.markdown_table(rows, ['part', 'cells', 'gflop_f32', 'gflop_f64', 'estimate'],
+      page.markdown_table(rows, ['part', 'cells', 'gflop_f32', 'gflop_f64', 'estimate'],
                                floatfmt='.3g'), '',
-      f'estimated total: {reporting.format_duration(total)} (a factor of 2 either way; '
+      f'estimated total: {progress_lib.format_duration(total)} (a factor of 2 either way; '
       'nothing was computed)'])
 
 

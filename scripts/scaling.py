@@ -53,7 +53,7 @@ def plot(path, rows, models=('relu_mlp', 'mlp_attn')):
   (mean ± std over seeds) and the ratio of mean flip rates (candidate / reference, `models`),
   with ratio 1 (equally malleable) drawn as a dashed reference. Written atomically."""
   from matplotlib.figure import Figure
-  from ntk_attention import report_figures
+  from ntk_attention.study.report import figures as report_figures
   names = [report_figures.model_name(m) for m in models]
   ns = [r['n_train'] for r in rows]
   fig = Figure(figsize=(11, 4.2))
@@ -95,7 +95,7 @@ def main(argv, context=None):
   del argv
   from ntk_attention import kernels
   from ntk_attention import malleability
-  from ntk_attention import scaling
+  from ntk_attention.study import scaling
   classes = _common.check_data_flags(FLAGS)
   models = _common.parse_models(FLAGS.models, count=MODEL_COUNT)
   grid = sorted(set(_common.parse_int_list(FLAGS.n_grid, 'n_grid')))
@@ -112,7 +112,7 @@ def main(argv, context=None):
   _common.check_pools(data_needs(FLAGS), FLAGS.seed, FLAGS.data_dir, '--n_grid: ')
   _common.setup(FLAGS)
   from ntk_attention import data
-  from ntk_attention import reporting
+  from ntk_attention.study import store as store_lib
   ds = data.load(FLAGS.dataset, classes=classes, n_train=grid[-1], n_test=FLAGS.n_test,
                  seed=FLAGS.seed, data_dir=FLAGS.data_dir)
   subsets = scaling.nested_subsets(ds, grid, FLAGS.seed)
@@ -134,13 +134,13 @@ def main(argv, context=None):
                   base_seed=FLAGS.seed, train_fn=train_fn, model_options=options,
                   models=models)
   rows = scaling.summarize(store.records(), models=models)
-  reporting.write_json(_common.out_path(NAME + '.json', FLAGS.output_dir), {
+  store_lib.write_json(_common.out_path(NAME + '.json', FLAGS.output_dir), {
       'rows': rows, 'models': models, 'provenance': _common.provenance(
           FLAGS, ('n_grid', 'seeds', 'width', 'models', 'attack', 'eps', 'eps_units', 'tau',
                   'epochs', 'init_std'))})
-  reporting.write_csv(_common.out_path(NAME + '.csv', FLAGS.output_dir), rows)
+  store_lib.write_csv(_common.out_path(NAME + '.csv', FLAGS.output_dir), rows)
   text = scaling.scaling_section(rows, models=models)
-  reporting.write_text(_common.out_path(NAME + '.md', FLAGS.output_dir), text)
+  store_lib.write_text(_common.out_path(NAME + '.md', FLAGS.output_dir), text)
   plot(_common.out_path(NAME + '.png', FLAGS.output_dir), rows, models)
   print(text)
 

@@ -67,7 +67,7 @@ MODEL_COUNT = 2     # --models: (reference, candidate)
 
 
 def baseline(fv=FLAGS):
-  from ntk_attention import sensitivity
+  from ntk_attention.study import sensitivity
   return sensitivity.Baseline(eps=fv.eps, eps_units=fv.eps_units, tau=fv.tau,
                               init_std=fv.init_std, epochs=fv.epochs, width=fv.width,
                               n_train=fv.n_train, ridge=fv.ridge, score=fv.score,
@@ -78,7 +78,7 @@ def data_needs(fv=FLAGS) -> list:
   """Every (task, n_train) load of the run (`loader`): each task at the baseline n_train
   and at each n_train variation, n_test in proportion."""
   from ntk_attention import data
-  from ntk_attention import sensitivity
+  from ntk_attention.study import sensitivity
   base = baseline(fv)
   sizes = [base.n_train] + [v for k, v in sensitivity.parse_variations(fv.variations, base)
                             if k == 'n_train']
@@ -93,7 +93,7 @@ def data_needs(fv=FLAGS) -> list:
 def parse_tasks(text, dataset):
   """'+'-separated tasks -> list; 'binary' becomes `paper.binary_classes(dataset)`."""
   from ntk_attention import data
-  from ntk_attention import paper
+  from ntk_attention.study import paper
   tasks = [t.strip() for t in text.split('+') if t.strip()]
   tasks = [paper.binary_classes(dataset) if t == 'binary' else t for t in tasks]
   if not tasks:
@@ -137,8 +137,8 @@ def run(tasks, base, variations, attack_names, seeds, config, resume, out_dir=No
   `context`: a `_common.PartContext` when scripts/reproduce.py runs this in-process;
   `models`: the names (reference, candidate)."""
   out_dir = out_dir or FLAGS.output_dir
-  from ntk_attention import reporting
-  from ntk_attention import sensitivity
+  from ntk_attention.study import sensitivity
+  from ntk_attention.study import store as store_lib
   settings = dict(dataset=FLAGS.dataset, n_test=FLAGS.n_test, data_seed=FLAGS.seed,
                   tasks=tasks, baseline=base._asdict(), variations=variations,
                   attacks=attack_names, seeds=list(seeds), **config._asdict())
@@ -163,21 +163,21 @@ def run(tasks, base, variations, attack_names, seeds, config, resume, out_dir=No
             'provenance': _common.provenance(FLAGS, (
                 'tasks', 'variations', 'attacks', 'models', 'seeds', 'width', 'eps', 'eps_units',
                 'tau', 'ridge', 'score', 'kernel', 'pgd_steps', 'epochs', 'init_std'))}
-  reporting.write_json(_common.out_path(NAME + '.json', out_dir), result)
-  reporting.write_csv(_common.out_path(NAME + '.csv', out_dir), summary)
-  reporting.write_csv(_common.out_path(NAME + '_calibration.csv', out_dir), calib)
-  from ntk_attention import report_figures
+  store_lib.write_json(_common.out_path(NAME + '.json', out_dir), result)
+  store_lib.write_csv(_common.out_path(NAME + '.csv', out_dir), summary)
+  store_lib.write_csv(_common.out_path(NAME + '_calibration.csv', out_dir), calib)
+  from ntk_attention.study.report import figures as report_figures
   figures = report_figures.sensitivity_figures(result, out_dir or FLAGS.output_dir)
-  from ntk_attention import report
+  from ntk_attention.study import report
   text = report.sensitivity_section(result, [os.path.basename(f) for f in figures])
-  reporting.write_text(_common.out_path(NAME + '_table.md', out_dir), text)
+  store_lib.write_text(_common.out_path(NAME + '_table.md', out_dir), text)
   return result
 
 
 def main(argv, context=None):
   del argv
   from ntk_attention import attacks
-  from ntk_attention import sensitivity
+  from ntk_attention.study import sensitivity
   classes = _common.check_data_flags(FLAGS)
   if classes:
     raise app.UsageError('--classes does not apply here; use --tasks (e.g. "all+3,8").')

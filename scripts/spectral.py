@@ -33,9 +33,9 @@ import numpy as np
 import _common
 from ntk_attention import _nt
 from ntk_attention import layers
-from ntk_attention import paper
-from ntk_attention import reporting
 from ntk_attention import spectral
+from ntk_attention.study import paper
+from ntk_attention.study import store as store_lib
 
 FLAGS = _common.script_flags(__name__)
 _common.define_data_flags(FLAGS)
@@ -214,12 +214,12 @@ def run(ds, out, grid, depths, ranks, rtol=1e-10, eps=0.3, seed=0, variant_n=10)
   paths = [os.path.join(out, f) for f in ('spectral.json', 'spectral_curve.csv',
                                            'spectral_spectra.npz', 'spectral_spectra.png',
                                            'spectral_kappa_vs_n.png')]
-  reporting.write_json(paths[0], result)
-  reporting.write_csv(paths[1], curve)
+  store_lib.write_json(paths[0], result)
+  store_lib.write_csv(paths[1], curve)
   eigenvalues = {name.split(' ')[0]: v for name, v in spectra.items() if 'measured' not in name}
-  reporting.write_npz(paths[2], n=n, d=d, rank=rank, r=r, **eigenvalues, G3_measured=eigs_attn)
+  store_lib.write_npz(paths[2], n=n, d=d, rank=rank, r=r, **eigenvalues, G3_measured=eigs_attn)
 
-  from ntk_attention import report_figures
+  from ntk_attention.study.report import figures as report_figures
   report_figures.spectral_figures(result, dict(eigenvalues, G3_measured=eigs_attn), ds.name, out)
   for p in paths:
     logging.info('wrote %s', p)

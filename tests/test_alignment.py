@@ -13,7 +13,7 @@ import pytest
 
 from ntk_attention import alignment
 from ntk_attention import data
-from ntk_attention import reporting
+from ntk_attention.study import store as store_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'scripts', 'approximation.py')
@@ -228,7 +228,7 @@ def test_script_end_to_end(script_run):
   proc, out = script_run
   stdout, stderr = proc.communicate(timeout=240)
   assert proc.returncode == 0, (stdout + stderr)[-3000:]
-  res = reporting.read_json(out / 'approximation.json')
+  res = store_lib.read_json(out / 'approximation.json')
   rows = {(r['task'], r['kernel']): r for r in res['summary']}
   assert set(rows) == {(t, k) for t in ('real', 'aligned', 'random') for k in alignment.KERNELS}
   for (task, kernel), r in rows.items():

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ntk_attention import reporting
+from ntk_attention.study import store as store_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'scripts', 'benchmark.py')
@@ -35,7 +35,7 @@ def test_quick_rows(runs):
   out, logs = runs
   log, rc = logs['quick']
   assert rc == 0, log[-3000:]
-  rows = reporting.read_json(out)['rows']
+  rows = store_lib.read_json(out)['rows']
   ntk = [r for r in rows if r['entry'] == 'ntk']
   inf = [r for r in rows if r['entry'] == 'influence']
   # Per model: one row per generic method and one against the faster of them.

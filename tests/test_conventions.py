@@ -20,6 +20,7 @@ from ntk_attention import malleability
 from ntk_attention import models
 from ntk_attention import spectral
 from ntk_attention import training
+from ntk_attention.study import cache
 
 
 @pytest.fixture(scope='module')
@@ -197,7 +198,7 @@ def test_cached_train_trains_each_setting_once(digits):
     calls.append(1)
     return real(*a, **k)
 
-  training.train, trainer = counting, training.cached_train()
+  training.train, trainer = counting, cache.cached_train()
   try:
     y = data.targets(digits.y_train, 10)
     cfg = training.TrainConfig(epochs=2)

@@ -3,7 +3,7 @@ can use finds them (the numbers themselves are the study's and are not tested he
 import pytest
 
 from ntk_attention import data
-from ntk_attention import paper
+from ntk_attention.study import paper
 
 STUDY = ('mnist', 'cifar10')
 ATTACKS = ('fgsm', 'pgd', 'mim')
@@ -48,7 +48,7 @@ def test_every_study_dataset_has_every_table(ref):
 @pytest.mark.parametrize('dataset, kappa, n', [('mnist_sample', '1.2e+03 (MNIST)', 50),
                                                ('cifar10_sample', '8.7e+03 (CIFAR-10)', 100)])
 def test_spectral_reading_compares_with_the_runs_dataset(dataset, kappa, n):
-  from ntk_attention import report
+  from ntk_attention.study.report import sections as report
   curve = [{'n': 25, 'kappa': 500.0}, {'n': 50, 'kappa': 2e3}, {'n': 100, 'kappa': 9e3}]
   res = {'n': 100, 'kappa': 9e3, 'log10_kappa': 3.95, 'rank': 100, 'r': 100, 'kappa_eff': 9e3,
          'log10_width_v2': 26.0, 'kappa_attn_direct_reliable': True, 'curve': curve,
@@ -57,7 +57,7 @@ def test_spectral_reading_compares_with_the_runs_dataset(dataset, kappa, n):
 
 
 def test_sensitivity_reading_quotes_the_runs_dataset():
-  from ntk_attention import report
+  from ntk_attention.study.report import sections as report
   # 2L-ReLU's FGSM/PGD/MIM flip rates per task, rounded: CIFAR-10 3.1–3.3 and 15.2–15.5.
   assert report._study_relu_rates('cifar10') == '3 % on 10 classes, 15–16 % on 1,0'
   assert report._study_relu_rates('mnist') == '3–4 % on 10 classes, 8–9 % on 3,8'

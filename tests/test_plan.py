@@ -6,7 +6,7 @@ import sys
 import jax
 import pytest
 
-from ntk_attention import plan
+from ntk_attention.study import plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

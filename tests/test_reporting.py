@@ -1,4 +1,4 @@
-"""Tests for ntk_attention.reporting: atomic files, the JSONL store, summaries, progress, tables, figures, HTML."""
+"""Tests for the study's results files and pages (ntk_attention.study.store, progress, report.page, report.plots): atomic files, the JSONL store, summaries, progress, tables, figures, HTML."""
 import base64
 import csv
 import json
@@ -10,34 +10,36 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from ntk_attention import page
-from ntk_attention import progress
-from ntk_attention import reporting
-from ntk_attention import store
+from ntk_attention.study import progress
+from ntk_attention.study import progress as progress_lib
+from ntk_attention.study import store
+from ntk_attention.study import store as store_lib
+from ntk_attention.study.report import page
+from ntk_attention.study.report import plots
 
 
 # --- atomic files and JSON ---------------------------------------------------------------------
 
 def test_write_json_failure_keeps_old_file_and_leaves_no_temp(tmp_path):
   p = tmp_path / 'r.json'
-  reporting.write_json(p, {'a': 1})
+  store_lib.write_json(p, {'a': 1})
   before = p.read_bytes()
   with pytest.raises(TypeError):
-    reporting.write_json(p, {'b': object()})
+    store_lib.write_json(p, {'b': object()})
   assert p.read_bytes() == before
   assert os.listdir(tmp_path) == ['r.json']
 
 
 def test_atomic_write_failure_after_temp_created_cleans_up(tmp_path, monkeypatch):
   p = tmp_path / 'r.txt'
-  reporting.write_text(p, 'old')
+  store_lib.write_text(p, 'old')
 
   def broken_replace(src, dst):
     raise OSError('disk gone')
 
   monkeypatch.setattr(store.os, 'replace', broken_replace)
   with pytest.raises(OSError):
-    reporting.write_text(p, 'new')
+    store_lib.write_text(p, 'new')
   monkeypatch.undo()
   assert p.read_text() == 'old'
   assert os.listdir(tmp_path) == ['r.txt']
@@ -47,10 +49,10 @@ def test_json_round_trip_numpy_tuples_and_nonfinite(tmp_path):
   obj = {'i': np.int64(3), 'f': np.float32(0.5), 'b': np.bool_(True), 'arr': np.arange(3.0).reshape(3, 1),
          'tup': (1, 2), 'inf': math.inf, 'ninf': -np.inf, 'nan': float('nan'), 'nested': [{'x': np.float64(2.25)}]}
   p = tmp_path / 'o.json'
-  reporting.write_json(p, obj)
+  store_lib.write_json(p, obj)
   raw = p.read_text()
   json.loads(raw, parse_constant=lambda c: pytest.fail(f'non-strict JSON token {c}'))
-  back = reporting.read_json(p)
+  back = store_lib.read_json(p)
   assert back['i'] == 3 and isinstance(back['i'], int)
   assert back['f'] == 0.5 and back['b'] is True
   assert back['arr'] == [[0.0], [1.0], [2.0]]
@@ -62,14 +64,14 @@ def test_json_round_trip_numpy_tuples_and_nonfinite(tmp_path):
 def test_csv_round_trip(tmp_path):
   rows = [{'model': 'attn', 'width': 64, 'err': 0.125}, {'model': 'relu', 'err': np.float64(-1.5), 'extra': 'z'}]
   p = tmp_path / 't.csv'
-  reporting.write_csv(p, rows)
+  store_lib.write_csv(p, rows)
   with open(p, newline='') as f:
     reader = csv.DictReader(f)
     back = list(reader)
   assert reader.fieldnames == ['model', 'width', 'err', 'extra']
   assert back[0] == {'model': 'attn', 'width': '64', 'err': '0.125', 'extra': ''}
   assert back[1] == {'model': 'relu', 'width': '', 'err': '-1.5', 'extra': 'z'}
-  reporting.write_csv(p, rows, columns=['err'])
+  store_lib.write_csv(p, rows, columns=['err'])
   with open(p, newline='') as f:
     assert [float(r['err']) for r in csv.DictReader(f)] == [0.125, -1.5]
 
@@ -81,7 +83,7 @@ def _cells():
 
 
 def test_jsonl_store_append_records_done_keys_reset(tmp_path):
-  store = reporting.JsonlStore(tmp_path / 'sub' / 'res.jsonl')
+  store = store_lib.JsonlStore(tmp_path / 'sub' / 'res.jsonl')
   assert store.records() == []
   cells = _cells()
   for c in cells[:5]:
@@ -99,7 +101,7 @@ def test_jsonl_store_append_records_done_keys_reset(tmp_path):
 
 
 def test_jsonl_store_torn_last_line(tmp_path):
-  store = reporting.JsonlStore(tmp_path / 'res.jsonl')
+  store = store_lib.JsonlStore(tmp_path / 'res.jsonl')
   store.append({'k': 1})
   store.append({'k': 2})
   with open(store.path, 'a') as f:
@@ -115,11 +117,11 @@ def test_jsonl_store_corrupt_middle_line_raises(tmp_path):
   p = tmp_path / 'res.jsonl'
   p.write_text('{"k": 1}\nnot json\n{"k": 2}\n')
   with pytest.raises(ValueError, match=':2:'):
-    reporting.JsonlStore(p).records()
+    store_lib.JsonlStore(p).records()
 
 
 def test_jsonl_store_unserialisable_record_writes_nothing(tmp_path):
-  store = reporting.JsonlStore(tmp_path / 'res.jsonl')
+  store = store_lib.JsonlStore(tmp_path / 'res.jsonl')
   store.append({'k': 1})
   with pytest.raises(TypeError):
     store.append({'k': object()})
@@ -133,7 +135,7 @@ def test_summarize_against_numpy():
   recs = [{'model': m, 'width': w, 'seed': s, 'd': float(rng.standard_normal()), 'acc': float(rng.uniform())}
           for w in (np.int64(16), 8) for m in ('b', 'a') for s in range(4)]
   recs.append({'model': 'c', 'width': 4, 'seed': 0, 'd': 2.5, 'acc': 1.0})
-  rows = reporting.summarize(recs, ['model', 'width'], ['d', 'acc'])
+  rows = store_lib.summarize(recs, ['model', 'width'], ['d', 'acc'])
   assert [(r['model'], r['width']) for r in rows] == [('b', 16), ('a', 16), ('b', 8), ('a', 8), ('c', 4)]
   assert type(rows[0]['width']) is int
   for row in rows[:4]:
@@ -149,9 +151,9 @@ def test_summarize_against_numpy():
 def test_summarize_rejects_bad_values(bad):
   recs = [{'g': 1, 'm': 1.0}, {'g': 1, 'm': 2.0}, {'g': 2, 'm': bad}]
   with pytest.raises(ValueError, match='record 2'):
-    reporting.summarize(recs, ['g'], ['m'])
+    store_lib.summarize(recs, ['g'], ['m'])
   with pytest.raises(ValueError, match='no metric'):
-    reporting.summarize([{'g': 1}], ['g'], ['m'])
+    store_lib.summarize([{'g': 1}], ['g'], ['m'])
 
 
 # --- progress ----------------------------------------------------------------------------------
@@ -160,7 +162,7 @@ def test_progress_lines_with_fake_clock(monkeypatch):
   now = [1000.0]
   monkeypatch.setattr(progress.time, 'monotonic', lambda: now[0])
   lines = []
-  prog = reporting.Progress(10, 'ntk_distance', log_fn=lines.append)
+  prog = progress_lib.Progress(10, 'ntk_distance', log_fn=lines.append)
   prog.skip(2)
   now[0] += 12.3
   prog.update()
@@ -168,30 +170,30 @@ def test_progress_lines_with_fake_clock(monkeypatch):
                    '[ntk_distance] 3/10 cells, 12.3 s/cell, ~1m26s left']  # 7 * 12.3 s = 86.1 s.
   now[0] += 12.3 * 7
   prog.update(7)
-  assert lines[-1] == f'[ntk_distance] 10/10 cells, 12.3 s/cell, done in {reporting.format_duration(12.3 * 8)}'
+  assert lines[-1] == f'[ntk_distance] 10/10 cells, 12.3 s/cell, done in {progress_lib.format_duration(12.3 * 8)}'
 
 
 def test_format_duration():
-  assert reporting.format_duration(4.21) == '4.2s'
-  assert reporting.format_duration(42.4) == '42s'
-  assert reporting.format_duration(86.1) == '1m26s'
-  assert reporting.format_duration(2 * 3600 + 5 * 60 + 7) == '2h05m'
-  assert reporting.format_duration(3 * 86400 + 4 * 3600) == '3d04h'
+  assert progress_lib.format_duration(4.21) == '4.2s'
+  assert progress_lib.format_duration(42.4) == '42s'
+  assert progress_lib.format_duration(86.1) == '1m26s'
+  assert progress_lib.format_duration(2 * 3600 + 5 * 60 + 7) == '2h05m'
+  assert progress_lib.format_duration(3 * 86400 + 4 * 3600) == '3d04h'
   with pytest.raises(ValueError):
-    reporting.format_duration(-1)
+    progress_lib.format_duration(-1)
 
 
 # --- markdown table ----------------------------------------------------------------------------
 
 def test_markdown_table_exact():
   rows = [{'a': 1, 'b': 0.123456, 'c': 'x|y'}, {'a': np.int64(2), 'b': math.inf}]
-  got = reporting.markdown_table(rows, ['a', 'b', 'c'], headers=['A', 'B', 'C'])
+  got = page.markdown_table(rows, ['a', 'b', 'c'], headers=['A', 'B', 'C'])
   assert got == ('| A | B | C |\n'
                  '|---|---|---|\n'
                  '| 1 | 0.123 | x\\|y |\n'
                  '| 2 | inf |  |')
   with pytest.raises(ValueError):
-    reporting.markdown_table(rows, ['a', 'b'], headers=['A'])
+    page.markdown_table(rows, ['a', 'b'], headers=['A'])
 
 
 # --- figures -----------------------------------------------------------------------------------
@@ -206,37 +208,37 @@ def _assert_png(path, returned):
 def test_plots_write_readable_pngs(tmp_path):
   x = np.array([8, 16, 32, 64])
   p = tmp_path / 'lines.png'
-  _assert_png(p, reporting.plot_lines(p, {'attn': (x, 1 / x, 0.1 / x), 'relu': (x, 2 / x, None)},
+  _assert_png(p, plots.plot_lines(p, {'attn': (x, 1 / x, 0.1 / x), 'relu': (x, 2 / x, None)},
                                       'width', 'distance', 'd vs width', logx=True, logy=True))
   p = tmp_path / 'bars.png'
-  _assert_png(p, reporting.plot_bars(p, ['fgsm', 'pgd'], {'a': ([1.0, 2.0], [0.1, 0.2]), 'b': ([1.5, 0.5], None)},
+  _assert_png(p, plots.plot_bars(p, ['fgsm', 'pgd'], {'a': ([1.0, 2.0], [0.1, 0.2]), 'b': ([1.5, 0.5], None)},
                                      'influence change', 'attacks'))
   p = tmp_path / 'scatter.png'
   rng = np.random.default_rng(1)
-  _assert_png(p, reporting.plot_scatter(p, rng.standard_normal(50), rng.standard_normal(50), 'before', 'after', 's'))
+  _assert_png(p, plots.plot_scatter(p, rng.standard_normal(50), rng.standard_normal(50), 'before', 'after', 's'))
   p = tmp_path / 'spectra.png'
-  _assert_png(p, reporting.plot_spectra(p, {'ntk': np.array([1e-3, 3.0, 0.2, -1e-12]), 'nngp': [2.0, 1.0]}, 'sp'))
+  _assert_png(p, plots.plot_spectra(p, {'ntk': np.array([1e-3, 3.0, 0.2, -1e-12]), 'nngp': [2.0, 1.0]}, 'sp'))
   assert sorted(os.listdir(tmp_path)) == ['bars.png', 'lines.png', 'scatter.png', 'spectra.png']
 
 
 def test_plots_reject_nan(tmp_path):
   with pytest.raises(ValueError):
-    reporting.plot_lines(tmp_path / 'x.png', {'a': ([1, 2], [1.0, np.nan], None)}, 'x', 'y', 't')
+    plots.plot_lines(tmp_path / 'x.png', {'a': ([1, 2], [1.0, np.nan], None)}, 'x', 'y', 't')
   with pytest.raises(ValueError):
-    reporting.plot_spectra(tmp_path / 'x.png', {'a': [1.0, np.nan]}, 't')
+    plots.plot_spectra(tmp_path / 'x.png', {'a': [1.0, np.nan]}, 't')
   assert not (tmp_path / 'x.png').exists()
 
 
 # --- HTML --------------------------------------------------------------------------------------
 
 def test_html_report_self_contained(tmp_path):
-  img = reporting.plot_scatter(tmp_path / 'fig.png', [0, 1, 2], [0, 1, 3], 'x', 'y', 't')
-  table = reporting.markdown_table([{'n': 1, 'v': 0.5}, {'n': 2, 'v': 1.5}], ['n', 'v'])
+  img = plots.plot_scatter(tmp_path / 'fig.png', [0, 1, 2], [0, 1, 3], 'x', 'y', 't')
+  table = page.markdown_table([{'n': 1, 'v': 0.5}, {'n': 2, 'v': 1.5}], ['n', 'v'])
   md = (f'# Report <script>\n\nWe check that a < b & **bold** and `k<2>` hold.\n\n'
         f'## Table, ε and κ³\n\n{table}\n\n- first item\n- second with **bold**\n\n'
         f'See [the table](#{page.anchor("Table, ε and κ³")}).\n\n![influence](fig.png)\n\n'
         '```details Commands (2)\npython a.py --x=<1>\npython b.py\n```\n\n<b>raw</b>\n')
-  out = reporting.html_report(md, tmp_path)
+  out = page.html_report(md, tmp_path)
   assert isinstance(out, str)
   assert out.count('<table>') == 1 and out.count('<tr>') == 3 and '<td>1.5</td>' in out
   assert '<h1 id="report-script">Report &lt;script&gt;</h1>' in out and '<script>' not in out
@@ -256,4 +258,4 @@ def test_html_report_self_contained(tmp_path):
 
 def test_html_report_missing_image_raises(tmp_path):
   with pytest.raises(FileNotFoundError):
-    reporting.html_report('![x](nope.png)', tmp_path)
+    page.html_report('![x](nope.png)', tmp_path)

@@ -30,9 +30,10 @@ import time
 
 import pytest
 
-from ntk_attention import paper
-from ntk_attention import report
-from ntk_attention import reporting
+from ntk_attention.study import paper
+from ntk_attention.study import progress as progress_lib
+from ntk_attention.study import report
+from ntk_attention.study import store as store_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'scripts', 'reproduce.py')
@@ -81,8 +82,8 @@ def _snapshot(d, proc, seconds):
   with open(os.path.join(d, 'report.html'), encoding='utf-8') as f:
     html = f.read()
   return {'dir': d, 'proc': proc, 'seconds': seconds, 'md': md, 'html': html, 'files': files,
-          'markers': {s: reporting.read_json(os.path.join(d, s, 'part.json')) for s in SUBS},
-          'results': {s: reporting.read_json(os.path.join(d, s, f)) for s, f in (
+          'markers': {s: store_lib.read_json(os.path.join(d, s, 'part.json')) for s in SUBS},
+          'results': {s: store_lib.read_json(os.path.join(d, s, f)) for s, f in (
               ('spectral', 'spectral.json'), ('ntk_distance', 'ntk_distance.json'),
               ('malleability', 'malleability.json'), (BINARY, 'malleability.json'))},
           'top': sorted(os.listdir(d)),
@@ -462,7 +463,7 @@ def test_report_provenance_lists_parts_flags_and_markers(first):
   for r in rows:
     marker = first['markers'][r['part']]
     assert r['status'] == 'computed'
-    assert r['wall time'] == reporting.format_duration(marker['seconds'])
+    assert r['wall time'] == progress_lib.format_duration(marker['seconds'])
     assert r['command'] == f"`{marker['command']}`"
     assert f"--output_dir={os.path.join(first['dir'], r['part'])}" in marker['command']
   assert '--classes=3,8' in first['markers'][BINARY]['command']
@@ -613,8 +614,8 @@ def test_interrupted_spectral_part_is_rerun(tmp_path):
   (out / 'spectral').mkdir(parents=True)
   proc, _ = _run(out, '--parts=spectral')
   _ok(proc)
-  marker = reporting.read_json(out / 'spectral' / 'part.json')
-  res = reporting.read_json(out / 'spectral' / 'spectral.json')
+  marker = store_lib.read_json(out / 'spectral' / 'part.json')
+  res = store_lib.read_json(out / 'spectral' / 'spectral.json')
   assert res['n'] == 60
   rows = _provenance_rows((out / 'report.md').read_text(encoding='utf-8'))
   assert [(r['part'], r['status'], r['command']) for r in rows] == [

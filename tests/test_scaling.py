@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ntk_attention import data
-from ntk_attention import reporting
-from ntk_attention import scaling
+from ntk_attention.study import scaling
+from ntk_attention.study import store as store_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'scripts', 'scaling.py')
@@ -62,16 +62,16 @@ def test_script_end_to_end_and_resume(tmp_path):
           '--width=8', f'--output_dir={tmp_path}']
   proc = _run(args)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  rows = reporting.read_json(tmp_path / 'scaling.json')['rows']
+  rows = store_lib.read_json(tmp_path / 'scaling.json')['rows']
   assert [r['n_train'] for r in rows] == [40, 80]
-  records = reporting.JsonlStore(str(tmp_path / 'scaling.jsonl')).records()
+  records = store_lib.JsonlStore(str(tmp_path / 'scaling.jsonl')).records()
   assert len(records) == 2 * 2 * 2          # n × model × seed
   for r in rows:
     assert 0 <= r['relu_mlp_flip_rate_mean'] <= 1 and r['log10_kappa_d'] > 0
   assert (tmp_path / 'scaling.png').exists() and (tmp_path / 'scaling.md').exists()
   proc = _run(args + ['--resume'])          # nothing left to do: same records
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert len(reporting.JsonlStore(str(tmp_path / 'scaling.jsonl')).records()) == 8
+  assert len(store_lib.JsonlStore(str(tmp_path / 'scaling.jsonl')).records()) == 8
 
 
 @pytest.mark.parametrize('args,message', [
@@ -98,8 +98,8 @@ def test_reproduce_scaling_part_matches_the_script_and_reports_it(tmp_path):
   alone = _run([*common, '--n_grid=40,80', '--seeds=2', '--width=8',
                 f'--output_dir={tmp_path / "alone"}'])
   assert alone.returncode == 0, alone.stderr[-3000:]
-  rows = reporting.read_json(tmp_path / 'run' / 'scaling' / 'scaling.json')['rows']
-  assert rows == reporting.read_json(tmp_path / 'alone' / 'scaling.json')['rows']
+  rows = store_lib.read_json(tmp_path / 'run' / 'scaling' / 'scaling.json')['rows']
+  assert rows == store_lib.read_json(tmp_path / 'alone' / 'scaling.json')['rows']
   md = (tmp_path / 'run' / 'report.md').read_text()
   assert scaling.scaling_section(rows) in md
   assert '![scaling/scaling.png](scaling/scaling.png)' in md

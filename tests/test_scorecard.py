@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from ntk_attention import paper
-from ntk_attention import scorecard
+from ntk_attention.study import paper
+from ntk_attention.study import scorecard
 
 
 def _nd(relu, attn):

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from ntk_attention import reporting
+from ntk_attention.study import store as store_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, 'scripts')
@@ -86,7 +86,7 @@ def test_json_numbers_are_numbers_or_null(tmp_path):
   obj = {'kappa': math.inf, 'low': -np.inf, 'ratio': np.float64('nan'), 'ok': 1.5,
          'curve': [{'n': 10, 'kappa': np.float32('inf')}], 'spectrum': np.array([1.0, np.inf]),
          'name': 'inf is a word here'}
-  reporting.write_json(tmp_path / 'r.json', obj)
+  store_lib.write_json(tmp_path / 'r.json', obj)
   raw = json.loads((tmp_path / 'r.json').read_text(),
                    parse_constant=lambda c: pytest.fail(f'non-strict JSON token {c}'))
   assert _numeric_strings(raw) == []
@@ -94,11 +94,11 @@ def test_json_numbers_are_numbers_or_null(tmp_path):
   assert raw['low_null_because'] == 'negative infinite'
   assert raw['ratio_null_because'] == 'not a number'
   assert raw['curve'][0]['kappa'] is None and raw['spectrum'] == [1.0, None]
-  back = reporting.read_json(tmp_path / 'r.json')
+  back = store_lib.read_json(tmp_path / 'r.json')
   assert back['kappa'] == math.inf and back['low'] == -math.inf and math.isnan(back['ratio'])
   assert back['curve'][0]['kappa'] == math.inf and 'kappa_null_because' not in back
   assert back['name'] == 'inf is a word here' and back['ok'] == 1.5
-  store = reporting.JsonlStore(tmp_path / 'r.jsonl')
+  store = store_lib.JsonlStore(tmp_path / 'r.jsonl')
   store.append({'ratio_high': math.inf})
   line = json.loads((tmp_path / 'r.jsonl').read_text().splitlines()[0])
   assert line == {'ratio_high': None, 'ratio_high_null_because': 'infinite'}

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from ntk_attention import report
-from ntk_attention import reporting
+from ntk_attention.study import report
+from ntk_attention.study import store as store_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, 'scripts')
@@ -63,17 +63,17 @@ def test_a_users_model_runs_beside_the_builtin_ones_and_is_reported_by_name(env,
     _, stderr = proc.communicate(timeout=900)
     assert proc.returncode == 0, (name, stderr[-3000:])
 
-  records = reporting.JsonlStore(str(d / 'ntk_distance' / 'ntk_distance.jsonl')).records()
+  records = store_lib.JsonlStore(str(d / 'ntk_distance' / 'ntk_distance.jsonl')).records()
   assert sorted(r['model'] for r in records) == sorted(['relu_mlp', ENTRY])
   for r in records:
     for key in ('kernel_distance_init', 'kernel_distance_final', 'kernel_movement'):
       assert math.isfinite(r[key]) and r[key] > 0, (r['model'], key, r[key])
   mine = next(r for r in records if r['model'] == ENTRY)
   assert mine['width'] == 8
-  summary = reporting.read_json(str(d / 'ntk_distance' / 'ntk_distance.json'))['summary']
+  summary = store_lib.read_json(str(d / 'ntk_distance' / 'ntk_distance.json'))['summary']
   assert {r['model'] for r in summary} == {'relu_mlp', ENTRY}
 
-  records = reporting.JsonlStore(str(d / 'malleability' / 'malleability.jsonl')).records()
+  records = store_lib.JsonlStore(str(d / 'malleability' / 'malleability.jsonl')).records()
   assert {r['model'] for r in records} == {'relu_mlp', ENTRY}
   for r in records:
     assert math.isfinite(r['kernel_distance']) and 0 <= r['flip_rate'] <= 1, r

@@ -19,7 +19,7 @@ import pytest
 
 from ntk_attention import data
 from ntk_attention import models
-from ntk_attention import reporting
+from ntk_attention.study import store as store_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, 'scripts')
@@ -80,7 +80,7 @@ def _kappa(k):
 
 
 def test_spectral_kappa_and_direct_attention_kappa(runs):
-  out = reporting.read_json(_ok(runs, 'spectral') / 'spectral.json')
+  out = store_lib.read_json(_ok(runs, 'spectral') / 'spectral.json')
   g = _gram(_dataset().x_train)
   kappa = _kappa(g)
   assert out['n'] == N_TRAIN and out['d'] == 64
@@ -102,7 +102,7 @@ def test_spectral_kappa_and_direct_attention_kappa(runs):
 
 def test_spectral_curve_drops_large_n_and_matches_nested_subsets(runs):
   folder = _ok(runs, 'spectral')
-  out = reporting.read_json(folder / 'spectral.json')
+  out = store_lib.read_json(folder / 'spectral.json')
   assert [c['n'] for c in out['curve']] == [10, 20]          # 5000 > n_train was dropped
   x = _dataset().x_train
   perm = np.random.default_rng(0).permutation(N_TRAIN)
@@ -137,7 +137,7 @@ def test_spectral_spectra_npz_and_figures(runs):
 
 def test_kernels_distance_shrinks_with_width(runs):
   folder = _ok(runs, 'kernels')
-  summary = reporting.read_json(folder / 'kernels.json')['summary']
+  summary = store_lib.read_json(folder / 'kernels.json')['summary']
   assert {(r['model'], r['width']) for r in summary} == {
       (m, w) for m in ('relu_mlp', 'mlp_attn') for w in (8, 2048)}
   for model in ('relu_mlp', 'mlp_attn'):
@@ -169,7 +169,7 @@ def test_kernels_saved_blocks_match_closed_forms(runs):
   s = (u @ w > 0).astype(np.float64)
   np.testing.assert_allclose(saved['empirical_relu_mlp_8'], g * (s @ s.T) / 8, atol=1e-5)
   # The recorded train-block distance of seed 0 is that of the saved blocks.
-  records = reporting.read_json(folder / 'kernels.json')['records']
+  records = store_lib.read_json(folder / 'kernels.json')['records']
   rec = next(r for r in records if (r['model'], r['width'], r['seed']) == ('relu_mlp', 8, 0))
   a, e = saved['analytic_relu_mlp'], saved['empirical_relu_mlp_8'].astype(np.float64)
   np.testing.assert_allclose(rec['distance_train'], np.linalg.norm(e - a) / np.linalg.norm(a),
@@ -214,7 +214,7 @@ def test_spectral_singular_gram_uses_effective_kappa(tmp_path):
   # κ_d³ ~ 1e17 is beyond float64: the measurement must be flagged unreliable.
   _run_in_process('spectral', ['--dataset=digits', '--n_train=100', '--n_test=10',
                                '--n_grid=50,100', f'--output_dir={tmp_path}'])
-  out = reporting.read_json(tmp_path / 'spectral.json')
+  out = store_lib.read_json(tmp_path / 'spectral.json')
   x = data.load('digits', n_train=100, n_test=10, seed=0).x_train
   lam = np.linalg.eigvalsh(_gram(x))[::-1]
   r = min(100, 64, int(np.sum(lam > 1e-10 * lam[0])))

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from ntk_attention import paper
-from ntk_attention import sensitivity
+from ntk_attention.study import paper
+from ntk_attention.study import sensitivity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'scripts', 'sensitivity.py')

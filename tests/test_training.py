@@ -10,9 +10,10 @@ import pytest
 
 from ntk_attention import data
 from ntk_attention import models
-from ntk_attention import reporting
 from ntk_attention import sweeps
 from ntk_attention import training
+from ntk_attention.study import cache
+from ntk_attention.study import store as store_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,13 +90,13 @@ def _sweep_summary(ds, store, done_after=None):
   except Stop:
     return None
   records = store.records()
-  return reporting.summarize(records, ('model', 'width'), sweeps.METRICS), len(records)
+  return store_lib.summarize(records, ('model', 'width'), sweeps.METRICS), len(records)
 
 
 def test_resume_gives_the_same_summary(small, tmp_path):
-  full = reporting.JsonlStore(str(tmp_path / 'full.jsonl'))
+  full = store_lib.JsonlStore(str(tmp_path / 'full.jsonl'))
   summary_full, n_full = _sweep_summary(small, full)
-  part = reporting.JsonlStore(str(tmp_path / 'part.jsonl'))
+  part = store_lib.JsonlStore(str(tmp_path / 'part.jsonl'))
   assert _sweep_summary(small, part, done_after=3) is None      # interrupted mid-sweep
   kept = len(part.records())
   assert 0 < kept < n_full
@@ -161,12 +162,12 @@ def test_cached_train_trains_each_seed_once_and_reloads_it_from_disk(small, tmp_
   x, y = small.x_train, data.targets(small.y_train, small.num_classes)
   model = models.build('relu_mlp', 8, small.num_classes)
   config = training.TrainConfig(epochs=2, batch_size=16)
-  fn = training.cached_train(directory=str(tmp_path))
+  fn = cache.cached_train(directory=str(tmp_path))
   three = fn(model, training.seed_keys([0, 1, 2]), x, y, config)
   two = fn(model, training.seed_keys([2, 0]), x, y, config)
   assert fn.stats == {'trained': 3, 'loaded': 0, 'hits': 2}
   np.testing.assert_array_equal(two.losses, three.losses[jnp.array([2, 0])])
-  again = training.cached_train(directory=str(tmp_path))
+  again = cache.cached_train(directory=str(tmp_path))
   loaded = again(model, training.seed_keys([0, 1, 2]), x, y, config)
   assert again.stats == {'trained': 0, 'loaded': 3, 'hits': 0}
   for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(three)):

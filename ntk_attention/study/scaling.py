@@ -111,7 +111,7 @@ def scaling_section(rows: Sequence[dict], title: str = 'Malleability against n',
   """Markdown: the per-n table (flip %, Spearman, kernel distance, ratio, log10 κ_d) and
   the fitted growth exponents of the ratio and of κ_d. `models`: the names (reference,
   candidate) of the rows' `<model>_<metric>` fields, shown by their display names."""
-  from ntk_attention.report_figures import model_name   # here: that module loads matplotlib
+  from ntk_attention.study.report.figures import model_name   # here: that module loads matplotlib
   ref, cand = models
   a, b = model_name(ref), model_name(cand)
   lines = [f'## {title}', '',

@@ -13,8 +13,8 @@ import re
 
 import numpy as np
 
-from ntk_attention import figures
-from ntk_attention import paper
+from ntk_attention.study import paper
+from ntk_attention.study.report import plots as figures
 
 NAMES = {'relu_mlp': '2L-ReLU', 'mlp_attn': 'MLP-Attn', 'mlp_attn_qkv': 'MLP-Attn (QKV)'}
 DATASET_NAMES = {'mnist': 'MNIST', 'cifar10': 'CIFAR-10'}

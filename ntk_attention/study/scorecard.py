@@ -18,7 +18,7 @@ The rules, with their thresholds, are the docstrings of the `_row_*` functions.
 import math
 from typing import Optional
 
-from ntk_attention import paper
+from ntk_attention.study import paper
 
 REPRODUCED, PARTLY, NOT, NOT_RUN, NO_STUDY = ('reproduced', 'partly', 'not reproduced', 'not run',
                                               'no study value')

@@ -5,7 +5,7 @@ did not), each *variation* changes one choice — ε, its units, τ, init_std, e
 n_train, ridge, score, kernel, retrain, PGD steps — and reruns the malleability protocol
 (`malleability.sweep`) for both models, every task and attack, over the same seeds.
 Trained models are shared between variations that do not change training (`train_fn`, e.g.
-`training.cached_train`), so a variation of ε or of the ridge costs only the attacks.
+`cache.cached_train`), so a variation of ε or of the ridge costs only the attacks.
 
 Per (task, variation, attack):
   `ratio = mean_s flip(MLP-Attn) / mean_s flip(2L-ReLU)` over the seeds s, with a 95%
@@ -28,8 +28,9 @@ import numpy as np
 
 from ntk_attention import malleability
 from ntk_attention import models as models_lib
-from ntk_attention import paper
 from ntk_attention import training
+from ntk_attention.study import cache
+from ntk_attention.study import paper
 
 CHOICES = ('eps', 'eps_units', 'tau', 'init_std', 'epochs', 'width', 'n_train', 'ridge',
            'score', 'kernel', 'retrain', 'pgd_steps')
@@ -182,7 +183,7 @@ def run(load: Callable, tasks: Sequence[str], base: Baseline, variations, attack
   """
   pair = _pair(models)
   done = set(done)
-  train_fn = train_fn or training.cached_train()
+  train_fn = train_fn or cache.cached_train()
   new = []
   for task in tasks:
     for choice, value in [BASELINE] + list(variations):

@@ -11,13 +11,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ntk_attention import page
-from ntk_attention import paper
-from ntk_attention import report_figures
-from ntk_attention import reporting
-from ntk_attention import scaling as scaling_lib
-from ntk_attention import scorecard as scorecard_lib
-from ntk_attention.report_figures import NAMES, model_name
+from ntk_attention.study import paper
+from ntk_attention.study import progress as progress_lib
+from ntk_attention.study import scaling as scaling_lib
+from ntk_attention.study import scorecard as scorecard_lib
+from ntk_attention.study import store as store_lib
+from ntk_attention.study.report import figures as report_figures
+from ntk_attention.study.report import page
+from ntk_attention.study.report import page
+from ntk_attention.study.report.figures import NAMES, model_name
 
 _name = model_name
 
@@ -69,8 +71,8 @@ def spectral_section(res: dict, figures: Sequence[str] = ()) -> str:
   curve_rows = [{'n': c['n'], 'rank': c['rank'], 'κ(G)': _fmt(c['kappa']),
                  'κ_d(G)': _fmt(c['kappa_eff'])} for c in curve]
   text = ['## Spectral amplification', '',
-          reporting.markdown_table(rows, ['quantity', 'ours', 'paper']), '',
-          reporting.markdown_table(curve_rows, ['n', 'rank', 'κ(G)', 'κ_d(G)']), '',
+          page.markdown_table(rows, ['quantity', 'ours', 'paper']), '',
+          page.markdown_table(curve_rows, ['n', 'rank', 'κ(G)', 'κ_d(G)']), '',
           spectral_reading(res), '']
   text += [f'![{f}]({f})' for f in figures]
   return '\n'.join(text) + '\n'
@@ -131,8 +133,8 @@ def ntk_distance_section(res: dict, dataset: str, figures: Sequence[str] = ()) -
   text = ['## Distance to the NTK regime', '',
           f"f∞ comparison: **{res.get('comparison')}** (see `sweeps.py`). "
           f"Paper numbers are its {paper_key.upper()} Table 1.", '',
-          reporting.markdown_table(rows, cols), '',
-          reporting.markdown_table(metric_rows, list(metric_rows[0]) if metric_rows else []), '',
+          page.markdown_table(rows, cols), '',
+          page.markdown_table(metric_rows, list(metric_rows[0]) if metric_rows else []), '',
           ntk_distance_reading(summary), '']
   text += [f'![{f}]({f})' for f in figures]
   return '\n'.join(text) + '\n'
@@ -183,7 +185,7 @@ def malleability_section(res: dict, title: str, dataset: str, task: str,
                 f"ε = {eps:g} pixel std (= {rows[0].get('eps_pixels_mean', float('nan')):.3g} "
                 'on [0, 1] pixels)')
     text += [f'### {dataset}, task {task}, setting {sett}, {eps_text}', '',
-             reporting.markdown_table(table, cols), '',
+             page.markdown_table(table, cols), '',
              accuracy_sentence(rows, models) + ' ' + malleability_reading(rows), '']
   text += [f'![{f}]({f})' for f in figures]
   return '\n'.join(text) + '\n'
@@ -349,20 +351,20 @@ def approximation_section(res: dict) -> str:
              f"{r_rd['relative_mse_mean']:.3f}).")
   return (f"{res['n_train']} training / {res['n_test']} test points; relative MSE = Σ(f − y)²/Σy² "
           f"on the test set (1 = predicting zero), centred kernel–target alignment on the "
-          f"training block.\n\n" + reporting.markdown_table(rows, cols) + '\n\n' + text + '\n')
+          f"training block.\n\n" + page.markdown_table(rows, cols) + '\n\n' + text + '\n')
 
 
 def provenance_section(parts: dict, flags: dict, provenance: dict) -> str:
   """Versions, device, flags, wall time per part, and each part's command folded away."""
   rows = [{'part': name, 'status': info.get('status', ''),
-           'wall time': reporting.format_duration(info['seconds']) if 'seconds' in info else ''}
+           'wall time': progress_lib.format_duration(info['seconds']) if 'seconds' in info else ''}
           for name, info in parts.items()]
   prov = [f"- {k}: {v}" for k, v in provenance.items() if k not in ('argv', 'flags')]
   flag_lines = [f'`--{k}={v}`' for k, v in sorted(flags.items())]
   commands = [f"{name}: {info.get('command', '')}" for name, info in parts.items()]
   return '\n'.join(['## Setup and provenance', '', *prov, '',
                     'Flags: ' + ' '.join(flag_lines), '',
-                    reporting.markdown_table(rows, ['part', 'status', 'wall time']), '',
+                    page.markdown_table(rows, ['part', 'status', 'wall time']), '',
                     f'```details The command of each part ({len(commands)})', *commands, '```',
                     '']) + '\n'
 
@@ -379,8 +381,8 @@ def scorecard_section(rows: Sequence[dict], headings: Optional[Sequence[str]] = 
             'ours': r['ours'], 'study': r['study'], 'conditions': r['conditions']} for r in rows]
   return '\n'.join(['## Scorecard', '',
                     'One row per claim of the study; the verdict is computed from this run\'s '
-                    'numbers by the rules in `ntk_attention/scorecard.py`.', '',
-                    reporting.markdown_table(table, ['claim', 'verdict', 'ours', 'study', 'conditions']),
+                    'numbers by the rules in `ntk_attention/study/scorecard.py`.', '',
+                    page.markdown_table(table, ['claim', 'verdict', 'ours', 'study', 'conditions']),
                     '']) + '\n'
 
 
@@ -443,7 +445,7 @@ def sensitivity_section(res: dict, figures: Sequence[str] = ()) -> str:
   for task in dict.fromkeys(r['task'] for r in summary):
     rows = sensitivity_rows(summary, task, attack, models)
     text += [f'### Task {task}, {attack.upper()}', '',
-             reporting.markdown_table(rows, list(rows[0]) if rows else []), '']
+             page.markdown_table(rows, list(rows[0]) if rows else []), '']
   text += [f'![{f}]({f})' for f in figures] + ['']
   best = calib[:5] + [r for r in calib[5:] if r['choice'] == 'baseline']
   crow = [{'variation': _variation(r), 'cells': r['cells'],
@@ -454,7 +456,7 @@ def sensitivity_section(res: dict, figures: Sequence[str] = ()) -> str:
            'Mean over the study\'s Table 2 cells (task × attack × model) of |ln(ours/study)|: '
            '0 is a perfect match, ln 2 ≈ 0.69 is "a factor of 2 off". The five closest '
            'settings and the baseline:', '',
-           reporting.markdown_table(crow, list(crow[0])) if crow else
+           page.markdown_table(crow, list(crow[0])) if crow else
            'The study published no flip rates for these models.', '',
            sensitivity_reading(res, attack), '']
   return '\n'.join(text) + '\n'
@@ -548,7 +550,7 @@ def trainability_section(res: dict, figures: Sequence[str] = ()) -> str:
           'the spectrum of the Gram matrix of the features that enter the ReLU head (after '
           'attention and normalisation for MLP-Attn; the unit-norm pixels for 2L-ReLU). '
           'λ₁/Σλ = 1 and effective rank 1 mean every training point is the same vector.', '',
-          reporting.markdown_table(rows, list(rows[0])), '']
+          page.markdown_table(rows, list(rows[0])), '']
   relu, attn = by_model.get('relu_mlp'), by_model.get('mlp_attn')
   if relu and attn:
     gap = attn['krr_test_accuracy_mean'] - attn['test_accuracy_mean']
@@ -571,7 +573,7 @@ def trainability_section(res: dict, figures: Sequence[str] = ()) -> str:
 
 def _load(d, sub, name):
   path = os.path.join(d, sub, name)
-  return reporting.read_json(path) if os.path.exists(path) else None
+  return store_lib.read_json(path) if os.path.exists(path) else None
 
 
 def _with_settings(d, sub, name, res):
@@ -595,13 +597,13 @@ def _beyond_section(d, dataset, task, variants_names, sizes, spec) -> str:
             f"{sizes.get('n_train')} training / {sizes.get('n_test')} test points; trained "
             f'kernel distance and function distance at the smallest → largest width; flip rate '
             f"at width {sizes.get('width')}.", '',
-            reporting.markdown_table(rows, list(dict.fromkeys(k for r in rows for k in r))), '',
+            page.markdown_table(rows, list(dict.fromkeys(k for r in rows for k in r))), '',
             variants_reading(variants), '']
   if spec and spec.get('variant_checks'):
     rows = variant_checks_table(spec)
     out += ['### Depth and truncation: measured against predicted condition numbers', '',
             f"On the first {spec.get('variant_checks_n')} training points (float64).", '',
-            reporting.markdown_table(rows, list(rows[0])), '']
+            page.markdown_table(rows, list(rows[0])), '']
   res = _load(d, 'beyond/influence_attack', 'malleability.json')
   if res:
     out += ['### Influence-targeted attack', '',
@@ -650,7 +652,7 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
                                  {f'binary:{ds}:{cls}': f'Binary task {ds} {cls}' for ds, cls in binaries})
   sections = [f'# ntk_attention: reproduction of arXiv 2603.13085 on `{dataset}`\n\n'
               f'Paper: {paper.CITATION}. Numbers labelled *paper* or *study* are the study\'s; every '
-              f'other number is computed by this run (total wall time {reporting.format_duration(wall)}).\n']
+              f'other number is computed by this run (total wall time {progress_lib.format_duration(wall)}).\n']
   if spec:
     npz = os.path.join(d, 'spectral', 'spectral_spectra.npz')
     spectra = dict(np.load(npz)) if os.path.exists(npz) else {}
@@ -696,6 +698,6 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
   headings = [line[3:].strip() for s in sections for line in s.splitlines() if line.startswith('## ')]
   sections.insert(1, scorecard_section(rows, headings))
   text = '\n'.join(s for s in sections if s)
-  reporting.write_text(os.path.join(d, 'report.md'), text)
-  reporting.write_text(os.path.join(d, 'report.html'), reporting.html_report(text, d))
+  store_lib.write_text(os.path.join(d, 'report.md'), text)
+  store_lib.write_text(os.path.join(d, 'report.html'), page.html_report(text, d))
   return text

@@ -138,7 +138,7 @@ def part_cost(script: str, v: dict) -> Cost:
     cells = len(models) * settings * len(attacks) * len(eps) * seeds
     return Cost(cells, f32, f64)
   if script == 'sensitivity':
-    from ntk_attention import sensitivity
+    from ntk_attention.study import sensitivity
     tasks = [x for x in str(v['tasks']).split('+') if x.strip()]
     base = sensitivity.Baseline(width=v['width'], n_train=n, epochs=v['epochs'])
     variations = sensitivity.parse_variations(v.get('variations') or '', base)
@@ -194,7 +194,7 @@ class RunProgress:
     self.show(force=True)
 
   def cell(self, progress) -> None:
-    """The listener of a part's `reporting.Progress`."""
+    """The listener of a part's `progress_lib.Progress`."""
     self.cells = (progress.done, progress.total)
     self._rate = progress.elapsed / max(progress.timed, 1) if progress.timed else None
     self.show()
@@ -220,14 +220,14 @@ class RunProgress:
     return left
 
   def line(self) -> str:
-    from ntk_attention import reporting
+    from ntk_attention.study import progress as progress_lib
     elapsed = time.monotonic() - self.start
     text = f'[reproduce] parts {len(self.finished)}/{len(self.names)}'
     if self.current:
       done, total = self.cells
       text += f' · {self.current}' + (f' cells {done}/{total}' if total else '')
-    return (text + f' · elapsed {reporting.format_duration(elapsed)}'
-            f' · ~{reporting.format_duration(self.left())} left')
+    return (text + f' · elapsed {progress_lib.format_duration(elapsed)}'
+            f' · ~{progress_lib.format_duration(self.left())} left')
 
   def show(self, force: bool = False) -> None:
     now = time.monotonic()

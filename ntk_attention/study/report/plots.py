@@ -23,7 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib import ticker
 
-from ntk_attention import store
+from ntk_attention.study import store
 
 MAX_SERIES = 4
 DPI = 200

@@ -59,10 +59,12 @@ def _atomic_write_bytes(path, data: bytes) -> None:
       os.close(dir_fd)
 
 
-def write_npz(path, **arrays) -> None:
-  """Atomically writes numpy arrays to a compressed `.npz` file."""
+def write_npz(path, *arrays, compress: bool = True, **named) -> None:
+  """Atomically writes numpy arrays to an `.npz` file: positional ones as `arr_0, arr_1, …`
+  (numpy's names), keyword ones by name; compressed unless `compress=False`."""
   buf = io.BytesIO()
-  np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+  save = np.savez_compressed if compress else np.savez
+  save(buf, *[np.asarray(a) for a in arrays], **{k: np.asarray(v) for k, v in named.items()})
   _atomic_write_bytes(path, buf.getvalue())
 
 

@@ -1,0 +1,15 @@
+"""The study pipeline: the reproduction of arXiv 2603.13085 on top of the core.
+
+It imports the core (`ntk_attention`), never the other way round, and it alone imports
+matplotlib and markdown-it (in `report`). Modules:
+
+  paper        the study's published numbers, dataset and model display names (one source)
+  store        atomic JSON / CSV / npz / text files, the resumable JSONL store, summaries
+  progress     progress lines (done, time per item, time left)
+  cache        the training cache shared by a reproduction's parts (docs/method.md §16)
+  plan         the cost model, the time estimate, the run's progress line, --dry_run
+  sensitivity  one unpublished choice varied at a time, bootstrap ratios (docs/method.md §12)
+  scaling      malleability against the number of training points n (docs/method.md §15)
+  scorecard    the verdict per claim, read off the parts' numbers
+  report       sections, figures and the single-file HTML page
+"""
