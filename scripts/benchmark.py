@@ -587,7 +587,7 @@ def _numbers(obj, path=''):
 @register('reproduce')
 def bench_reproduce(args: Args) -> List[dict]:
   """scripts/reproduce.py the old way (every part a subprocess that trains its own models,
-  no compilation cache: `--isolate_parts`, `--train_cache=` per part) against the new one
+  no compilation cache: `--isolate_parts --train_cache=none`) against the new one
   (one process, one training cache, a cold persistent compilation cache), each in a fresh
   folder and timed once (a run is minutes, not a kernel call); `max_rel_diff` over every
   number of every part's results (wall-time fields excluded)."""
@@ -595,12 +595,10 @@ def bench_reproduce(args: Args) -> List[dict]:
   import tempfile
   script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'reproduce.py')
   flags_ = REPRODUCE_SIZES['quick' if args.quick else 'full']
-  no_cache = '--train_cache='
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   with tempfile.TemporaryDirectory() as tmp:
     runs = {
-        'old': [*flags_, '--isolate_parts', '--compilation_cache=',
-                *[f'--{p}_flags={no_cache}' for p in ('ntk_distance', 'malleability')],
+        'old': [*flags_, '--isolate_parts', '--compilation_cache=', '--train_cache=none',
                 f'--output_dir={tmp}/old'],
         'new': [*flags_, f'--compilation_cache={tmp}/jax', f'--output_dir={tmp}/new'],
     }

@@ -1,4 +1,5 @@
-"""ntk_attention.plan: cost counts, the time estimate, the run's progress line, --dry_run."""
+"""study.plan: cost counts, the time estimate, the run's progress line, --dry_run."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -6,33 +7,36 @@ import sys
 import jax
 import pytest
 
+from ntk_attention import training
+from ntk_attention.study import configs
 from ntk_attention.study import plan
+from ntk_attention.study import runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _mall_values(**kw):
-  v = dict(dataset='mnist_sample', n_train=100, n_test=50, classes='', models='relu_mlp,mlp_attn',
-           attacks='fgsm,pgd', epsilons='0.1,0.3', width=64, seeds=3, epochs=10,
-           interventions='', adversarial_training=False, retrain=False)
-  v.update(kw)
-  return v
+def _mall_config(epochs=10, classes=(), **kw):
+  config = configs.Malleability(
+      data=configs.Data(dataset='mnist_sample', classes=classes, n_train=100, n_test=50),
+      train=training.TrainConfig(epochs=epochs), models=('relu_mlp', 'mlp_attn'),
+      attacks=('fgsm', 'pgd'), epsilons=(0.1, 0.3), width=64, seeds=3)
+  return dataclasses.replace(config, **kw)
 
 
 def test_training_term_is_six_epochs_n_m_d_plus_c_per_seed_and_model():
   # Doubling the epochs adds exactly the training FLOPs: 2 models x S x 6·E·n·m·(d + C).
-  a = plan.part_cost('malleability', _mall_values(epochs=10))
-  b = plan.part_cost('malleability', _mall_values(epochs=20))
+  a = plan.part_cost('malleability', _mall_config(epochs=10))
+  b = plan.part_cost('malleability', _mall_config(epochs=20))
   assert b.flop32 - a.flop32 == pytest.approx(2 * 3 * 6 * 10 * 100 * 64 * (784 + 10), rel=1e-12)
   assert b.flop64 == a.flop64          # training is float32 only
   # A pair of classes has one (±1) output: C = 1.
-  c = plan.part_cost('malleability', _mall_values(epochs=10, classes='3,8'))
-  d = plan.part_cost('malleability', _mall_values(epochs=20, classes='3,8'))
+  c = plan.part_cost('malleability', _mall_config(epochs=10, classes=(3, 8)))
+  d = plan.part_cost('malleability', _mall_config(epochs=20, classes=(3, 8)))
   assert d.flop32 - c.flop32 == pytest.approx(2 * 3 * 6 * 10 * 100 * 64 * (784 + 1), rel=1e-12)
 
 
 def test_malleability_cells_and_influence_count():
-  cost = plan.part_cost('malleability', _mall_values())
+  cost = plan.part_cost('malleability', _mall_config())
   assert cost.cells == 2 * 2 * 2 * 3            # models × attacks × ε × seeds
   # Influence (float64): per model and seed, the clean one and one per attack × ε,
   # each n³/3 + 2·n²·t.
@@ -40,9 +44,9 @@ def test_malleability_cells_and_influence_count():
   assert cost.flop64 == pytest.approx(2 * 3 * (1 + 4) * (n ** 3 / 3 + 2 * n * n * t), rel=1e-12)
 
 
-def test_unknown_script_is_refused():
+def test_unknown_kind_is_refused():
   with pytest.raises(ValueError, match='no cost model'):
-    plan.part_cost('nonexistent', _mall_values())
+    plan.part_cost('nonexistent', _mall_config())
 
 
 @pytest.mark.parametrize('platform', ['cpu', 'gpu', 'metal'])
@@ -108,10 +112,6 @@ def test_dry_run_names_a_part_whose_data_would_not_fit(tmp_path):
 
 
 def test_dry_run_problems_with_one_reason_are_one_line():
-  scripts = os.path.join(ROOT, 'scripts')
-  if scripts not in sys.path:
-    sys.path.insert(0, scripts)
-  import reproduce  # pylint: disable=import-outside-toplevel
-  lines = reproduce.group_problems(['part a: no data', 'part b: too small', 'part c: no data',
-                                    'unlabelled: x'])
+  lines = runner.group_problems(['part a: no data', 'part b: too small', 'part c: no data',
+                                 'unlabelled: x'])
   assert lines == ['parts a, c: no data', 'part b: too small', 'unlabelled: x']

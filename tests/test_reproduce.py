@@ -1,7 +1,7 @@
 """scripts/reproduce.py end to end: one tiny quick-preset pipeline, then cached re-runs.
 
-The pipeline runs as a subprocess (its real command line: --preset expansion, absl flags, one
-subprocess per part), ONCE, into a temporary folder D, on four parts (spectral, ntk_distance,
+The pipeline runs as a subprocess (its real command line: --preset, absl flags, every part called
+in-process with its config), ONCE, into a temporary folder D, on four parts (spectral, ntk_distance,
 malleability, binary) sized to take about a minute on a 2-core CPU. Then, in order, on the same D:
 
   rerun     the same command again: every part must be reported cached, no file under a part
@@ -369,14 +369,15 @@ def _check_malleability(section, res, task, n_subsections):
 
 
 def _provenance_rows(md):
-  """Rows of the provenance table, each with its part's command from the folded block."""
+  """Rows of the provenance table, each with its part's config (the call that makes it) from
+  the folded block."""
   section = _sections(md)['Setup and provenance']
   (head, rows), = _tables(section)
   assert head == ['part', 'status', 'wall time']
-  block = re.search(r'^```details The command of each part \((\d+)\)\n(.*?)^```$', section, re.M | re.S)
-  commands = dict(line.split(': ', 1) for line in block[2].splitlines())
-  assert int(block[1]) == len(commands) == len(rows)
-  return [dict(r, command=f"`{commands[r['part']]}`") for r in rows]
+  block = re.search(r'^```details The configuration of each part \((\d+)\)\n(.*?)^```$', section, re.M | re.S)
+  calls = dict(line.split(': ', 1) for line in block[2].splitlines())
+  assert int(block[1]) == len(calls) == len(rows)
+  return [dict(r, call=calls[r['part']]) for r in rows]
 
 
 TRAIN_COLUMNS = {'train acc. %': ('train_accuracy', 100), 'test acc. %': ('test_accuracy', 100),
@@ -464,11 +465,13 @@ def test_report_provenance_lists_parts_flags_and_markers(first):
     marker = first['markers'][r['part']]
     assert r['status'] == 'computed'
     assert r['wall time'] == progress_lib.format_duration(marker['seconds'])
-    assert r['command'] == f"`{marker['command']}`"
-    assert f"--output_dir={os.path.join(first['dir'], r['part'])}" in marker['command']
-  assert '--classes=3,8' in first['markers'][BINARY]['command']
-  assert '--n_train=40' in first['markers'][BINARY]['command']
-  assert '--widths=16,32' in first['markers']['ntk_distance']['command']
+    assert r['call'] == marker['call']
+    assert marker['kind'] == ('malleability' if r['part'] == BINARY else r['part'])
+  binary = first['markers'][BINARY]
+  assert binary['config']['data']['classes'] == [3, 8] and 'classes=(3, 8)' in binary['call']
+  assert binary['config']['data']['n_train'] == 40 and 'n_train=40' in binary['call']
+  nd = first['markers']['ntk_distance']
+  assert nd['config']['widths'] == [16, 32] and 'widths=(16, 32)' in nd['call']
   flags_line = next(l for l in md.splitlines() if l.startswith('Flags: '))
   for arg in TINY:
     assert f'`{arg}`' in flags_line, (arg, flags_line)
@@ -482,7 +485,7 @@ def test_report_provenance_lists_parts_flags_and_markers(first):
 def test_rerun_reuses_every_part_and_gives_the_same_report(first, rerun):
   for sub in SUBS:
     assert f'[{sub}] cached' in rerun['proc'].stderr
-    assert f'[{sub}] python' not in rerun['proc'].stderr  # no part command was run
+    assert f'[{sub}] running' not in rerun['proc'].stderr  # no part was run
   # No part folder file was rewritten: no retraining, markers and JSONL stores untouched.
   assert rerun['files'] == first['files']
   assert rerun['markers'] == first['markers']
@@ -571,9 +574,9 @@ def test_html_is_one_file_with_every_figure_inlined(first):
 
 def test_force_recomputes_only_the_parts_asked_for(first, forced):
   assert '[spectral] cached' not in forced['proc'].stderr
-  assert '[spectral] python' in forced['proc'].stderr
+  assert '[spectral] running' in forced['proc'].stderr
   old, new = first['markers']['spectral'], forced['markers']['spectral']
-  assert new['command'] == old['command']
+  assert (new['kind'], new['config'], new['call']) == (old['kind'], old['config'], old['call'])
   assert new['finished'] != old['finished'] and new['seconds'] != old['seconds']
   assert forced['results']['spectral']['provenance']['time'] != \
       first['results']['spectral']['provenance']['time']
@@ -618,8 +621,8 @@ def test_interrupted_spectral_part_is_rerun(tmp_path):
   res = store_lib.read_json(out / 'spectral' / 'spectral.json')
   assert res['n'] == 60
   rows = _provenance_rows((out / 'report.md').read_text(encoding='utf-8'))
-  assert [(r['part'], r['status'], r['command']) for r in rows] == [
-      ('spectral', 'computed', f"`{marker['command']}`")]
+  assert [(r['part'], r['status'], r['call']) for r in rows] == [
+      ('spectral', 'computed', marker['call'])]
 
 
 # ------------------------------------------------------------------------------------------ browser

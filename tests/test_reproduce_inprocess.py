@@ -1,7 +1,8 @@
 """scripts/reproduce.py runs its parts in one process and trains nothing twice (issue 12).
 
 A tiny preset (digits, 60 training points, 3 epochs) is run in-process and with
---isolate_parts (one subprocess per part, the old way) into two folders: every number of the
+--isolate_parts (each part in a fresh spawned process, trained parameters shared only through
+D/cache/train) into two folders: every number of the
 two runs' results must agree. A second in-process run with --force recomputes every part but
 trains nothing (its trained parameters come from D/cache/train) and compiles nothing new (its
 programs come from the persistent compilation cache), and the interventions part

@@ -36,7 +36,8 @@ def test_bad_inputs_get_one_line_and_no_output_folder(tmp_path):
       # A part whose pool is too small fails before any part runs, naming the part.
       'part pool too small': ('reproduce.py', ['--dataset=digits', '--classes=3,8',
                                                '--parts=spectral,malleability',
-                                               '--spectral_flags=--n_train=50 --n_test=20',
+                                               '--set=spectral.data.n_train=50',
+                                               '--set=spectral.data.n_test=20',
                                                '--n_train=300', '--n_test=100'],
                               'part malleability: digits has 357 usable samples'),
       'sensitivity variation pool': ('sensitivity.py', ['--dataset=digits', '--n_train=1000',
@@ -157,12 +158,11 @@ def test_help_texts_match_the_code():
   for s, p in procs.items():
     helps[s] = p.communicate(timeout=300)[0]
     assert p.returncode in (0, 1), s
-  # Each --X_flags example of reproduce.py names flags that script X defines.
-  for s in ('spectral', 'ntk_distance', 'malleability', 'approximation', 'sensitivity'):
-    example = re.search(r'e\.g\. "([^"]*)"', helps['reproduce'].split(f'--{s}_flags:')[1])
-    assert example, s
-    for flag in re.findall(r'--(\w+)=', example.group(1)):
-      assert re.search(rf'--{flag}\b', helps[s]), (s, flag)
+  # reproduce.py's --set example (help may wrap it) names a field of a part config.
+  from ntk_attention.study import configs, overrides  # pylint: disable=import-outside-toplevel
+  example = re.search(r'e\.g\.\s+"([^"]*)"', helps['reproduce'].split('--set:')[1])
+  assert example
+  overrides.parse_set([''.join(example.group(1).split())], configs.PART_CONFIGS)
   # kernels.py --method auto: what kernels.default_method picks.
   from ntk_attention import kernels, models  # pylint: disable=import-outside-toplevel
   fallback = kernels.default_method(models.build('mlp_attn_qkv', 4))

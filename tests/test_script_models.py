@@ -104,8 +104,8 @@ BAD = {   # name: (script, flags, the flag and the entry the line must name)
                   ('--ntk_models', 'mynets:nope')),
     'reproduce part flags': ('reproduce.py', [
         '--n_train=100', '--n_test=50', '--parts=sensitivity',
-        '--sensitivity_flags=--models=mynets:not_a_model,mlp_attn'],
-        ('part sensitivity', '--models', 'mynets:not_a_model')),
+        '--set=sensitivity.models=mynets:not_a_model,mlp_attn'],
+        ('part sensitivity', 'models', 'mynets:not_a_model')),
 }
 
 

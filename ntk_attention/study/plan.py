@@ -92,77 +92,75 @@ def _influence(n, t):
   return n ** 3 / 3 + 2.0 * n * n * t
 
 
-def _sizes(v: dict):
-  n, t = v['n_train'], v['n_test']
-  classes = [c for c in str(v.get('classes') or '').split(',') if c.strip()]
-  c = 1 if len(classes) == 2 else (len(classes) or 10)
-  return n, t, n + t, n_features(v['dataset']), c
+def _sizes(config):
+  data = config.data
+  n, t = data.n_train, data.n_test
+  c = 1 if len(data.classes) == 2 else (len(data.classes) or 10)
+  return n, t, n + t, n_features(data.dataset), c
 
 
-def _list(v, key, cast=str):
-  return [cast(x) for x in str(v[key]).split(',') if x.strip()]
-
-
-def part_cost(script: str, v: dict) -> Cost:
-  """Cost of `python scripts/<script>.py` with flag values `v` (a dict of every flag)."""
-  n, t, big_n, d, c = _sizes(v)
-  if script == 'spectral':
-    grid = [k for k in _list(v, 'n_grid', int) if k <= n]
+def part_cost(kind: str, config) -> Cost:
+  """Cost of the part `study.parts.<kind>` on `config` (a `study.configs` dataclass), from its
+  sizes as asked (a pool too small shrinks them when the part loads: the estimate is then
+  high)."""
+  n, t, big_n, d, c = _sizes(config)
+  if kind == 'spectral':
+    grid = [k for k in config.n_grid if k <= n]
     return Cost(len(grid), 0.0, sum(10.0 * k ** 3 for k in grid) + 2.0 * n * n * d)
-  if script == 'approximation':
+  if kind == 'approximation':
     return Cost(1, 0.0, 4 * (10.0 * big_n ** 3 + 2.0 * big_n ** 2 * d))
-  if script == 'ntk_distance':
-    models, widths, seeds = _list(v, 'models'), _list(v, 'widths', int), v['seeds']
-    f32 = sum(_train(n, d, m, c, v['epochs'], seeds) + 2 * seeds * 2.0 * big_n ** 2 * (d + m)
+  if kind == 'ntk_distance':
+    models, widths, seeds, epochs = config.models, config.widths, config.seeds, config.train.epochs
+    f32 = sum(_train(n, d, m, c, epochs, seeds) + 2 * seeds * 2.0 * big_n ** 2 * (d + m)
               for m in widths) * len(models)
     f64 = len(models) * (2.0 * big_n ** 2 * d + _influence(n, t))
     return Cost(len(models) * len(widths) * seeds, f32, f64)
-  if script == 'malleability':
-    models, attacks, eps = _list(v, 'models'), _list(v, 'attacks'), _list(v, 'epsilons')
-    m, seeds, epochs = v['width'], v['seeds'], v['epochs']
-    interventions = _list(v, 'interventions') if v.get('interventions') else []
-    settings = 1 + len(interventions) + bool(v.get('adversarial_training'))
+  if kind == 'malleability':
+    models, attacks, eps = config.models, config.attacks, config.epsilons
+    m, seeds, epochs = config.width, config.seeds, config.train.epochs
+    interventions = config.interventions
+    settings = 1 + len(interventions) + bool(config.adversarial_training)
     f32 = f64 = 0.0
     for model in models:
       attention = model != 'relu_mlp'
       train = _train(n, d, m, c, epochs, seeds)
       f32 += train * (1 + len(interventions))            # standard + each retrained set
-      if v.get('adversarial_training'):                    # PGD inside every step
+      if config.adversarial_training:                      # PGD inside every step
         f32 += train * (1 + STEPS['pgd'])
       per_attack = sum(_attack(a, n, d, m, attention) for a in attacks) * len(eps) * seeds
       kernels = (1 + len(attacks) * len(eps)) * seeds * 2.0 * big_n ** 2 * (d + m)
       f32 += settings * (per_attack + kernels)
-      if v.get('retrain'):
+      if config.retrain:
         f32 += train * len(attacks) * len(eps)
       f64 += settings * (1 + len(attacks) * len(eps)) * seeds * _influence(n, t)
     cells = len(models) * settings * len(attacks) * len(eps) * seeds
     return Cost(cells, f32, f64)
-  if script == 'sensitivity':
+  if kind == 'sensitivity':
     from ntk_attention.study import sensitivity
-    tasks = [x for x in str(v['tasks']).split('+') if x.strip()]
-    base = sensitivity.Baseline(width=v['width'], n_train=n, epochs=v['epochs'])
-    variations = sensitivity.parse_variations(v.get('variations') or '', base)
-    attacks, seeds, m = _list(v, 'attacks'), v['seeds'], v['width']
+    tasks = [x for x in config.tasks.split('+') if x.strip()]
+    epochs, m, seeds, attacks = config.train.epochs, config.width, config.seeds, config.attacks
+    base = sensitivity.Baseline(width=m, n_train=n, epochs=epochs)
+    variations = sensitivity.parse_variations(config.variations or '', base)
     runs = len(tasks) * 2 * (1 + len(variations))            # 2 models × (baseline + each)
     trainings = len(tasks) * 2 * (1 + sum(1 for k, _ in variations
                                           if k in ('init_std', 'epochs', 'width', 'n_train')))
-    f32 = (trainings * _train(n, d, m, c, v['epochs'], seeds)
+    f32 = (trainings * _train(n, d, m, c, epochs, seeds)
            + runs * seeds * sum(_attack(a, n, d, m, True) for a in attacks)
            + runs * seeds * (1 + len(attacks)) * 2.0 * big_n ** 2 * (d + m))
     f64 = runs * seeds * (1 + len(attacks)) * _influence(n, t)
     cells = len(tasks) * 2 * seeds * (len(attacks) + len(variations) * len(attacks))
     return Cost(cells, f32, f64)
-  if script == 'scaling':    # per n: malleability of both models, one attack at one ε
-    grid, m, seeds = _list(v, 'n_grid', int), v['width'], v['seeds']
+  if kind == 'scaling':    # per n: malleability of both models, one attack at one ε
+    m, seeds, epochs = config.width, config.seeds, config.train.epochs
     f32 = f64 = 0.0
-    for k in grid:
+    for k in config.n_grid:
       kn = k + t
       for attention in (False, True):
-        f32 += (_train(k, d, m, c, v['epochs'], seeds)
-                + seeds * (_attack(v['attack'], k, d, m, attention) + 2 * 2.0 * kn ** 2 * (d + m)))
+        f32 += (_train(k, d, m, c, epochs, seeds)
+                + seeds * (_attack(config.attack, k, d, m, attention) + 2 * 2.0 * kn ** 2 * (d + m)))
         f64 += seeds * (2 * _influence(k, t) + 10.0 * k ** 3)
-    return Cost(len(grid) * 2 * seeds, f32, f64)
-  raise ValueError(f'no cost model for {script!r}')
+    return Cost(len(config.n_grid) * 2 * seeds, f32, f64)
+  raise ValueError(f'no cost model for {kind!r}')
 
 
 class RunProgress:

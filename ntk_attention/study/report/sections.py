@@ -11,13 +11,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ntk_attention.study import layout
 from ntk_attention.study import paper
 from ntk_attention.study import progress as progress_lib
 from ntk_attention.study import scaling as scaling_lib
 from ntk_attention.study import scorecard as scorecard_lib
 from ntk_attention.study import store as store_lib
 from ntk_attention.study.report import figures as report_figures
-from ntk_attention.study.report import page
 from ntk_attention.study.report import page
 from ntk_attention.study.report.figures import NAMES, model_name
 
@@ -355,17 +355,19 @@ def approximation_section(res: dict) -> str:
 
 
 def provenance_section(parts: dict, flags: dict, provenance: dict) -> str:
-  """Versions, device, flags, wall time per part, and each part's command folded away."""
+  """Versions, device, flags, wall time per part, and each part's config folded away (as
+  the call that makes it, its `call`: only the fields that differ from the defaults)."""
   rows = [{'part': name, 'status': info.get('status', ''),
            'wall time': progress_lib.format_duration(info['seconds']) if 'seconds' in info else ''}
           for name, info in parts.items()]
   prov = [f"- {k}: {v}" for k, v in provenance.items() if k not in ('argv', 'flags')]
-  flag_lines = [f'`--{k}={v}`' for k, v in sorted(flags.items())]
-  commands = [f"{name}: {info.get('command', '')}" for name, info in parts.items()]
+  flag_lines = [f'`--{k}={x}`' for k, v in sorted(flags.items())
+                for x in (v if isinstance(v, (list, tuple)) else [v])]
+  calls = [f"{name}: {info.get('call', '')}" for name, info in parts.items()]
   return '\n'.join(['## Setup and provenance', '', *prov, '',
                     'Flags: ' + ' '.join(flag_lines), '',
                     page.markdown_table(rows, ['part', 'status', 'wall time']), '',
-                    f'```details The command of each part ({len(commands)})', *commands, '```',
+                    f'```details The configuration of each part ({len(calls)})', *calls, '```',
                     '']) + '\n'
 
 
@@ -571,14 +573,15 @@ def trainability_section(res: dict, figures: Sequence[str] = ()) -> str:
   return '\n'.join(text) + '\n'
 
 
-def _load(d, sub, name):
-  path = os.path.join(d, sub, name)
+def _load(d, sub, kind, suffix='.json'):
+  """The part `sub`'s results file (`layout.results`), or None when it is not there."""
+  path = layout.results(d, sub, kind, suffix)
   return store_lib.read_json(path) if os.path.exists(path) else None
 
 
-def _with_settings(d, sub, name, res):
-  """`res` with the part's <script>_settings.json (the sizes as used) under 'settings'."""
-  settings = _load(d, sub, name)
+def _with_settings(d, sub, kind, res):
+  """`res` with the part's <kind>_settings.json (the sizes as used) under 'settings'."""
+  settings = _load(d, sub, kind, '_settings.json')
   return dict(res, settings=settings) if res and settings else res
 
 
@@ -587,8 +590,8 @@ def _beyond_section(d, dataset, task, variants_names, sizes, spec) -> str:
   attack, from whatever of the 'beyond' part is on disk."""
   out, variants = [], {}
   for name in variants_names:
-    nd = _load(d, f'beyond/{name}/ntk_distance', 'ntk_distance.json')
-    mall = _load(d, f'beyond/{name}/malleability', 'malleability.json')
+    nd = _load(d, layout.variant(name, 'ntk_distance'), 'ntk_distance')
+    mall = _load(d, layout.variant(name, 'malleability'), 'malleability')
     if nd or mall:
       variants[name] = (nd, mall)
   if variants:
@@ -604,7 +607,7 @@ def _beyond_section(d, dataset, task, variants_names, sizes, spec) -> str:
     out += ['### Depth and truncation: measured against predicted condition numbers', '',
             f"On the first {spec.get('variant_checks_n')} training points (float64).", '',
             page.markdown_table(rows, list(rows[0])), '']
-  res = _load(d, 'beyond/influence_attack', 'malleability.json')
+  res = _load(d, layout.INFLUENCE_ATTACK, 'malleability')
   if res:
     out += ['### Influence-targeted attack', '',
             malleability_section(res, 'Influence-targeted attack vs PGD', dataset, task).split('\n', 2)[2],
@@ -617,7 +620,7 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
           parts_info: Optional[dict] = None, flags: Optional[dict] = None,
           provenance: Optional[dict] = None, wall: float = 0.0) -> str:
   """Writes d/report.md, d/report.html and the report's figures (d/figures/) from the parts'
-  results on disk (d/<part>/*.json, as `scripts/reproduce.py` lays them out); returns the Markdown.
+  results on disk (d/<part>/*.json, laid out as `study.layout` says); returns the Markdown.
 
   Order: the scorecard, then one section per claim (spectral, distance to the NTK, malleability
   with its binary tasks, interventions, adversarial training, sensitivity and trainability,
@@ -626,35 +629,34 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
   `beyond_sizes`: their n_train, n_test, width (for the text); `scaling`: include the
   malleability-against-n section when d/scaling/scaling.json exists."""
   parts_info, flags, provenance = parts_info or {}, flags or {}, provenance or {}
-  fig_dir = os.path.join(d, 'figures')
+  fig_dir = layout.figures(d)
 
   def rel(paths):
     return [os.path.relpath(p, d) for p in paths if p]
 
   def part_figs(sub, names):
-    return [os.path.join(sub, n) for n in names if os.path.exists(os.path.join(d, sub, n))]
+    return [f'{sub}/{n}' for n in names if os.path.exists(layout.path(d, sub, n))]
 
-  spec = _load(d, 'spectral', 'spectral.json')
-  nd = _load(d, 'ntk_distance', 'ntk_distance.json')
-  mall = _load(d, 'malleability', 'malleability.json')
-  binaries = {}
+  spec = _load(d, layout.SPECTRAL, 'spectral')
+  nd = _load(d, layout.NTK_DISTANCE, 'ntk_distance')
+  mall = _load(d, layout.MALLEABILITY, 'malleability')
+  binaries = {}      # (dataset, classes) -> (folder, results)
   for ds, cls in binary_tasks:
-    res = _load(d, f'binary_{ds}_{cls.replace(",", "_")}', 'malleability.json')
+    res = _load(d, layout.binary(ds, cls), 'malleability')
     if res:
-      binaries[ds, cls] = res
-  approx = _load(d, 'beyond/approximation', 'approximation.json')
-  card = {'spectral': spec, 'ntk_distance': _with_settings(d, 'ntk_distance', 'ntk_distance_settings.json', nd),
-          'malleability': _with_settings(d, 'malleability', 'malleability_settings.json', mall),
-          'binary': {(ds, cls): _with_settings(d, f'binary_{ds}_{cls.replace(",", "_")}',
-                                               'malleability_settings.json', res)
-                     for (ds, cls), res in binaries.items()}}
+      binaries[ds, cls] = (layout.binary(ds, cls), res)
+  approx = _load(d, layout.APPROXIMATION, 'approximation')
+  card = {'spectral': spec, 'ntk_distance': _with_settings(d, layout.NTK_DISTANCE, 'ntk_distance', nd),
+          'malleability': _with_settings(d, layout.MALLEABILITY, 'malleability', mall),
+          'binary': {task: _with_settings(d, sub, 'malleability', res)
+                     for task, (sub, res) in binaries.items()}}
   rows = scorecard_lib.scorecard({**card, 'approximation': approx, 'task': task}, dataset,
                                  {f'binary:{ds}:{cls}': f'Binary task {ds} {cls}' for ds, cls in binaries})
   sections = [f'# ntk_attention: reproduction of arXiv 2603.13085 on `{dataset}`\n\n'
               f'Paper: {paper.CITATION}. Numbers labelled *paper* or *study* are the study\'s; every '
               f'other number is computed by this run (total wall time {progress_lib.format_duration(wall)}).\n']
   if spec:
-    npz = os.path.join(d, 'spectral', 'spectral_spectra.npz')
+    npz = layout.results(d, layout.SPECTRAL, 'spectral', '_spectra.npz')
     spectra = dict(np.load(npz)) if os.path.exists(npz) else {}
     sections.append(spectral_section(spec, rel(report_figures.spectral_figures(spec, spectra, dataset, fig_dir))))
   if nd:
@@ -664,40 +666,39 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
     sections.append(malleability_section(
         mall, 'Influence malleability', dataset, task,
         rel(report_figures.malleability_figures(mall, fig_dir, f'{dataset}, {label}'))
-        + part_figs('malleability', [
+        + part_figs(layout.MALLEABILITY, [
             f'malleability_influence_{report_figures.file_label(m)}.png'
             for m in dict.fromkeys(r['model'] for r in mall['summary'])])))
-  for (ds, cls), res in binaries.items():
-    sub = f'binary_{ds}_{cls.replace(",", "_")}'
+  for (ds, cls), (sub, res) in binaries.items():
     sections.append(malleability_section(
         res, f'Binary task {ds} {cls}', ds, cls,
         rel(report_figures.malleability_figures(res, fig_dir, f'{ds}, classes {cls}', sub))))
-  res = _load(d, 'interventions', 'malleability.json')
+  res = _load(d, layout.INTERVENTIONS, 'malleability')
   if res:
     sections.append(malleability_section(res, 'Interventions (each retrained)', dataset, task))
-  res = _load(d, 'adversarial_training', 'malleability.json')
+  res = _load(d, layout.ADVERSARIAL_TRAINING, 'malleability')
   if res:
     sections.append(malleability_section(res, 'PGD adversarial training', dataset, task))
-  res = _load(d, 'sensitivity', 'sensitivity.json')
+  res = _load(d, layout.SENSITIVITY, 'sensitivity')
   if res:
     sections.append(sensitivity_section(res, rel(report_figures.sensitivity_figures(res, fig_dir))))
   if mall:
-    sections.append(trainability_section(mall, part_figs('malleability', ['malleability_loss.png'])))
+    sections.append(trainability_section(mall, part_figs(layout.MALLEABILITY, ['malleability_loss.png'])))
   if approx:
     sections.append('\n'.join(['## Approximation error', '', approximation_section(approx),
                                *[f'![{f}]({f})' for f in rel(report_figures.approximation_figure(approx, fig_dir))],
                                '']) + '\n')
   sections.append(_beyond_section(d, dataset, task, beyond_variants, beyond_sizes or {}, spec))
-  res = _load(d, 'scaling', 'scaling.json') if scaling else None
+  res = _load(d, layout.SCALING, 'scaling') if scaling else None
   if res:
     sections.append('\n'.join([scaling_lib.scaling_section(
         res['rows'], models=res.get('models') or scaling_lib.MODELS), '',
-                               *[f'![{f}]({f})' for f in part_figs('scaling', ['scaling.png'])],
+                               *[f'![{f}]({f})' for f in part_figs(layout.SCALING, ['scaling.png'])],
                                '']))
   sections.append(provenance_section(parts_info, flags, provenance))
   headings = [line[3:].strip() for s in sections for line in s.splitlines() if line.startswith('## ')]
   sections.insert(1, scorecard_section(rows, headings))
   text = '\n'.join(s for s in sections if s)
-  store_lib.write_text(os.path.join(d, 'report.md'), text)
-  store_lib.write_text(os.path.join(d, 'report.html'), page.html_report(text, d))
+  store_lib.write_text(layout.report_md(d), text)
+  store_lib.write_text(layout.report_html(d), page.html_report(text, d))
   return text
