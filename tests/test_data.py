@@ -517,13 +517,14 @@ def test_bundled_sample_loads_offline_stratified_and_exact(name, d, per_class, n
   assert not set(train_idx) & set(test_idx)
 
 
-def test_bundled_sample_draws_are_reproducible_and_seeded():
-  a = data.load('mnist_sample', n_train=200, n_test=100, seed=1)
-  b = data.load('mnist_sample', n_train=200, n_test=100, seed=1)
-  c = data.load('mnist_sample', n_train=200, n_test=100, seed=2)
-  np.testing.assert_array_equal(a.x_train, b.x_train)
-  np.testing.assert_array_equal(a.y_test, b.y_test)
+@pytest.mark.parametrize('name, n_train, n_test', [('mnist_sample', 200, 100),
+                                                    ('cifar10_sample', 100, 50)])
+def test_bundled_sample_draws_are_reproducible_and_seeded(name, n_train, n_test):
+  a, b, c = (data.load(name, n_train=n_train, n_test=n_test, seed=s) for s in (1, 1, 2))
+  for field in ('x_train', 'y_train', 'x_test', 'y_test'):
+    np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
   assert not np.array_equal(a.x_train, c.x_train)
+  assert not np.array_equal(a.x_test, c.x_test)
 
 
 def test_bundled_sample_binary_task():
@@ -600,17 +601,6 @@ def test_bundled_sample_test_rows_are_raw_pixels_and_disjoint(name, d, n):
   # Test counts: largest remainder over what train left of each class.
   left = np.bincount(y, minlength=10) - np.bincount(y[train_idx], minlength=10)
   assert np.bincount(ds.y_test, minlength=10).tolist() == expected_allocation(n[1], left.tolist())
-
-
-def test_cifar10_sample_draws_are_reproducible_and_seeded():
-  a = data.load('cifar10_sample', n_train=100, n_test=50, seed=1)
-  b = data.load('cifar10_sample', n_train=100, n_test=50, seed=1)
-  c = data.load('cifar10_sample', n_train=100, n_test=50, seed=2)
-  np.testing.assert_array_equal(a.x_train, b.x_train)
-  np.testing.assert_array_equal(a.x_test, b.x_test)
-  np.testing.assert_array_equal(a.y_train, b.y_train)
-  assert not np.array_equal(a.x_train, c.x_train)
-  assert not np.array_equal(a.x_test, c.x_test)
 
 
 @pytest.mark.parametrize('name, pool', [('mnist_sample', (500, 489)),

@@ -1,13 +1,30 @@
-"""The study's reported numbers (arXiv 2603.13085 v1), for reports to print beside ours.
+"""The study's facts, each stated once: its reported numbers (arXiv 2603.13085 v1), for
+reports to print beside ours, and the display names of its models, datasets and kernels.
 
-Labelled as the paper's wherever shown; never used in a computation.
+The numbers are labelled as the paper's wherever shown and never used in a computation; the
+names are what every table, figure and reading calls a model, dataset or kernel (code
+imports them from here, never repeats them).
 """
 
 CITATION = ('Miñoza, Medina, Ibañez, "Influence Malleability in Linearized Attention: Dual '
             'Implications of Non-Convergent NTK Dynamics", arXiv 2603.13085 (v1, 2026)')
 
-# Display names of the study's datasets.
+# Display names of the study's datasets (the keys of KAPPA, NTK_DISTANCE, FLIP_RATE, ...).
 DATASET_NAMES = {'mnist': 'MNIST', 'cifar10': 'CIFAR-10'}
+
+# Display names of the built-in models (`models.MODELS`); any other model shows its own name.
+MODEL_NAMES = {'relu_mlp': '2L-ReLU', 'mlp_attn': 'MLP-Attn', 'mlp_attn_qkv': 'MLP-Attn (QKV)'}
+
+# Display names of the approximation part's kernels (`alignment.KERNELS`).
+KERNEL_NAMES = {'linear': 'linear G', 'gram_cubed': 'G³ (attention)',
+                'relu_ntk': f"{MODEL_NAMES['relu_mlp']} NTK",
+                'mlp_attn_ntk': f"{MODEL_NAMES['mlp_attn']} NTK"}
+
+
+def model_name(model: str) -> str:
+  """The display name of `model` in every table and figure ('2L-ReLU', 'MLP-Attn', ...);
+  a model without one (a 'module:function' entry) keeps its own name."""
+  return MODEL_NAMES.get(model, model)
 
 # κ(G) quoted by the study; the sample count n was not published (docs/method.md §5: ~100 for MNIST).
 KAPPA = {'mnist': 1.2e3, 'cifar10': 8.7e3}

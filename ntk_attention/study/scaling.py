@@ -18,6 +18,7 @@ import numpy as np
 from ntk_attention import data as data_lib
 from ntk_attention import malleability
 from ntk_attention import spectral
+from ntk_attention.study import paper
 
 MODELS = ('relu_mlp', 'mlp_attn')
 METRICS = ('flip_rate', 'spearman', 'kernel_distance')
@@ -111,9 +112,8 @@ def scaling_section(rows: Sequence[dict], title: str = 'Malleability against n',
   """Markdown: the per-n table (flip %, Spearman, kernel distance, ratio, log10 κ_d) and
   the fitted growth exponents of the ratio and of κ_d. `models`: the names (reference,
   candidate) of the rows' `<model>_<metric>` fields, shown by their display names."""
-  from ntk_attention.study.report.figures import model_name   # here: that module loads matplotlib
   ref, cand = models
-  a, b = model_name(ref), model_name(cand)
+  a, b = paper.model_name(ref), paper.model_name(cand)
   lines = [f'## {title}', '',
            f'| n | {a} flip % | {b} flip % | ratio | {a} Spearman | '
            f'{b} Spearman | {a} ‖Θ_m − Θ∞‖/‖Θ∞‖ | {b} ‖Θ_m − Θ∞‖/‖Θ∞‖ | '

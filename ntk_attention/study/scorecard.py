@@ -25,7 +25,6 @@ REPRODUCED, PARTLY, NOT, NOT_RUN, NO_STUDY = ('reproduced', 'partly', 'not repro
 TOL_LOG10 = 0.05          # measured vs predicted log10 κ
 FLAT = 1.05               # a distance "changes with width" when last/first leaves [1/FLAT, FLAT]
 FACTOR = 2.0              # a ratio "agrees" with the study's within this factor
-DATASET_NAMES = {'mnist': 'MNIST', 'cifar10': 'CIFAR-10'}
 
 
 def _num(v) -> float:
@@ -93,7 +92,7 @@ def _row_kappa(spec, dataset, section) -> dict:
   claim = 'κ(G³) = κ(G)³, so the NTK regime needs width Ω(κ⁶)'
   ref = paper.reference_dataset(dataset)
   kappa = paper.KAPPA.get(ref)
-  study = f'κ(G) ≈ {kappa:.2g} ({DATASET_NAMES[ref]}, n not published)' if kappa else NO_STUDY
+  study = f'κ(G) ≈ {kappa:.2g} ({paper.DATASET_NAMES[ref]}, n not published)' if kappa else NO_STUDY
   if spec is None:
     return _row('kappa', claim, section, NOT_RUN, '', study, '')
   curve = spec.get('curve', [])
@@ -138,9 +137,9 @@ def _row_ntk_distance(nd, dataset, section) -> dict:
     if row:
       a, b = row[0], row[-1]
       study_trend[m] = 'grows' if b > a * FLAT else ('shrinks' if b < a / FLAT else 'flat')
-      study_text.append(f'{_name(m)} {a:g} → {b:g}')
+      study_text.append(f'{paper.model_name(m)} {a:g} → {b:g}')
   study = (f"‖f_m − f∞‖ at m = {paper.NTK_DISTANCE_WIDTHS[0]} → {paper.NTK_DISTANCE_WIDTHS[-1]} "
-           f"({DATASET_NAMES[ref]}): " + ', '.join(study_text)) if study_text else NO_STUDY
+           f"({paper.DATASET_NAMES[ref]}): " + ', '.join(study_text)) if study_text else NO_STUDY
   if nd is None:
     return _row('ntk_distance', claim, section, NOT_RUN, '', study, '')
   ours, matches = [], []
@@ -149,7 +148,7 @@ def _row_ntk_distance(nd, dataset, section) -> dict:
     if not rows:
       continue
     w0, w1, a, b, word = _trend(rows)
-    ours.append(f'{_name(m)} {a:.3g} → {b:.3g} ({word})')
+    ours.append(f'{paper.model_name(m)} {a:.3g} → {b:.3g} ({word})')
     if m in study_trend:
       matches.append(word == study_trend[m])
   if not matches:
@@ -160,10 +159,6 @@ def _row_ntk_distance(nd, dataset, section) -> dict:
   return _row('ntk_distance', claim, section, verdict,
               f"m = {widths[0]} → {widths[-1]}: " + ', '.join(ours), study,
               f"{dataset}, widths {', '.join(map(str, widths))}, {_sizes(nd)}, f∞: {nd.get('comparison')}")
-
-
-def _name(m):
-  return {'relu_mlp': '2L-ReLU', 'mlp_attn': 'MLP-Attn'}.get(m, m)
 
 
 def _row_malleability(res, dataset, task, section) -> dict:
@@ -177,7 +172,7 @@ def _row_malleability(res, dataset, task, section) -> dict:
   ref = paper.reference_dataset(dataset)
   table = paper.FLIP_RATE.get((ref, task), {})
   study_ratio = {a: v[1] / v[0] for a, v in table.items() if v[0] > 0}
-  study = (f"{DATASET_NAMES[ref]}: " + ' / '.join(f'{a.upper()} {r:.1f}×' for a, r in study_ratio.items())
+  study = (f"{paper.DATASET_NAMES[ref]}: " + ' / '.join(f'{a.upper()} {r:.1f}×' for a, r in study_ratio.items())
            if study_ratio else NO_STUDY)
   if res is None:
     return _row(key, claim, section, NOT_RUN, '', study, '')
@@ -206,7 +201,8 @@ def _row_malleability(res, dataset, task, section) -> dict:
   eps_text = (f'ε = {eps:g} on [0, 1] pixels' if units == 'pixel' else
               f"ε = {eps:g} pixel std (= {rows[0].get('eps_pixels_mean', float('nan')):.3g} pixels)")
   f = _flags(res)
-  return _row(key, claim, section, verdict, 'MLP-Attn / 2L-ReLU: ' + ', '.join(parts), study,
+  pair = f"{paper.model_name('mlp_attn')} / {paper.model_name('relu_mlp')}: "
+  return _row(key, claim, section, verdict, pair + ', '.join(parts), study,
               f"{dataset} {label}, {eps_text}, τ = {f.get('tau', 0.1)}, width {f.get('width', '')}, "
               f"{_sizes(res)}")
 
@@ -227,11 +223,12 @@ def _row_approximation(approx, dataset, section) -> dict:
   g_al, g_rd, r_al = (rows[k] for k in need)
   first, second = g_al < g_rd, g_al < r_al
   verdict = REPRODUCED if first and second else (PARTLY if first else NOT)
-  ours = (f'relative test error of G³: {g_al:.3g} aligned vs {g_rd:.3g} random; 2L-ReLU NTK on '
-          f'aligned {r_al:.3g}')
+  name = paper.KERNEL_NAMES
+  ours = (f"relative test error of G³: {g_al:.3g} aligned vs {g_rd:.3g} random; "
+          f"{name['relu_ntk']} on aligned {r_al:.3g}")
   if ('real', 'mlp_attn_ntk') in rows and ('real', 'relu_ntk') in rows:
-    ours += (f"; real labels: MLP-Attn NTK {rows['real', 'mlp_attn_ntk']:.3g}, "
-             f"2L-ReLU NTK {rows['real', 'relu_ntk']:.3g}")
+    ours += (f"; real labels: {name['mlp_attn_ntk']} {rows['real', 'mlp_attn_ntk']:.3g}, "
+             f"{name['relu_ntk']} {rows['real', 'relu_ntk']:.3g}")
   return _row('approximation', claim, section, verdict, ours, study,
               f"{dataset}, {approx['n_train']} train / {approx['n_test']} test, ridge "
               f"{approx['settings'].get('ridge', '')}, top-{approx['settings'].get('k_top', '')} "

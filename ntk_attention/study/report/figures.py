@@ -5,7 +5,7 @@ Each function takes a part's results as written to disk (the dicts of `spectral.
 eigenvalues of `spectral_spectra.npz`), draws with `figures`, and returns the paths written. The
 scripts call them for their own output folders, and the report calls them again on the JSON on
 disk, so a re-rendered report always shows figures of the current style. Names are the tables'
-(`report.model_name`: 2L-ReLU, MLP-Attn); the study's values are stars labelled "study".
+(`paper.model_name`: 2L-ReLU, MLP-Attn); the study's values are stars labelled "study".
 """
 import math
 import os
@@ -16,13 +16,7 @@ import numpy as np
 from ntk_attention.study import paper
 from ntk_attention.study.report import plots as figures
 
-NAMES = {'relu_mlp': '2L-ReLU', 'mlp_attn': 'MLP-Attn', 'mlp_attn_qkv': 'MLP-Attn (QKV)'}
-DATASET_NAMES = {'mnist': 'MNIST', 'cifar10': 'CIFAR-10'}
-
-
-def model_name(model: str) -> str:
-  """The display name used in every table and figure ('2L-ReLU', 'MLP-Attn', ...)."""
-  return NAMES.get(model, model)
+from ntk_attention.study.paper import DATASET_NAMES, model_name
 
 
 def file_label(model: str) -> str:
@@ -191,8 +185,6 @@ def malleability_figures(res: dict, out_dir, title: str, prefix='malleability') 
   return paths + ([eps] if eps else [])
 
 
-APPROX_KERNELS = {'linear': 'linear G', 'gram_cubed': 'G³ (attention)', 'relu_ntk': '2L-ReLU NTK',
-                  'mlp_attn_ntk': 'MLP-Attn NTK'}
 APPROX_TASKS = {'real': 'real labels', 'aligned': 'aligned with G (top eigvecs)', 'random': 'random targets'}
 
 
@@ -206,7 +198,7 @@ def approximation_figure(res: dict, out_dir) -> list:
     cells = [rows[t, k] for k in kernels]
     series[APPROX_TASKS.get(t, t)] = ([r['relative_mse_mean'] for r in cells], _spread(cells, 'relative_mse'))
   path = figures.plot_bars(os.path.join(out_dir, 'approximation.png'),
-                           [APPROX_KERNELS.get(k, k) for k in kernels], series,
+                           [paper.KERNEL_NAMES.get(k, k) for k in kernels], series,
                            'relative test error Σ(f−y)²/Σy² (log)',
                            f"{res['dataset']}, {res['n_train']} train / {res['n_test']} test: "
                            'kernel ridge regression', logy=True)

@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib import ticker
 
+from ntk_attention.study import paper
 from ntk_attention.study import store
 
 MAX_SERIES = 4
@@ -248,7 +249,8 @@ def plot_scatter(path, x, y, xlabel, ylabel, title, diagonal=True) -> str:
 
 
 def plot_tornado(path, baseline: float, rows: Sequence[dict], title, xlabel,
-                 reference=None, reference_label='', reference_model='2L-ReLU') -> str:
+                 reference=None, reference_label='',
+                 reference_model=paper.model_name('relu_mlp')) -> str:
   """Tornado chart: one horizontal line per row from `baseline` to the row's `value`, with
   its interval `[low, high]` as a bar (a None bound is drawn to the axis edge).
 

@@ -19,8 +19,9 @@ from ntk_attention.study import scorecard as scorecard_lib
 from ntk_attention.study import store as store_lib
 from ntk_attention.study.report import figures as report_figures
 from ntk_attention.study.report import page
-from ntk_attention.study.report.figures import NAMES, model_name
+from ntk_attention.study.paper import model_name
 
+NAMES = paper.MODEL_NAMES   # the display names, as `report.NAMES` (one source: paper.py)
 _name = model_name
 
 
@@ -281,8 +282,8 @@ def variants_reading(variants: dict) -> str:
     if r:
       text += f"; PGD flips {100 * r['flip_rate_mean']:.1f}%"
       if ref.get('mlp_attn') and ref.get('relu_mlp'):
-        text += (f" (MLP-Attn {100 * ref['mlp_attn']['flip_rate_mean']:.1f}%, "
-                 f"2L-ReLU {100 * ref['relu_mlp']['flip_rate_mean']:.1f}%)")
+        text += (f" ({_name('mlp_attn')} {100 * ref['mlp_attn']['flip_rate_mean']:.1f}%, "
+                 f"{_name('relu_mlp')} {100 * ref['relu_mlp']['flip_rate_mean']:.1f}%)")
     out.append(text + '.')
   return ' '.join(out)
 
@@ -312,7 +313,7 @@ def influence_attack_reading(res: dict) -> str:
   return ' '.join(out)
 
 
-KERNEL_NAMES = report_figures.APPROX_KERNELS
+KERNEL_NAMES = paper.KERNEL_NAMES
 
 
 def approximation_section(res: dict) -> str:
@@ -347,7 +348,7 @@ def approximation_section(res: dict) -> str:
   if g_al and g_rd and r_al and r_rd:
     text += (f" G³ reaches relative error {g_al['relative_mse_mean']:.3f} when the targets lie in "
              f"G's top-{res['settings'].get('k_top', '')} eigenvectors and {g_rd['relative_mse_mean']:.3f} "
-             f"on random targets (2L-ReLU NTK: {r_al['relative_mse_mean']:.3f} and "
+             f"on random targets ({KERNEL_NAMES['relu_ntk']}: {r_al['relative_mse_mean']:.3f} and "
              f"{r_rd['relative_mse_mean']:.3f}).")
   return (f"{res['n_train']} training / {res['n_test']} test points; relative MSE = Σ(f − y)²/Σy² "
           f"on the test set (1 = predicting zero), centred kernel–target alignment on the "
