@@ -46,7 +46,6 @@ from typing import Any, Callable, Dict, List, Optional
 
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402  (flags and provenance shared by the scripts)
 
 import jax  # noqa: E402
