@@ -1,12 +1,6 @@
-"""Compare analytic (infinite-width) and empirical (finite-width) NTKs at initialisation (docs/method.md §4, §7).
-
-For each model, width and seed: the empirical NTK Θ_m at initialisation (float32, traced over the
-outputs; params `models.init_params(model, PRNGKey(--seed + s))`), over the one sequence
-[x_train; x_test] with the training set as context, and its relative Frobenius distance
-‖Θ_m − Θ∞‖_F / ‖Θ∞‖_F to the analytic NTK Θ∞ (float64), on the full (N, N) matrix and on the
-train block. Seeds are vmapped for the closed form and looped for NT's generic methods (their
-memory grows with the number of parameters). Each row of the summary also gives the distance
-of the seed-averaged Θ_m (Monte Carlo mean), which separates the 1/√m fluctuation from any bias.
+"""Compare analytic (infinite-width) and empirical (finite-width) NTKs at initialisation
+(docs/method.md §4, §7): the relative Frobenius distance per model × width × seed
+(`study.parts.kernels`).
 
 Outputs in --output_dir: kernels_records.csv (one row per model x width x seed), kernels.csv and
 kernels.json (mean and std over seeds), kernels_distance.png; --save_kernels=FILE.npz writes the
@@ -15,171 +9,43 @@ per model x width (key `empirical_<model>_<width>`).
 
   python scripts/kernels.py --dataset=digits --models=relu_mlp,mlp_attn --widths=16,64,256,1024,4096
 """
-import os
-import time
-
-from absl import app
 from absl import flags
-from absl import logging
-import jax
-import jax.numpy as jnp
-import numpy as np
 
 import _common
-from ntk_attention import kernels
-from ntk_attention import models
-from ntk_attention.study import progress as progress_lib
-from ntk_attention.study import store as store_lib
-from ntk_attention.study.report import plots
+from ntk_attention import kernels as kernels_lib
+from ntk_attention.study import configs
+from ntk_attention.study.parts import kernels
 
-FLAGS = _common.script_flags(__name__)
-_common.define_data_flags(FLAGS)
+FLAGS = flags.FLAGS
+_common.define_data_flags()
 flags.DEFINE_string('models', 'relu_mlp,mlp_attn',
-                    'Comma-separated models: ' + _common.MODELS_HELP + '.', flag_values=FLAGS)
-flags.DEFINE_string('widths', '16,64,256,1024,4096', 'Comma-separated hidden widths m.',
-                    flag_values=FLAGS)
-flags.DEFINE_integer('seeds', 4, 'Initialisations per width (PRNGKey(--seed + s)).',
-                     flag_values=FLAGS)
+                    'Comma-separated models: ' + _common.MODELS_HELP + '.')
+flags.DEFINE_string('widths', '16,64,256,1024,4096', 'Comma-separated hidden widths m.')
+flags.DEFINE_integer('seeds', 4, 'Initialisations per width (PRNGKey(--seed + s)).')
 flags.DEFINE_string('method', 'auto',
                     "Empirical NTK: 'auto' (closed_form: every model has one) or one of "
-                    f"{', '.join(kernels.METHODS)}.", flag_values=FLAGS)
+                    f"{', '.join(kernels_lib.METHODS)}.")
 flags.DEFINE_string('save_kernels', '',
                     "'' or FILE.npz (path as given, relative to the working directory): train-block "
-                    'analytic NTK per model and seed-0 empirical train block per model x width.',
-                    flag_values=FLAGS)
-flags.DEFINE_integer('out_dim', 0, 'Outputs C of the readout; 0 = number of classes (binary: 1).',
-                     flag_values=FLAGS)
-
-_common.define_model_flags(FLAGS)
+                    'analytic NTK per model and seed-0 empirical train block per model x width.')
+flags.DEFINE_integer('out_dim', 0, 'Outputs C of the readout; 0 = number of classes (binary: 1).')
+_common.define_model_flags()
 
 
-
-def _check_flags():
-  """Validates every flag before any data is loaded; returns (classes, names, widths, methods, save)."""
-  classes = _common.check_data_flags(FLAGS)
-  names = _common.parse_models(FLAGS.models)
-  widths = sorted(set(_common.parse_int_list(FLAGS.widths, 'widths')))
-  if FLAGS.seeds < 1:
-    raise ValueError(f'--seeds must be >= 1, got {FLAGS.seeds}.')
-  if FLAGS.method != 'auto' and FLAGS.method not in kernels.METHODS:
-    raise ValueError(f"--method must be 'auto' or one of {kernels.METHODS}, got {FLAGS.method!r}.")
-  if FLAGS.out_dim < 0:
-    raise ValueError(f'--out_dim must be >= 0 (0 = number of classes), got {FLAGS.out_dim}.')
-  methods = {}
-  for name, factory in models.factories(names).items():
-    model = models.instantiate(name, factory, 1, 1)
-    methods[name] = kernels.default_method(model) if FLAGS.method == 'auto' else FLAGS.method
-  save = FLAGS.save_kernels
-  if save:
-    if not save.endswith('.npz'):
-      raise ValueError(f'--save_kernels must name a .npz file, got {save!r}.')
-    if os.path.isdir(save):
-      raise ValueError(f'--save_kernels is a folder: {save!r}.')
-  return classes, names, widths, methods, save
-
-
-def _distance(a, b):
-  """Relative Frobenius distance ‖a − b‖/‖b‖ as a float; a non-finite value raises."""
-  v = float(kernels.relative_distance(a, b))
-  if not np.isfinite(v):
-    raise FloatingPointError(f'relative kernel distance is {v}.')
-  return v
+def config() -> configs.Kernels:
+  return configs.Kernels(
+      data=_common.data_config(), models=_common.names(FLAGS.models),
+      widths=_common.ints(FLAGS.widths, 'widths'), seeds=FLAGS.seeds, method=FLAGS.method,
+      save_kernels=FLAGS.save_kernels, out_dim=FLAGS.out_dim,
+      options=_common.model_options())
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  classes, names, widths, methods, save = _check_flags()
-  options = {n: _common.model_options(FLAGS).get(n, {}) for n in names}
-  factories = models.factories(names, options)
-  _common.setup(FLAGS)
-
-  ds = _common.load_data(FLAGS, classes)
-  n, d = ds.x_train.shape
-  out_dim = FLAGS.out_dim or (1 if ds.is_binary else ds.num_classes)
-  x_tr32, x_te32 = jnp.asarray(ds.x_train, jnp.float32), jnp.asarray(ds.x_test, jnp.float32)
-  x_tr64, x_te64 = jnp.asarray(ds.x_train, jnp.float64), jnp.asarray(ds.x_test, jnp.float64)
-  keys = jnp.stack([jax.random.PRNGKey(FLAGS.seed + s) for s in range(FLAGS.seeds)])
-  logging.info('models %s, widths %s, %d seeds, out_dim %d, N = %d + %d tokens', names, widths,
-               FLAGS.seeds, out_dim, n, len(ds.x_test))
-
-  progress = progress_lib.Progress(len(names) * len(widths), 'kernels', log_fn=logging.info)
-  records, mc_rows, saved = [], {}, {}
-  t_start = time.time()
-  for name in names:
-    method = methods[name]
-    # Θ∞ does not depend on the width (nor on out_dim: the readout is frozen with a² = 1).
-    theta = np.asarray(kernels.analytic_kernel(
-        models.instantiate(name, factories[name], widths[0], out_dim), x_tr64, x_te64, 'ntk'),
-        np.float64)
-    saved[f'analytic_{name}'] = theta[:n, :n]
-    for width in widths:
-      t0 = time.time()
-      model = models.instantiate(name, factories[name], width, out_dim)
-      if method == 'closed_form':
-        _, draws = kernels.monte_carlo_ntk(model, keys, x_tr32, x_te32, method, jnp.float32)
-      else:  # Jacobian-based: one seed at a time, their memory grows with the parameter count.
-        draws = jnp.stack([
-            kernels.empirical_ntk(model, models.init_params(model, key, d, jnp.float32),
-                                  x_tr32, x_te32, method) for key in keys])
-      draws = np.asarray(draws, np.float64)
-      for s in range(FLAGS.seeds):
-        records.append({'model': name, 'width': width, 'seed': FLAGS.seed + s, 'method': method,
-                        'distance_full': _distance(draws[s], theta),
-                        'distance_train': _distance(draws[s][:n, :n], theta[:n, :n])})
-      mean = draws.mean(axis=0)
-      mc_rows[name, width] = {'mc_mean_distance_full': _distance(mean, theta),
-                              'mc_mean_distance_train': _distance(mean[:n, :n], theta[:n, :n]),
-                              'seconds': time.time() - t0}
-      saved[f'empirical_{name}_{width}'] = draws[0][:n, :n].astype(np.float32)
-      progress.update()
-  elapsed = time.time() - t_start
-
-  summary = store_lib.summarize(records, ['model', 'width', 'method'],
-                                ['distance_full', 'distance_train'])
-  for row in summary:
-    row.update(mc_rows[row['model'], row['width']])
-  out = FLAGS.output_dir
-  paths = [os.path.join(out, f) for f in ('kernels_records.csv', 'kernels.csv', 'kernels.json',
-                                           'kernels_distance.png')]
-  store_lib.write_csv(paths[0], records)
-  store_lib.write_csv(paths[1], summary)
-  store_lib.write_json(paths[2], {
-      'comparison': 'empirical NTK at initialisation (float32, traced over outputs) vs analytic '
-                    'NTK (float64); relative Frobenius distance ||emp - analytic|| / ||analytic||, '
-                    'on the full [train; test] matrix and on the train block',
-      'n_train': n, 'n_test': len(ds.x_test), 'd': d, 'out_dim': out_dim,
-      'seeds': FLAGS.seeds, 'methods': methods, 'seconds': elapsed,
-      'summary': summary, 'records': records,
-      'provenance': _common.provenance(FLAGS, ('models', 'widths', 'seeds', 'method', 'save_kernels',
-                                        'out_dim')),
-  })
-
-  from ntk_attention.study import report
-  series = {}
-  for name in names:
-    rows = [r for r in summary if r['model'] == name]
-    series[report.model_name(name)] = (
-        np.array([r['width'] for r in rows], np.float64), np.array([r['distance_full_mean'] for r in rows]),
-        np.array([r['distance_full_std'] for r in rows]) if FLAGS.seeds > 1 else None)
-  w = np.array(widths, np.float64)
-  first = series[report.model_name(names[0])][1][0]
-  plots.plot_lines(paths[3], series, 'width m',
-                       r'$\Vert\Theta_m - \Theta_\infty\Vert_F \,/\, \Vert\Theta_\infty\Vert_F$',
-                       f'{ds.name}: empirical NTK at init vs analytic, [train; test] '
-                       f'(N={n + len(ds.x_test)}), {FLAGS.seeds} seed(s), band ± std',
-                       logx=True, logy=True,
-                       references={f'reference ∝ 1/√m (through {report.model_name(names[0])} at m={widths[0]})':
-                                   (w, first * np.sqrt(w[0] / w))})
-  if save:
-    store_lib.write_npz(save, widths=np.array(widths), **saved)
-    paths.append(save)
-  for row in summary:
-    logging.info('%-12s m=%-6d full %.4g ± %.2g   train %.4g ± %.2g', row['model'], row['width'],
-                 row['distance_full_mean'], row['distance_full_std'],
-                 row['distance_train_mean'], row['distance_train_std'])
-  for p in paths:
-    logging.info('wrote %s', p)
+  _common.no_arguments(argv)
+  c = config()
+  kernels.check(c)
+  _common.setup()
+  kernels.run(c, FLAGS.output_dir)
 
 
 if __name__ == '__main__':

@@ -10,14 +10,12 @@ conditioned than real MNIST at the same n. Use it for wall time and memory, say 
   python scripts/malleability.py --dataset=npz:/tmp/mnist_shift25k.npz --n_train=20000 ...
 """
 import os
-import sys
 
 from absl import app
 from absl import flags
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
+import _common
 
 FLAGS = _common.script_flags(__name__)
 flags.DEFINE_enum('source', 'mnist_sample', ['mnist_sample', 'cifar10_sample'],

@@ -246,3 +246,36 @@ def test_script_end_to_end(script_run):
   lin = rows['real', 'linear']
   assert lin['relative_mse_mean'] == pytest.approx(np.sum((pred - y_te) ** 2) / 30, rel=1e-8)
   assert lin['accuracy'] == pytest.approx(np.mean(pred.argmax(1) == ds.y_test))
+
+
+def test_part_writes_what_the_script_writes(script_run, tmp_path):
+  # study.parts.approximation on the config the script's flags map to: the same file.
+  from ntk_attention.study import configs  # pylint: disable=import-outside-toplevel
+  from ntk_attention.study.parts import approximation  # pylint: disable=import-outside-toplevel
+  proc, out = script_run
+  if proc.returncode is None:      # this test alone: the script still runs
+    proc.communicate(timeout=240)
+  assert proc.returncode == 0
+  config = configs.Approximation(
+      data=configs.Data(dataset='digits', n_train=80, n_test=30, fit_to_pool=False),
+      synthetic_seeds=2, k_top=3)
+  approximation.run(config, str(tmp_path))
+  part = store_lib.read_json(tmp_path / 'approximation.json')
+  script = store_lib.read_json(out / 'approximation.json')
+  part.pop('provenance')
+  assert script.pop('provenance')['config'] == configs.as_dict(config)
+  # The same computation: the same fields and numbers, up to the summation order of
+  # OpenBLAS's threads (one in the script, _common; more here).
+  def leaves(obj, path=''):
+    if isinstance(obj, dict):
+      return {k: v for key, val in obj.items() for k, v in leaves(val, f'{path}/{key}').items()}
+    if isinstance(obj, list):
+      return {k: v for i, val in enumerate(obj) for k, v in leaves(val, f'{path}[{i}]').items()}
+    return {path: obj}
+  a, b = leaves(part), leaves(script)
+  assert a.keys() == b.keys()
+  for k in a:
+    if isinstance(a[k], float):
+      assert a[k] == pytest.approx(b[k], rel=1e-10, abs=1e-14), k
+    else:
+      assert a[k] == b[k], k

@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 from ntk_attention import data
+from ntk_attention import training
+from ntk_attention.study import configs
+from ntk_attention.study import parts
 from ntk_attention.study import scaling
 from ntk_attention.study import store as store_lib
 
@@ -72,6 +75,23 @@ def test_script_end_to_end_and_resume(tmp_path):
   proc = _run(args + ['--resume'])          # nothing left to do: same records
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert len(store_lib.JsonlStore(str(tmp_path / 'scaling.jsonl')).records()) == 8
+  # study.parts.scaling on the config the flags map to: the same rows and records.
+  config = configs.Scaling(data=configs.Data(dataset='digits', n_test=30, fit_to_pool=False),
+                           train=training.TrainConfig(epochs=1), n_grid=(40, 80), seeds=2,
+                           width=8)
+  # (Up to the summation order of OpenBLAS's threads: one in the script, more here.)
+  part_rows = parts.part('scaling').run(config, str(tmp_path / 'part'))
+  assert store_lib.read_json(tmp_path / 'scaling.json')['provenance']['config'] == \
+      configs.as_dict(config)
+  for mine, theirs in ((part_rows, rows),
+                       (store_lib.JsonlStore(str(tmp_path / 'part' / 'scaling.jsonl')).records(),
+                        store_lib.JsonlStore(str(tmp_path / 'scaling.jsonl')).records())):
+    assert len(mine) == len(theirs)
+    for a, b in zip(mine, theirs):
+      assert a.keys() == b.keys()
+      for k in a:
+        assert a[k] == (pytest.approx(b[k], rel=1e-10, abs=1e-14, nan_ok=True)
+                        if isinstance(b[k], float) else b[k]), k
 
 
 @pytest.mark.parametrize('args,message', [

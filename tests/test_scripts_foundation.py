@@ -1,17 +1,18 @@
 """scripts/spectral.py and scripts/kernels.py end to end, on tiny digits subsamples.
 
 The scripts run as subprocesses (their real command line, absl flag parsing included), all three
-at once to share the jax/NT start-up; bad flags are also checked in-process, where each costs
-nothing. Every number read back is checked against an independent numpy computation on the same
-data subsample, loaded with `data.load` and the scripts' flags.
+at once to share the jax/NT start-up; their parts (`study.parts.spectral` / `.kernels`) run
+in-process on the configs the flags map to, and must write the same numbers; bad values are
+checked in-process on those configs, where each costs nothing. Every number read back is checked
+against an independent numpy computation on the same data subsample, loaded with `data.load`
+and the scripts' flags.
 """
-import importlib.util
+import dataclasses
 import math
 import os
 import subprocess
 import sys
 
-from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +20,8 @@ import pytest
 
 from ntk_attention import data
 from ntk_attention import models
+from ntk_attention.study import configs
+from ntk_attention.study import parts
 from ntk_attention.study import store as store_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +30,10 @@ N_TRAIN, N_TEST = 30, 20       # n = 30 < rank(digits) = 61: κ(G) is finite and
 DATA_FLAGS = ['--dataset=digits', f'--n_train={N_TRAIN}', f'--n_test={N_TEST}', '--seed=0']
 SPECTRAL_FLAGS = ['--n_grid=10,20,5000', '--depths=1,2', '--ranks=5,10']
 KERNEL_FLAGS = ['--models=relu_mlp,mlp_attn', '--widths=8,2048', '--seeds=2']
+# The same runs as configs (`study.parts`): sizes given, so they are honoured.
+DATA = configs.Data(dataset='digits', n_train=N_TRAIN, n_test=N_TEST, seed=0, fit_to_pool=False)
+SPECTRAL = configs.Spectral(data=DATA, n_grid=(10, 20, 5000), depths=(1, 2), ranks=(5, 10))
+KERNELS = configs.Kernels(data=DATA, models=('relu_mlp', 'mlp_attn'), widths=(8, 2048), seeds=2)
 
 
 def _start(script, args):
@@ -183,37 +190,52 @@ def test_bad_flag_exits_nonzero_without_results(runs):
   assert not folder.exists()
 
 
-# ------------------------------------------------------------------------------------ bad flags
+# ------------------------------------------------------------------------------------ the parts
 
 
-def _script(name):
-  """The script module, imported once under a private name (its flags register once)."""
-  mod_name = f'_script_{name}'
-  if mod_name not in sys.modules:
-    if SCRIPTS not in sys.path:
-      sys.path.insert(0, SCRIPTS)          # for `import _common`
-    spec = importlib.util.spec_from_file_location(mod_name, os.path.join(SCRIPTS, f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    spec.loader.exec_module(module)
-  return sys.modules[mod_name]
+def _numbers(obj, path=''):
+  """Every number of a JSON document by its path (provenance and timings left out)."""
+  if isinstance(obj, dict):
+    return {k: v for key, val in obj.items() if key not in ('provenance', 'seconds')
+            for k, v in _numbers(val, f'{path}/{key}').items()}
+  if isinstance(obj, list):
+    return {k: v for i, val in enumerate(obj) for k, v in _numbers(val, f'{path}[{i}]').items()}
+  if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+    return {path: obj}
+  return {}
 
 
-def _run_in_process(name, args):
-  module = _script(name)          # imported: the script's flags are its own registry
-  module.FLAGS.unparse_flags()
-  module.FLAGS(['prog', *args])
-  try:
-    module.main(['prog'])
-  finally:
-    module.FLAGS.unparse_flags()
+def _same_numbers(a, b):
+  """The same numbers, up to the summation order of OpenBLAS's threads (one in a script,
+  scripts/_common.py; more in this process)."""
+  a, b = _numbers(a), _numbers(b)
+  assert a and a.keys() == b.keys()
+  for k in a:
+    assert a[k] == pytest.approx(b[k], rel=1e-10, abs=1e-14, nan_ok=True), (k, a[k], b[k])
+
+
+def test_spectral_part_writes_what_the_script_writes(runs, tmp_path):
+  script = store_lib.read_json(_ok(runs, 'spectral') / 'spectral.json')
+  part = parts.part('spectral').run(SPECTRAL, str(tmp_path))
+  _same_numbers(store_lib.read_json(tmp_path / 'spectral.json'), script)
+  _same_numbers(part, script)
+  assert script['provenance']['config'] == configs.as_dict(SPECTRAL)
+
+
+def test_kernels_part_writes_what_the_script_writes(runs, tmp_path):
+  folder = _ok(runs, 'kernels')
+  script = store_lib.read_json(folder / 'kernels.json')
+  parts.part('kernels').run(KERNELS, str(tmp_path))
+  _same_numbers(store_lib.read_json(tmp_path / 'kernels.json'), script)
+  assert script['provenance']['config'] == configs.as_dict(
+      dataclasses.replace(KERNELS, save_kernels=str(folder / 'k.npz')))
 
 
 def test_spectral_singular_gram_uses_effective_kappa(tmp_path):
   # n = 100 > rank(digits subsample) = 56: κ(G) = inf, so the direct check is on κ_d, and
   # κ_d³ ~ 1e17 is beyond float64: the measurement must be flagged unreliable.
-  _run_in_process('spectral', ['--dataset=digits', '--n_train=100', '--n_test=10',
-                               '--n_grid=50,100', f'--output_dir={tmp_path}'])
+  parts.part('spectral').run(configs.Spectral(data=dataclasses.replace(DATA, n_train=100, n_test=10),
+                                      n_grid=(50, 100)), str(tmp_path))
   out = store_lib.read_json(tmp_path / 'spectral.json')
   x = data.load('digits', n_train=100, n_test=10, seed=0).x_train
   lam = np.linalg.eigvalsh(_gram(x))[::-1]
@@ -230,24 +252,32 @@ def test_spectral_singular_gram_uses_effective_kappa(tmp_path):
   assert out['curve'][-1]['kappa'] == math.inf
 
 
-@pytest.mark.parametrize('script,args,message', [
-    ('spectral', ['--n_grid=100,200'], '--n_grid'),
-    ('spectral', ['--rtol=0'], '--rtol'),
-    ('spectral', ['--eps=-1'], '--eps'),
-    ('spectral', ['--depths=0'], '--depths'),
-    ('spectral', ['--ranks=5,x'], '--ranks'),
-    ('spectral', ['--ranks=31'], '--ranks'),
-    ('spectral', ['--dataset=nope'], 'dataset'),
-    ('kernels', ['--widths=16,-4'], '--widths'),
-    ('kernels', ['--models=relu_mlp,transformer'], '--models'),
-    ('kernels', ['--seeds=0'], '--seeds'),
-    ('kernels', ['--method=exact'], '--method'),
-    ('kernels', ['--save_kernels=k.txt'], '--save_kernels'),
-    ('kernels', ['--out_dim=-1'], '--out_dim'),
-    ('kernels', ['--classes=3'], 'classes'),
+# Bad values of the scripts' flags, as config fields: the part refuses them (naming the flag)
+# before it loads data or writes anything. A flag that does not parse at all (--ranks=5,x) is
+# tests/test_script_hygiene.py's.
+@pytest.mark.parametrize('part,change,message', [
+    ('spectral', dict(n_grid=(100, 200)), '--n_grid'),
+    ('spectral', dict(rtol=0.0), '--rtol'),
+    ('spectral', dict(eps=-1.0), '--eps'),
+    ('spectral', dict(depths=(0,)), '--depths'),
+    ('spectral', dict(ranks=()), '--ranks'),
+    ('spectral', dict(ranks=(31,)), '--ranks'),
+    ('spectral', dict(data=dataclasses.replace(DATA, dataset='nope')), 'dataset'),
+    ('kernels', dict(widths=(16, -4)), '--widths'),
+    ('kernels', dict(models=('relu_mlp', 'transformer')), '--models'),
+    ('kernels', dict(seeds=0), '--seeds'),
+    ('kernels', dict(method='exact'), '--method'),
+    ('kernels', dict(save_kernels='k.txt'), '--save_kernels'),
+    ('kernels', dict(out_dim=-1), '--out_dim'),
+    ('kernels', dict(data=dataclasses.replace(DATA, classes=(3,))), 'classes'),
+    ('kernels', dict(options=configs.ModelOptions(attn_depth=0)), '--attn_depth'),
 ])
-def test_bad_flags_raise_before_any_output(tmp_path, script, args, message):
+def test_bad_configs_raise_before_any_output(tmp_path, part, change, message):
+  config = dataclasses.replace({'spectral': SPECTRAL, 'kernels': KERNELS}[part], **change)
   out = tmp_path / 'out'
+  module = parts.part(part)
   with pytest.raises(ValueError, match=message):
-    _run_in_process(script, [*DATA_FLAGS, f'--output_dir={out}', *args])
+    module.check(config)
+  with pytest.raises(ValueError, match=message):
+    module.run(config, str(out))
   assert not out.exists()

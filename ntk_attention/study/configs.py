@@ -126,8 +126,8 @@ class Approximation:
 class Sensitivity:
   """scripts/sensitivity.py: one unpublished choice varied at a time (docs/method.md §12).
 
-  `base` holds the baseline setting (its `epochs`, `init_std`, `width`, `n_train` are those of
-  `train`, `options` and `data`: the script fills it from the same flags); `variations`: the
+  The baseline setting (`study.parts.sensitivity.baseline`) is these fields, with `epochs`
+  from `train`, `init_std` from `options` and `n_train` from `data`; `variations`: the
   'CHOICE=V1,V2;…' text ('' = the default grid). `models`: (reference, candidate).
   """
   data: Data = Data()
