@@ -19,7 +19,6 @@ A size of 0 means the part's default (`configs.Data()`: 1000 / 500), shrunk to f
 pool (`Data.fit_to_pool`); a size given is honoured or refused, as by the scripts.
 """
 import dataclasses
-import logging as std_logging
 from typing import Any, NamedTuple, Sequence
 
 from ntk_attention import data as data_lib
@@ -30,6 +29,7 @@ from ntk_attention.study import layout
 from ntk_attention.study import overrides
 from ntk_attention.study import paper
 from ntk_attention.study import presets
+from ntk_attention.study.parts import _base
 
 # Beyond the study: model variants, each measured with ntk_distance and malleability:
 # name -> (models, ModelOptions changes).
@@ -185,55 +185,13 @@ def parts_of(study: presets.Study, sets: Sequence[tuple] = ()) -> list:
 
 # ------------------------------------------------------------------------------------- checks
 
-def _names(values, field, allowed):
-  if not values:
-    raise ValueError(f'--{field} is empty.')
-  unknown = [v for v in values if v not in allowed]
-  if unknown:
-    raise ValueError(f'--{field}: unknown {unknown}; choose from {tuple(allowed)}.')
-
-
-def _positive(values, field):
-  if not values:
-    raise ValueError(f'--{field} is empty.')
-  if min(values) < 1:
-    raise ValueError(f'--{field} values must be >= 1, got {list(values)}.')
-
-
-def check_models(names: Sequence[str], field: str, count=None) -> None:
-  """Built-in names or 'module:function' entries, each imported and called once at width 2
-  with 2 outputs; `count` entries when given. ValueError naming `field` and the entry."""
-  from ntk_attention import models
-  if not names:
-    raise ValueError(f'{field} is empty.')
-  for name in names:
-    if name in models.MODELS:
-      continue
-    if ':' not in name:
-      raise ValueError(f'{field}: unknown model {name!r}; choose from {models.MODELS} or give '
-                       'module:function.')
-    # Calling the factory starts JAX, whose backend probing logs at INFO.
-    std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
-    try:
-      models.instantiate(name, models.factories([name])[name], 2, 2)
-    except Exception as e:  # pylint: disable=broad-except
-      # The user's code may fail in any way: every failure is a bad value, named.
-      message = str(e) if isinstance(e, ValueError) else (
-          f'model {name!r}: importing or calling it at width 2, 2 outputs failed '
-          f'({type(e).__name__}: {e}).')
-      raise ValueError(f'{field}: {message}') from None
-  if count is not None and len(names) != count:
-    raise ValueError(f'{field} takes exactly {count} models (reference, candidate: the ratio '
-                     f'is candidate / reference), got {list(names)}.')
-
-
 def check(study: presets.Study) -> None:
   """The study's own settings, without loading anything: a ValueError naming the flag
   (= field) of the first bad one. Each part's config is checked by its module."""
   from ntk_attention import attacks
-  _names(study.parts, 'parts', presets.PARTS + presets.OPTIONAL_PARTS)
-  _names(study.beyond_variants, 'beyond_variants', VARIANTS)
-  _names(study.beyond_parts, 'beyond_parts', presets.BEYOND_PARTS)
+  _base.check_names(study.parts, 'parts', presets.PARTS + presets.OPTIONAL_PARTS)
+  _base.check_names(study.beyond_variants, 'beyond_variants', VARIANTS)
+  _base.check_names(study.beyond_parts, 'beyond_parts', presets.BEYOND_PARTS)
   try:
     data_lib.validate_dataset_name(study.dataset)
   except ValueError as e:
@@ -247,14 +205,14 @@ def check(study: presets.Study) -> None:
   if study.n_test < 1:
     raise ValueError(f'--n_test must be >= 1, got {study.n_test}.')
   for field in ('n_grid', 'widths', 'beyond_widths', 'scaling_n_grid'):
-    _positive(getattr(study, field), field)
-  check_models(study.ntk_models, '--ntk_models')
-  check_models(study.mall_models, '--mall_models')
-  _names(study.attacks, 'attacks', malleability.ATTACKS)
-  _names(study.intervention_attacks, 'intervention_attacks', malleability.ATTACKS)
+    _base.check_ints(getattr(study, field), field)
+  _base.check_models(study.ntk_models, 'ntk_models')
+  _base.check_models(study.mall_models, 'mall_models')
+  _base.check_names(study.attacks, 'attacks', malleability.ATTACKS)
+  _base.check_names(study.intervention_attacks, 'intervention_attacks', malleability.ATTACKS)
   if study.interventions:          # none: the part measures the standard setting only
-    _names(study.interventions, 'interventions', malleability.INTERVENTIONS)
-  _names(study.sens_attacks, 'sens_attacks', attacks.ATTACKS)
+    _base.check_names(study.interventions, 'interventions', malleability.INTERVENTIONS)
+  _base.check_names(study.sens_attacks, 'sens_attacks', attacks.ATTACKS)
   if not study.epsilons:
     raise ValueError('--epsilons is empty.')
   for eps in study.epsilons:
@@ -301,5 +259,5 @@ def describe(config) -> str:
   return f'{type(config).__name__}({", ".join(_changes(config, type(config)()))})'
 
 
-__all__ = ['VARIANTS', 'PAIRED', 'Part', 'binary_tasks', 'parts_of', 'check_models', 'check',
+__all__ = ['VARIANTS', 'PAIRED', 'Part', 'binary_tasks', 'parts_of', 'check',
            'describe']

@@ -19,7 +19,6 @@ import json
 import logging as std_logging
 import multiprocessing
 import os
-import platform
 import shutil
 import sys
 import time
@@ -31,6 +30,7 @@ from ntk_attention.study import configs
 from ntk_attention.study import layout
 from ntk_attention.study import pipeline
 from ntk_attention.study import presets
+from ntk_attention.study.parts import _base
 
 COMPILATION_CACHE = os.path.join('~', '.cache', 'ntk_attention', 'jax')
 
@@ -41,45 +41,8 @@ def part_module(kind: str):
   return importlib.import_module(f'ntk_attention.study.parts.{kind}')
 
 
-def _need_fields(need, data: configs.Data):
-  """(dataset, classes, n_train, n_test, fit_to_pool, seed, data_dir) of a `Need`: a tuple in
-  that order (seed and data_dir may be left off: the part's data then gives them) or an object
-  with those attributes."""
-  names = ('dataset', 'classes', 'n_train', 'n_test', 'fit_to_pool', 'seed', 'data_dir')
-  if all(hasattr(need, n) for n in names[:5]):
-    values = [getattr(need, n) for n in names[:5]]
-    values += [getattr(need, n, d) for n, d in (('seed', data.seed), ('data_dir', data.data_dir))]
-  else:
-    values = list(need) + [data.seed, data.data_dir][len(need) - 5:]
-  classes = values[1]
-  values[1] = tuple(classes) if classes else None
-  return tuple(values)
-
-
-def check_pools(needs, data: configs.Data, where: str = '', checked=None) -> None:
-  """Loads each of `needs` once (`data.load`), so that a pool too small for the sizes asked
-  is a one-line ValueError prefixed by `where` before any work; `checked` (a set) skips
-  loads already tried and is updated."""
-  import warnings
-  from ntk_attention import data as data_lib
-  checked = set() if checked is None else checked
-  for need in needs:
-    key = _need_fields(need, data)
-    if key in checked:
-      continue
-    dataset, classes, n_train, n_test, fit, seed, data_dir = key
-    with warnings.catch_warnings():
-      warnings.simplefilter('ignore')     # a shrink to fit is reported when the part loads
-      try:
-        data_lib.load(dataset, classes=classes, n_train=n_train, n_test=n_test, seed=seed,
-                      data_dir=data_dir, fit_to_pool=fit)
-      except (ValueError, RuntimeError) as e:   # RuntimeError: a tfds dataset not prepared
-        raise ValueError(f'{where}{e}') from None
-    checked.add(key)
-
-
 def preflight(todo: Sequence[pipeline.Part], strict: bool = True) -> list:
-  """Every part's config (`check`), models (`pipeline.check_models`) and data (`data_needs`,
+  """Every part's config (`check`), models (`parts._base.check_models`) and data (`data_needs`,
   each load tried), before anything is computed: a problem is a one-line ValueError naming
   the part ('part malleability: ...'); with `strict=False` (a dry run) the problems are
   returned instead."""
@@ -90,9 +53,9 @@ def preflight(todo: Sequence[pipeline.Part], strict: bool = True) -> list:
       module.check(part.config)
       models = getattr(part.config, 'models', None)
       if models is not None:
-        pipeline.check_models(models, 'models',
-                              count=2 if part.kind in pipeline.PAIRED else None)
-      check_pools(module.data_needs(part.config), part.config.data, '', checked)
+        _base.check_models(models, 'models', count=2 if part.kind in pipeline.PAIRED else None)
+      data = part.config.data
+      _base.check_pools(module.data_needs(part.config), data.seed, data.data_dir, '', checked)
     except ValueError as e:
       if strict:
         raise ValueError(f'part {part.sub}: {e}') from None
@@ -167,16 +130,6 @@ def count_compilations() -> dict:
 
   jax.monitoring.register_event_listener(listener)
   return counts
-
-
-def provenance() -> dict:
-  """Versions and device of this run, for the report."""
-  import jax
-  from ntk_attention import _nt
-  return {'argv': sys.argv, 'python': platform.python_version(), 'jax': jax.__version__,
-          'neural_tangents': _nt.nt_version(), 'backend': jax.default_backend(),
-          'devices': [str(d) for d in jax.devices()], 'x64': bool(jax.config.jax_enable_x64),
-          'time': time.strftime('%Y-%m-%d %H:%M:%S')}
 
 
 # ------------------------------------------------------------------------------ one part
@@ -295,7 +248,7 @@ def build_report(study, output_dir, parts_info, wall, flags=None, prov=None) -> 
                     'width': study.beyond_width},
       scaling=layout.SCALING in parts_info, parts_info=parts_info,
       flags=study_flags(study) if flags is None else flags,
-      provenance=provenance() if prov is None else prov, wall=wall)
+      provenance=_base.environment() if prov is None else prov, wall=wall)
 
 
 def run(study: presets.Study, output_dir: str, *, sets: Sequence[str] = (), force: bool = False,
@@ -361,6 +314,6 @@ def run(study: presets.Study, output_dir: str, *, sets: Sequence[str] = (), forc
   return text
 
 
-__all__ = ['COMPILATION_CACHE', 'part_module', 'check_pools', 'preflight', 'group_problems',
-           'dry_run_text', 'configure_jax', 'count_compilations', 'provenance', 'run_part',
+__all__ = ['COMPILATION_CACHE', 'part_module', 'preflight', 'group_problems',
+           'dry_run_text', 'configure_jax', 'count_compilations', 'run_part',
            'study_flags', 'build_report', 'run']
