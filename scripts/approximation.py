@@ -68,6 +68,7 @@ def run(ds, out_dir, ridge, k_top, seeds, noise=0.0) -> dict:
   """
   from ntk_attention import alignment
   from ntk_attention import data
+  from ntk_attention import stats
   from ntk_attention.study import store as store_lib
   from ntk_attention.study.report import page
   from ntk_attention.study.report import plots
@@ -99,7 +100,7 @@ def run(ds, out_dir, ridge, k_top, seeds, noise=0.0) -> dict:
       res.pop('accuracy')  # sign agreement of a continuous target is not a task metric
       records.append({'task': kind, 'kernel': name, 'seed': s, **res})
 
-  summary = store_lib.summarize(records, ('task', 'kernel'), METRICS)
+  summary = stats.summarize(records, ('task', 'kernel'), METRICS)
   for row in summary:
     if row['task'] == 'real':
       row['accuracy'] = real[row['kernel']]['accuracy']

@@ -442,8 +442,12 @@ def bench_influence(args: Args) -> List[dict]:
   n, t, c = sizes_table['small']
   k, ke, y, ye = _psd_problem(n, t, c, args.seed)
 
-  def brute(k, ke, y):
-    f_loo = influence.loo_predictions_bruteforce(k, ke, y, RIDGE)        # (n, t, C)
+  def brute(k, ke, y):       # refit without each point i (the oracle of tests/oracles.py)
+    k_sym, m = 0.5 * (k + k.T), len(k)
+    lam = RIDGE * np.mean(np.diag(k_sym))
+    f_loo = np.stack([ke[:, keep] @ np.linalg.solve(k_sym[np.ix_(keep, keep)]
+                                                    + lam * np.eye(m - 1), y[keep])
+                      for keep in (np.arange(m) != i for i in range(m))])   # (n, t, C)
     return np.transpose(f_loo, (1, 0, 2)) - _full_fit(k, ke, y, RIDGE)[:, None, :]
 
   def exact(k, ke, y, ye):
@@ -454,7 +458,7 @@ def bench_influence(args: Args) -> List[dict]:
   diff = float(np.max(np.abs(np.asarray(new.result) - old.result)))
   rows.append(make_row(
       'influence', 'loo_influence vs brute-force LOO refits', f'n_train={n} n_eval={t} '
-      f'C={c} float64', 'loo_predictions_bruteforce', old, 'loo_influence', new,
+      f'C={c} float64', 'brute-force LOO refits', old, 'loo_influence', new,
       agreement=diff, agreement_what='max abs diff of LOO changes Delta (t, n, C)',
       note=f'max |Delta| = {float(np.max(np.abs(old.result))):.3g}'))
 
@@ -463,7 +467,7 @@ def bench_influence(args: Args) -> List[dict]:
   new = measure(lambda *a: influence.loo_influence(*a, ridge=RIDGE), (k, ke, y, ye), args)
   out = new.result
   # Brute-force spot check and extrapolation: refit without a few points (after one
-  # untimed warm-up refit), exactly as loo_predictions_bruteforce does for every point.
+  # untimed warm-up refit), exactly as `brute` above does for every point.
   spots = np.random.default_rng(args.seed).choice(n, size=4, replace=False)
   k_sym = 0.5 * (k + k.T)
   lam = RIDGE * np.mean(np.diag(k_sym))

@@ -28,6 +28,7 @@ import numpy as np
 import _common
 from ntk_attention import kernels
 from ntk_attention import models
+from ntk_attention import stats
 from ntk_attention.study import progress as progress_lib
 from ntk_attention.study import store as store_lib
 from ntk_attention.study.report import plots
@@ -135,8 +136,8 @@ def main(argv):
       progress.update()
   elapsed = time.time() - t_start
 
-  summary = store_lib.summarize(records, ['model', 'width', 'method'],
-                                ['distance_full', 'distance_train'])
+  summary = stats.summarize(records, ['model', 'width', 'method'],
+                            ['distance_full', 'distance_train'])
   for row in summary:
     row.update(mc_rows[row['model'], row['width']])
   out = FLAGS.output_dir

@@ -107,6 +107,8 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
   out_dir = out_dir or FLAGS.output_dir
   import numpy as np
   from ntk_attention import malleability
+  from ntk_attention import models as models_lib
+  from ntk_attention import stats
   from ntk_attention.study import report
   from ntk_attention.study import store as store_lib
   from ntk_attention.study.report import plots
@@ -117,9 +119,8 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
                   attack=setup.attack._asdict(), model_options=model_options or {},
                   **config._asdict())
   store = _common.open_store(prefix, settings, resume, out_dir)
-  settings_list = ((['retrain' if retrain else 'standard'] + list(interventions)
-                    + (['pgd_at'] if adversarial_training else [])))
-  total = (len(model_names) * len(settings_list) * len(attack_names) * len(epsilons)
+  sweep_settings = malleability.Settings(retrain, tuple(interventions), adversarial_training)
+  total = (len(model_names) * len(sweep_settings.names()) * len(attack_names) * len(epsilons)
            * len(seeds))
   done = store.done_keys(malleability.KEY_FIELDS)
   progress = _common.progress(prefix, total, context)
@@ -131,17 +132,18 @@ def run(ds, model_names, width, seeds, attack_names, epsilons, setup, config, re
     for k, v in arrs.items():
       arrays[f'{key}/{k}'] = np.asarray(v)
 
-  malleability.sweep(ds, model_names, width, seeds, attack_names, epsilons, setup, config,
-                     retrain, interventions, adversarial_training, on_record=store.append,
-                     on_arrays=on_arrays, done=done, on_progress=progress.update, task=task,
-                     base_seed=FLAGS.seed, model_options=model_options,
+  malleability.sweep(ds, models_lib.factories(model_names, model_options), width, seeds,
+                     attack_names, epsilons, setup, config, sweep_settings,
+                     malleability.Hooks(task=task, done=done, on_record=store.append,
+                                        on_arrays=on_arrays, on_progress=progress.update),
+                     base_seed=FLAGS.seed,
                      train_fn=_common.trainer(FLAGS, context and context.train_fn))
   if save_arrays and arrays:
     store_lib.write_npz(save_arrays, **arrays)
     logging.info('arrays in %s', save_arrays)
   records = store.records()
   metrics = malleability.METRICS + malleability.DIAGNOSTICS
-  summary = store_lib.summarize(records, GROUP, metrics)
+  summary = stats.summarize(records, GROUP, metrics)
   for row in summary:
     # The study compared mean scores; per-point flips have no published counterpart.
     row['paper_flip_rate_pct'] = paper_value(ds.name, task, row) if setup.score == 'mean' else None
@@ -210,7 +212,7 @@ def plot(summary, records, arrays, model_names, prefix, out_dir):
 
 def main(argv, context=None):
   del argv
-  from ntk_attention import kernels
+  from ntk_attention import blocked
   from ntk_attention import malleability
   classes = _common.check_data_flags(FLAGS)
   model_names = _common.parse_models(FLAGS.models)
@@ -234,7 +236,7 @@ def main(argv, context=None):
                              eps_units=FLAGS.eps_units, max_memory_gb=FLAGS.max_memory_gb)
   # n_train is only known after loading; check τ and memory against the sizes asked for first.
   malleability.validate(attack_names, epsilons, setup, FLAGS.n_train, interventions)
-  kernels.check_fits(FLAGS.n_train, FLAGS.n_test, FLAGS.max_memory_gb or None)
+  blocked.check_fits(FLAGS.n_train, FLAGS.n_test, FLAGS.max_memory_gb or None)
   _common.setup(FLAGS)
   ds = _common.load_data(FLAGS, classes)
   malleability.validate(attack_names, epsilons, setup, len(ds.x_train), interventions)

@@ -45,6 +45,7 @@ def run(ds, model_names, widths, seeds, config, resume, ridge, model_options=Non
   """Runs the sweep into `out_dir` (default --output_dir); writes summary, CSV and figures.
   `context`: a `_common.PartContext` when scripts/reproduce.py runs this in-process."""
   out_dir = out_dir or FLAGS.output_dir
+  from ntk_attention import stats
   from ntk_attention import sweeps
   from ntk_attention.study import store as store_lib
   from ntk_attention.study.report import page
@@ -64,7 +65,7 @@ def run(ds, model_names, widths, seeds, config, resume, ridge, model_options=Non
                             train_fn=_common.trainer(FLAGS, context and context.train_fn))
   cells = set(grid)
   records = [r for r in store.records() if (r['model'], r['width'], r['seed']) in cells]
-  summary = store_lib.summarize(records, ('model', 'width'), sweeps.METRICS)
+  summary = stats.summarize(records, ('model', 'width'), sweeps.METRICS)
   store_lib.write_json(_common.out_path(name + '.json', out_dir), {
       'comparison': records[0]['comparison'] if records else None,
       'summary': summary, 'provenance': _common.provenance(FLAGS,

@@ -93,8 +93,9 @@ def data_needs(fv=FLAGS) -> list:
 
 def main(argv, context=None):
   del argv
-  from ntk_attention import kernels
+  from ntk_attention import blocked
   from ntk_attention import malleability
+  from ntk_attention import models as models_lib
   from ntk_attention.study import scaling
   classes = _common.check_data_flags(FLAGS)
   models = _common.parse_models(FLAGS.models, count=MODEL_COUNT)
@@ -108,7 +109,7 @@ def main(argv, context=None):
   setup = malleability.Setup(tau=FLAGS.tau, eps_units=FLAGS.eps_units,
                              max_memory_gb=FLAGS.max_memory_gb)
   malleability.validate([FLAGS.attack], [FLAGS.eps], setup, grid[0])
-  kernels.check_fits(grid[-1], FLAGS.n_test, FLAGS.max_memory_gb or None, '--n_grid')
+  blocked.check_fits(grid[-1], FLAGS.n_test, FLAGS.max_memory_gb or None, '--n_grid')
   _common.check_pools(data_needs(FLAGS), FLAGS.seed, FLAGS.data_dir, '--n_grid: ')
   _common.setup(FLAGS)
   from ntk_attention import data
@@ -130,9 +131,10 @@ def main(argv, context=None):
   seeds = list(range(FLAGS.seeds))
   for n in grid:
     scaling.run_n(subsets[n], FLAGS.width, seeds, FLAGS.attack, FLAGS.eps, setup, config,
-                  done=done, on_record=store.append, on_progress=progress.update,
-                  base_seed=FLAGS.seed, train_fn=train_fn, model_options=options,
-                  models=models)
+                  malleability.Hooks(done=done, on_record=store.append,
+                                     on_progress=progress.update),
+                  base_seed=FLAGS.seed, train_fn=train_fn,
+                  models=models_lib.factories(models, options))
   rows = scaling.summarize(store.records(), models=models)
   store_lib.write_json(_common.out_path(NAME + '.json', FLAGS.output_dir), {
       'rows': rows, 'models': models, 'provenance': _common.provenance(

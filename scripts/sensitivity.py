@@ -137,6 +137,7 @@ def run(tasks, base, variations, attack_names, seeds, config, resume, out_dir=No
   `context`: a `_common.PartContext` when scripts/reproduce.py runs this in-process;
   `models`: the names (reference, candidate)."""
   out_dir = out_dir or FLAGS.output_dir
+  from ntk_attention import malleability
   from ntk_attention.study import sensitivity
   from ntk_attention.study import store as store_lib
   settings = dict(dataset=FLAGS.dataset, n_test=FLAGS.n_test, data_seed=FLAGS.seed,
@@ -150,7 +151,8 @@ def run(tasks, base, variations, attack_names, seeds, config, resume, out_dir=No
   if done:
     progress.skip(min(len(done), total))
   sensitivity.run(loader(), tasks, base, variations, attack_names, seeds, config,
-                  on_record=store.append, done=done, on_progress=progress.update,
+                  malleability.Hooks(done=done, on_record=store.append,
+                                     on_progress=progress.update),
                   base_seed=FLAGS.seed, models=list(models),
                   train_fn=_common.trainer(FLAGS, context and context.train_fn))
   records = store.records()
