@@ -11,6 +11,9 @@ matplotlib or markdown-it. Modules, by concept:
   models        `compose(prefix, head)`: any composition as a Model (declared trainable
                 leaves); the study's relu_mlp, mlp_attn, mlp_attn_qkv are compose calls
   kernels       analytic / empirical (closed form or NT) NTKs, blocks, distances, f∞
+  blocked       the same kernels at large n: float64 row blocks under a memory budget
+  ridge         kernel ridge regression's one solve (K + λ·mean(diag K)·I)⁻¹ B, Cholesky
+  devices       the machine: its memory budget, a 1-d mesh over its devices
   ntk_closed_form  layer-by-layer empirical NTK of Dense/elementwise per-token heads
   qkv_ntk       closed-form empirical NTK of the trainable QKV model, per parameter group
   transductive  NT's kernel_fn / empirical_ntk_fn / apply_fn signatures on (n, d) samples,
@@ -23,11 +26,14 @@ matplotlib or markdown-it. Modules, by concept:
   malleability  the influence-malleability protocol, interventions, PGD-AT
   sweeps        width × seed sweeps of the distance to the NTK regime, any {name: factory}
   alignment     kernel-target alignment and KRR error: the approximation side
+  stats         mean ± std (one ddof), the bootstrap of a ratio of means, group-by summaries
 """
 # Modules.
 from ntk_attention import alignment
 from ntk_attention import attacks
+from ntk_attention import blocked
 from ntk_attention import data
+from ntk_attention import devices
 from ntk_attention import influence
 from ntk_attention import kernels
 from ntk_attention import layers
@@ -35,7 +41,9 @@ from ntk_attention import malleability
 from ntk_attention import models
 from ntk_attention import ntk_closed_form
 from ntk_attention import qkv_ntk
+from ntk_attention import ridge
 from ntk_attention import spectral
+from ntk_attention import stats
 from ntk_attention import sweeps
 from ntk_attention import training
 from ntk_attention import transductive

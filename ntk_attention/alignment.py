@@ -1,4 +1,4 @@
-"""Approximation power of the data-dependent kernel (docs/method.md §1 claim 5), float64 numpy.
+"""Approximation power of the data-dependent kernel (docs/method.md §1 claim 5), in float64.
 
 The "power" side of the study's duality: the same kernel `G³` whose conditioning keeps
 MLP-Attn out of the kernel regime can fit targets that follow the data geometry better than
@@ -6,18 +6,20 @@ data-independent kernels. Measured two ways, both on kernel blocks over `[train;
 
 - `centered_alignment`: centred kernel–target alignment (Cortes, Mohri, Rostamizadeh 2012),
   a cosine between the centred kernel and the centred target outer product;
-- `krr_test_error`: test error of kernel ridge regression, ridge `λ·mean(diag K)` (the same
-  convention as `kernels.ntk_predictor` and `influence`).
+- `krr_test_error`: test error of kernel ridge regression, ridge `λ·mean(diag K)`, solved by
+  `ridge.ridge_solve` (the solve of `kernels.ntk_predictor` and `influence`).
 
 `kernel_suite` builds the four kernels compared (linear / cosine Gram, normalised `G³`, the
 ReLU NTK, the MLP-Attn NTK) and `synthetic_targets` the two synthetic tasks: targets in the
 span of `G`'s top eigenvectors ('aligned') and random targets ('random').
 """
+import jax
+import jax.numpy as jnp
 import numpy as np
-import scipy.linalg
 
 from ntk_attention import kernels as kernels_lib
 from ntk_attention import models as models_lib
+from ntk_attention import ridge as ridge_lib
 from ntk_attention import spectral
 
 KERNELS = ('linear', 'gram_cubed', 'relu_ntk', 'mlp_attn_ntk')
@@ -80,8 +82,9 @@ def centered_alignment(k, y) -> float:
 
 
 def krr_predict(k_train, k_test_train, y_train, ridge: float = 1e-3):
-  """Kernel ridge regression `f = K_tn (K + λ·mean(diag K) I)⁻¹ Y`, Cholesky, float64.
+  """Kernel ridge regression `f = K_tn α`, `α = (K + λ·mean(diag K) I)⁻¹ Y`, float64.
 
+  `α` by Cholesky from the lower triangle of `K` (`ridge.ridge_solve`; needs jax x64).
   Shapes: `k_train (n, n)`, `k_test_train (t, n)`, `y_train (n,)` or `(n, C)` -> `(t, C)`.
   """
   k = _matrix(k_train, 'k_train', square=True)
@@ -92,13 +95,14 @@ def krr_predict(k_train, k_test_train, y_train, ridge: float = 1e-3):
   y = _targets(y_train, n, 'y_train')
   if not ridge >= 0:
     raise ValueError(f'ridge must be >= 0, got {ridge}.')
-  a = k + (ridge * np.mean(np.diag(k))) * np.eye(n)
-  try:
-    factor = scipy.linalg.cho_factor(a, lower=True)
-  except np.linalg.LinAlgError as e:
+  if jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
+    raise ValueError('krr_predict solves in float64: enable it first '
+                     "(jax.config.update('jax_enable_x64', True)).")
+  alpha = np.asarray(ridge_lib.ridge_solve(jnp.asarray(k), jnp.asarray(y), ridge))
+  if not np.all(np.isfinite(alpha)):
     raise ValueError(f'K + λ·mean(diag K)·I is not positive definite (ridge {ridge}); '
-                     'raise the ridge.') from e
-  pred = kt @ scipy.linalg.cho_solve(factor, y)
+                     'raise the ridge.')
+  pred = kt @ alpha
   if not np.all(np.isfinite(pred)):
     raise FloatingPointError('kernel ridge regression gave non-finite predictions.')
   return pred

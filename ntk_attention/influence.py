@@ -18,7 +18,8 @@ Influence of i on t is the change of t's squared loss 1/2 ||f - y_t||^2 when i i
     I_ti = (f(x_t) - y_t) . Delta_ti + 1/2 ||Delta_ti||^2               (positive: i helps t),
 
 computed without materialising Delta as I_ti = -B_ti (e_t . r_i) + 1/2 B_ti^2 ||r_i||^2,
-with B = K_eval A^-1 and e_t = f(x_t) - y_t. One Cholesky factorisation of A serves all of it.
+with B = K_eval A^-1 and e_t = f(x_t) - y_t. One Cholesky factorisation of A serves all of it
+(`ridge.factor`, the solve shared with `kernels.ntk_predictor` and `alignment.krr_predict`).
 
 Everything kernel-side is jax.numpy, so scores are differentiable w.r.t. both kernels (an
 attack differentiates them through the kernel w.r.t. training inputs). The metrics are numpy.
@@ -31,12 +32,13 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 import numpy as np
 
+from ntk_attention import ridge as ridge_lib
+
 __all__ = [
-    'Influence', 'ridge_scale', 'loo_influence', 'influence_scores',
-    'loo_predictions_bruteforce', 'flip_rate', 'spearman', 'topk_overlap', 'top_fraction',
+    'Influence', 'loo_influence', 'influence_scores', 'flip_rate', 'spearman', 'topk_overlap',
+    'top_fraction',
 ]
 
 
@@ -54,12 +56,6 @@ class Influence(NamedTuple):
   loo_residuals: jnp.ndarray
   delta: Optional[jnp.ndarray]
   predictions: jnp.ndarray
-
-
-def ridge_scale(k_train, ridge=1e-3):
-  """lam = ridge * mean(diag K): the ridge added to K, scaled to the kernel's size (docs/method.md §8)."""
-  k_train = jnp.asarray(k_train)
-  return ridge * jnp.mean(jnp.diagonal(k_train))
 
 
 def _is_traced(*xs):
@@ -85,43 +81,21 @@ def _as_2d_targets(y, name, rows):
   return y
 
 
-def _tril_inverse(l, block=512):
-  """L^-1 of a lower-triangular L by recursive 2x2 blocking (~n^3/3 flops, mostly matmuls).
-
-  [[L11, 0], [L21, L22]]^-1 = [[L11^-1, 0], [-L22^-1 L21 L11^-1, L22^-1]]. A triangular solve
-  against the identity costs n^3 flops and runs at triangular-solve speed; this is ~3x faster
-  on CPU and stays differentiable (matmuls and small triangular solves only).
-  """
-  n = l.shape[0]
-  if n <= block:
-    return jsl.solve_triangular(l, jnp.eye(n, dtype=l.dtype), lower=True)
-  h = n // 2
-  i11 = _tril_inverse(l[:h, :h], block)
-  i22 = _tril_inverse(l[h:, h:], block)
-  i21 = -(i22 @ (l[h:, :h] @ i11))
-  return jnp.block([[i11, jnp.zeros((h, n - h), l.dtype)], [i21, i22]])
-
-
 @functools.partial(jax.jit, static_argnames=('return_delta',))
 def _loo_influence(k_train, k_eval_train, y_train, y_eval, ridge, return_delta):
-  n = k_train.shape[0]
   # Symmetrise: the Cholesky reads one triangle only; this keeps the gradient symmetric.
   k_sym = 0.5 * (k_train + k_train.T)
-  lam = ridge_scale(k_sym, ridge)
-  a = k_sym + lam * jnp.eye(n, dtype=k_sym.dtype)
-  chol = jsl.cho_factor(a, lower=True)
-  alpha = jsl.cho_solve(chol, y_train)                                   # (n, C)
-  # diag(A^-1) = column sums of (L^-1)^2, since A^-1 = L^-T L^-1.
-  l_inv = _tril_inverse(chol[0])
-  a_inv_diag = jnp.sum(l_inv * l_inv, axis=0)                            # (n,)
-  r = alpha / a_inv_diag[:, None]                                        # (n, C)
-  b = jsl.cho_solve(chol, k_eval_train.T).T                              # (t, n) = K_eval A^-1
-  f = k_eval_train @ alpha                                               # (t, C)
-  e = f - y_eval                                                         # (t, C)
+  f = ridge_lib.factor(k_sym, ridge)                                     # A = K + λI = L Lᵀ
+  alpha = ridge_lib.solve(f, y_train)                                    # (n, C)
+  r = alpha / ridge_lib.inverse_diagonal(f)[:, None]                     # (n, C)
+  b = ridge_lib.solve(f, k_eval_train.T).T                               # (t, n) = K_eval A^-1
+  f_eval = k_eval_train @ alpha                                          # (t, C)
+  e = f_eval - y_eval                                                    # (t, C)
   matrix = -b * (e @ r.T) + 0.5 * (b * b) * jnp.sum(r * r, axis=1)[None, :]
   scores = jnp.mean(matrix, axis=0)
   delta = -b[:, :, None] * r[None, :, :] if return_delta else None
-  return Influence(matrix=matrix, scores=scores, loo_residuals=r, delta=delta, predictions=f)
+  return Influence(matrix=matrix, scores=scores, loo_residuals=r, delta=delta,
+                   predictions=f_eval)
 
 
 def loo_influence(k_train, k_eval_train, y_train, y_eval, ridge=1e-3, allow_float32=False,
@@ -188,29 +162,6 @@ def influence_scores(k_train, k_eval_train, y_train, y_eval, ridge=1e-3, allow_f
   """(n_train,) mean over evaluation points of I_ti: ``loo_influence(...).scores``."""
   return loo_influence(k_train, k_eval_train, y_train, y_eval, ridge=ridge,
                        allow_float32=allow_float32).scores
-
-
-def loo_predictions_bruteforce(k_train, k_eval_train, y_train, ridge=1e-3):
-  """Refit KRR without each training point, in numpy float64 (for tests and benchmarks).
-
-  For each i: f_{-i}(x_t) = K_{t,-i} (K_{-i,-i} + lam I)^-1 Y_{-i}, with lam = ridge *
-  mean(diag K) of the FULL K, as in the closed form. Returns (n_train, n_eval, C); a 1-D
-  y_train is treated as (n, 1). Pass k_eval_train = k_train to get f_{-i}(x_i) at [i, i].
-  """
-  k = np.asarray(k_train, np.float64)
-  k = 0.5 * (k + k.T)
-  ke = np.asarray(k_eval_train, np.float64)
-  y = np.asarray(y_train, np.float64)
-  if y.ndim == 1:
-    y = y[:, None]
-  n = k.shape[0]
-  lam = ridge * np.mean(np.diag(k))
-  out = np.empty((n, ke.shape[0], y.shape[1]))
-  for i in range(n):
-    keep = np.arange(n) != i
-    a = k[np.ix_(keep, keep)] + lam * np.eye(n - 1)
-    out[i] = ke[:, keep] @ np.linalg.solve(a, y[keep])
-  return out
 
 
 # --- malleability metrics (docs/method.md §10 step 4), numpy -------------------------------------------

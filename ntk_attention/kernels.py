@@ -16,10 +16,10 @@ eval (t, t))`.
 
 Each takes the study's `models.Model`, a user's stax triple `(init_fn, apply_fn,
 kernel_fn)`, or the one function it needs (`kernel_fn`, `apply_fn`); see `resolve`.
+The same kernels at large n, in float64 row blocks under a memory budget, are in `blocked`.
 """
 import collections
 import functools
-import os
 from typing import NamedTuple, Optional
 
 import jax
@@ -27,10 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntk_attention import _nt
+from ntk_attention import devices as devices_lib
 from ntk_attention import layers
 from ntk_attention import models as models_lib
 from ntk_attention import ntk_closed_form
 from ntk_attention import qkv_ntk
+from ntk_attention import ridge as ridge_lib
 
 METHODS = ('closed_form', 'jacobian_contraction', 'ntk_vector_products')
 
@@ -236,7 +238,7 @@ def _generic_head_ntk(model, method, trace_axes, head_params, z, max_memory_gb):
   fn = _generic_head_fn(model, method, trace_axes)
   n = z.shape[0]
   per_token = _jacobian_gb(model, 1, z.dtype, head_only=True, n_features=z.shape[1])
-  budget = memory_budget_gb(max_memory_gb)
+  budget = devices_lib.memory_budget_gb(max_memory_gb)
   if isinstance(z, jax.core.Tracer) or 2 * n * per_token <= 0.5 * budget:
     return fn(z, None, head_params)
   b = max(int(0.25 * budget / per_token), 1)
@@ -283,7 +285,7 @@ def check_generic_fits(model, n_tokens: int, n_features: int, dtype=jnp.float32,
   """ValueError (one line, before allocating) when NT's generic eNTK of `model` over
   `n_tokens` would not fit the budget; it names the largest number of points that fits."""
   need, budget = generic_ntk_gb(model, n_tokens, n_features, dtype, trace_axes), \
-      memory_budget_gb(max_memory_gb)
+      devices_lib.memory_budget_gb(max_memory_gb)
   if need <= budget:
     return
   n = n_tokens
@@ -326,7 +328,7 @@ def monte_carlo_ntk(model, keys, x_train, x_eval=None,
   else:
     per_draw = 8.0 * n * n * jnp.dtype(dtype).itemsize / 1e9
   chunk = len(keys) if per_draw <= 0 else max(1, min(len(keys), int(
-      0.5 * memory_budget_gb(max_memory_gb) / per_draw)))
+      0.5 * devices_lib.memory_budget_gb(max_memory_gb) / per_draw)))
   draws = jnp.concatenate([_mc_chunk(model, method, d, dtype, jnp.asarray(keys[s:s + chunk]),
                                      x_train, x_eval)
                            for s in range(0, len(keys), chunk)])
@@ -346,22 +348,30 @@ def _mc_chunk(model, method, d, dtype, keys, x_train, x_eval):
 
 def ntk_predictor(blocks: Blocks, y_train, ridge: float = 1e-3, t=None,
                   learning_rate: float = 1.0, f0_train=None, f0_eval=None):
-  """Infinite-width NTK predictions on the evaluation points, `(t, C)`.
+  """Infinite-width NTK predictions on the evaluation points, `(t, C)`, loss `½·mean (f − y)²`:
 
-  NT's `gradient_descent_mse` on the kernel blocks, loss `½·mean (f − y)²`:
-    - `t=None`: kernel ridge regression `f = Θ_et (Θ_tt + λ·mean(diag Θ_tt) I)⁻¹ (Y − f0) + f0`;
-    - `t` a number of steps: gradient flow for time `learning_rate·t` from `f0`
-      (`ridge` then adds λ to the dynamics; pass 0 for plain gradient descent).
+  - `t=None`: kernel ridge regression `f = f0 + Θ_et α`, `α = (Θ_tt + λ·mean(diag Θ_tt) I)⁻¹
+    (Y − f0)` (`ridge.ridge_solve`);
+  - `t` a number of steps: NT's `gradient_descent_mse`, gradient flow for time
+    `learning_rate·t` from `f0` (`ridge` then adds `λ·mean(diag Θ_tt)` to the dynamics;
+    pass 0 for plain gradient descent).
   `f0_train (n, C)`, `f0_eval (t, C)` default to zero (the mean infinite-width function).
+  Computed in the dtype of `blocks`.
   """
   y_train = jnp.asarray(y_train, blocks.train.dtype)
   f0_train = jnp.zeros_like(y_train) if f0_train is None else jnp.asarray(f0_train, y_train.dtype)
   n_eval = blocks.eval_train.shape[0]
   f0_eval = (jnp.zeros((n_eval, y_train.shape[1]), y_train.dtype) if f0_eval is None
              else jnp.asarray(f0_eval, y_train.dtype))
-  predict_fn = _nt.predict.gradient_descent_mse(
-      blocks.train, y_train, learning_rate=learning_rate, diag_reg=ridge)
-  _, f_eval = predict_fn(t, f0_train, f0_eval, blocks.eval_train)
+  if t is None:
+    # Θ_ttᵀ: the solve reads the lower triangle, and this predictor has always read the upper
+    # one (NT's solver); Θ∞ from NT's kernel_fn is symmetric only to rounding.
+    alpha = ridge_lib.ridge_solve(blocks.train.T, y_train - f0_train, ridge)
+    f_eval = f0_eval + blocks.eval_train @ alpha
+  else:
+    predict_fn = _nt.predict.gradient_descent_mse(
+        blocks.train, y_train, learning_rate=learning_rate, diag_reg=ridge)
+    _, f_eval = predict_fn(t, f0_train, f0_eval, blocks.eval_train)
   return _check_finite(f_eval, 'NTK predictor')
 
 
@@ -393,255 +403,6 @@ def gram_power(x, power: int = 3, normalized: bool = True) -> np.ndarray:
   return k
 
 
-# ------------------------------------------------------------------ large n: row blocks, budget
-#
-# One place knows the memory budget (docs/method.md §13). Kernels of a parameter-free
-# prefix are built row block by row block into one float64 numpy array, from the prefix
-# features Z (N × d) computed once; only `block × N` temporaries exist at a time.
-
-# Peak of a malleability cell in float64 N × N kernels (N = n_train + n_eval): the blocked
-# empirical and analytic kernels, the train block handed to `influence.loo_influence`,
-# and there A = K + λI, its Cholesky factor and the inverse factor; plus a fixed
-# `INFLUENCE_BASE_GB` (JAX, data, training). Measured with /usr/bin/time -v on
-# scripts/malleability.py (both models, PGD, width 1024): 3.4 GB at N = 6,500, i.e.
-# 1 GB + 7.1 N² doubles (docs/method.md §13).
-INFLUENCE_PEAK_KERNELS = 7.5
-INFLUENCE_BASE_GB = 1.5
-
-
-def memory_budget_gb(max_memory_gb: Optional[float] = None) -> float:
-  """`max_memory_gb`, or 80 % of this machine's physical memory when it is None or 0."""
-  if max_memory_gb:
-    if not max_memory_gb > 0:
-      raise ValueError(f'--max_memory_gb must be > 0, got {max_memory_gb}.')
-    return float(max_memory_gb)
-  try:
-    return 0.8 * os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1e9
-  except (ValueError, OSError, AttributeError):
-    return 16.0
-
-
-def influence_peak_gb(n_train: int, n_eval: int) -> float:
-  """Estimated peak (GB) of kernels + exact influence at these sizes:
-  `INFLUENCE_BASE_GB + INFLUENCE_PEAK_KERNELS · 8 (n + t)²` bytes (float64)."""
-  return INFLUENCE_BASE_GB + INFLUENCE_PEAK_KERNELS * 8.0 * (n_train + n_eval) ** 2 / 1e9
-
-
-def largest_n_train(n_eval: int, max_memory_gb: Optional[float] = None) -> int:
-  """The largest `n_train` whose `influence_peak_gb(n_train, n_eval)` fits the budget."""
-  room = max(memory_budget_gb(max_memory_gb) - INFLUENCE_BASE_GB, 0.0)
-  n = max(int((room * 1e9 / (8.0 * INFLUENCE_PEAK_KERNELS)) ** 0.5) - int(n_eval), 0)
-  while n > 0 and influence_peak_gb(n, n_eval) > memory_budget_gb(max_memory_gb):
-    n -= 1            # float rounding of the square root
-  return n
-
-
-def check_fits(n_train: int, n_eval: int, max_memory_gb: Optional[float] = None,
-               flag: str = '--n_train') -> None:
-  """ValueError (one line, before any work) when kernels and exact influence at
-  `n_train + n_eval` points would not fit the budget; it names the largest n_train that does."""
-  need, budget = influence_peak_gb(n_train, n_eval), memory_budget_gb(max_memory_gb)
-  if need > budget:
-    raise ValueError(
-        f'{flag}={n_train} (with {n_eval} evaluation points) needs about {need:.3g} GB for '
-        f'its float64 kernels and exact influence, over the {budget:.3g} GB budget '
-        f'(--max_memory_gb): the largest n_train that fits is '
-        f'{largest_n_train(n_eval, max_memory_gb)}.')
-
-
-def block_rows(n: int, row_bytes: float, max_memory_gb: Optional[float] = None,
-               share: float = 0.1) -> int:
-  """Rows per block so that a block's temporaries (`row_bytes` each) use at most `share`
-  of the budget; between 1 and n."""
-  rows = int(share * memory_budget_gb(max_memory_gb) * 1e9 // max(row_bytes, 1.0))
-  return int(min(max(rows, 1), n))
-
-
-def row_placement(devices=None):
-  """`(put_rows, put_all)` for row-blocked kernels on several devices (docs/method.md §13).
-
-  With one device both are identities. With k > 1 (`jax.devices()` by default: GPUs, a TPU
-  slice, or `XLA_FLAGS=--xla_force_host_platform_device_count=k` on a CPU),
-  `put_rows(a)` pads `a`'s rows to a multiple of k (repeating the last row) and shards them
-  over a 1-d mesh `('rows',)`, and `put_all(a)` replicates `a`; a jitted row function then
-  computes each device's rows where they live. Callers slice the padding off.
-  """
-  devices = list(jax.devices() if devices is None else devices)
-  if len(devices) < 2:
-    return (lambda a: a), (lambda a: a)
-  mesh = jax.sharding.Mesh(np.array(devices), ('rows',))
-  rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('rows'))
-  everywhere = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-
-  def put_rows(a):
-    pad = -a.shape[0] % len(devices)
-    if pad:
-      a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)])
-    return jax.device_put(a, rows)
-
-  return put_rows, lambda a: jax.device_put(a, everywhere)
-
-
-def build_by_rows(row_fn, n: int, block: int) -> np.ndarray:
-  """`(n, n)` float64 numpy array whose rows `[s, e)` are `row_fn(s, e)[:e − s]`,
-  filled `block` rows at a time (the last block may be shorter; `row_fn` may return
-  padding rows after the first `e − s`, see `row_placement`)."""
-  out = np.empty((n, n), np.float64)
-  for start in range(0, n, block):
-    stop = min(start + block, n)
-    rows = np.asarray(row_fn(start, stop), np.float64)[:stop - start]
-    if not np.all(np.isfinite(rows)):
-      raise FloatingPointError(f'blocked kernel has non-finite entries in rows {start}:{stop}.')
-    out[start:stop] = rows
-  return out
-
-
-@jax.jit
-def _closed_form_rows(z_rows, z, w, W_std):
-  d, m = w.shape
-  scale = W_std / jnp.sqrt(d).astype(w.dtype)
-  s_rows = (z_rows @ w * scale > 0).astype(w.dtype)
-  s = (z @ w * scale > 0).astype(w.dtype)
-  return (z_rows @ z.T) * (s_rows @ s.T) * (W_std ** 2 / (d * m))
-
-
-@jax.jit
-def _arccos_rows(z_rows, z, W_std, start):
-  d = z.shape[1]
-  sigma = z_rows @ z.T / d
-  norms = jnp.sqrt(jnp.sum(z_rows ** 2, 1) / d)[:, None] * jnp.sqrt(jnp.sum(z ** 2, 1) / d)
-  theta = jnp.arccos(jnp.clip(sigma / norms, -1.0, 1.0))
-  # θ_ii = 0 exactly: arccos turns a one-ulp error of cos θ near 1 into √ulp ≈ 1e-8,
-  # which would make the result depend on how the rows were blocked.
-  rows = start + jnp.arange(z_rows.shape[0])[:, None]
-  theta = jnp.where(rows == jnp.arange(z.shape[0])[None, :], 0.0, theta)
-  return W_std ** 2 * sigma * (jnp.pi - theta) / (2 * jnp.pi)
-
-
-def _prefix_features(model, params, x_train, x_eval, dtype):
-  if model.prefix_kind != 'fixed':
-    raise ValueError(f'blocked kernels need a parameter-free prefix; {model.name} has a '
-                     'trainable one: use empirical_ntk.')
-  x_train = jnp.asarray(x_train, dtype)
-  x_eval = None if x_eval is None else jnp.asarray(x_eval, dtype)
-  seq, context = layers.as_sequence(x_train, x_eval)
-  prefix_params = (model.prefix[0](jax.random.PRNGKey(0), seq.shape)[1] if params is None
-                   else params[0])     # a fixed prefix: its parameters (if any) do not train
-  return models_lib.features(model, (prefix_params,), seq, context)[0]
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _layer_terms(model, head_params, z):
-  """`ntk_closed_form.forward_backward` terms as arrays: `[(H (N, n_in), Δ (C, N, n_out))]`."""
-  terms, _ = ntk_closed_form.forward_backward(model.head_layers, head_params, z)
-  return [(h, d) for _, _, h, d in terms]
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _layer_rows(coefs, h_rows, d_rows, h_all, d_all):
-  """Rows of `ntk_closed_form.layer_terms_ntk` from precomputed terms; `coefs` per layer
-  `(a² or 0, c² or 0)`."""
-  theta = 0.0
-  for (wa, bc), h1, d1, h2, d2 in zip(coefs, h_rows, d_rows, h_all, d_all):
-    front = (wa * (h1 @ h2.T) if wa else 0.0) + bc
-    theta = theta + front * jnp.einsum('cik,cjk->ij', d1, d2) / d1.shape[0]
-  return theta
-
-
-def _layer_coefs(model, head_params, terms_layers):
-  trained = models_lib.head_trained(model, head_params)
-  out = []
-  for layer in terms_layers:
-    p = ntk_closed_form.get_params(head_params, layer.path)
-    a, c = ntk_closed_form.scales(layer.apply_fn, p[0])
-    w_on, b_on = trained(layer.path)
-    out.append((float(a ** 2) if w_on else 0.0,
-                float(c ** 2) if (b_on and p[1] is not None) else 0.0))
-  return tuple(out)
-
-
-def empirical_ntk_blocked(model: models_lib.Model, params, x_train, x_eval=None,
-                          max_memory_gb: Optional[float] = None,
-                          block: Optional[int] = None) -> np.ndarray:
-  """`empirical_ntk(model, ...)` of a parameter-free prefix, row block by row block, as a
-  float64 numpy `(N, N)` (entries computed in the dtype of the head's parameters).
-
-  The study's head: `closed_form_ntk` rows; a Dense/elementwise head: the layer sums of
-  `ntk_closed_form` from its per-token terms, computed once (`O(N·C·Σ widths)`); any other
-  per-token head: NT's generic method in blocks of tokens (`empirical_ntk`).
-  `block` rows at a time (default: 10 % of the budget of `memory_budget_gb`); with several
-  devices each block's rows are sharded across them (`row_placement`).
-  """
-  dtype = jax.tree_util.tree_leaves(params[1])[0].dtype
-  z = _prefix_features(model, params, x_train, x_eval, dtype)
-  n = z.shape[0]
-  if model.head_kind == 'opaque':
-    return _check_finite(np.asarray(_generic_head_ntk(
-        model, 'jacobian_contraction', (-1,), params[1], z, max_memory_gb), np.float64),
-        'blocked empirical NTK')
-  put_rows, put_all = row_placement()
-  if model.head_kind == 'relu_head':
-    w = params[1][0][0]
-    block = block or block_rows(n, 6.0 * n * jnp.dtype(w.dtype).itemsize, max_memory_gb)
-    z_all, w_all = put_all(z), put_all(w)
-    return build_by_rows(lambda s, e: _closed_form_rows(put_rows(z[s:e]), z_all, w_all,
-                                                        _relu_head_w_std(model)), n, block)
-  terms = _layer_terms(model, params[1], z)
-  affine = [l for l in model.head_layers if l.kind == 'affine'][::-1]
-  coefs = _layer_coefs(model, params[1], affine)
-  c = model.out_dim
-  row_bytes = (3.0 * n + c * sum(d.shape[-1] for _, d in terms)) * jnp.dtype(dtype).itemsize
-  block = block or block_rows(n, row_bytes, max_memory_gb)
-  h_all = [put_all(h) for h, _ in terms]
-  d_all = [put_all(d) for _, d in terms]
-
-  def rows(s, e):
-    return _layer_rows(coefs, [put_rows(h[s:e]) for h, _ in terms],
-                       [jnp.swapaxes(put_rows(jnp.swapaxes(d[:, s:e], 0, 1)), 0, 1)
-                        for _, d in terms], h_all, d_all)
-
-  return build_by_rows(rows, n, block)
-
-
-def analytic_ntk_blocked(model: models_lib.Model, x_train, x_eval=None,
-                         max_memory_gb: Optional[float] = None,
-                         block: Optional[int] = None) -> np.ndarray:
-  """`analytic_kernel(model, ...)` ('ntk') of a parameter-free prefix, in float64 row blocks.
-
-  The prefix maps inputs deterministically to features Z, so its output covariance is
-  `Σ = Z Zᵀ/d` exactly and the model's NTK is its head's NTK on the features as i.i.d.
-  points: for the study's head the arc-cosine `Θ∞ = W_std² Σ (π − θ)/(2π)`, `cos θ =
-  Σ_ij/√(Σ_ii Σ_jj)` (docs/method.md §4); for a recognised Dense/elementwise head its own
-  `kernel_fn` on feature rows (docs/method.md §17). Any other head: the whole model's
-  `analytic_kernel` (not blocked).
-  """
-  _check_declared_mask(model)
-  if model.head_kind == 'opaque':
-    x_eval64 = None if x_eval is None else jnp.asarray(x_eval, jnp.float64)
-    return np.asarray(analytic_kernel(model, jnp.asarray(x_train, jnp.float64), x_eval64),
-                      np.float64)
-  z = _prefix_features(model, None, x_train, x_eval, jnp.float64)
-  n = z.shape[0]
-  block = block or block_rows(n, 6.0 * n * 8, max_memory_gb)
-  put_rows, put_all = row_placement()
-  z_all = put_all(z)
-  if model.head_kind == 'relu_head':
-    return build_by_rows(lambda s, e: _arccos_rows(put_rows(z[s:e]), z_all,
-                                                   _relu_head_w_std(model), s), n, block)
-  head_kernel = _head_kernel_rows(model)
-  return build_by_rows(lambda s, e: head_kernel(put_rows(z[s:e]), z_all), n, block)
-
-
-@functools.lru_cache(maxsize=None)
-def _head_kernel_rows(model):
-  """`(z_rows (b, d), z (N, d)) -> (b, N)`: the head's analytic NTK between feature rows
-  (each a sequence of one token, as the per-token head sees it)."""
-  @jax.jit
-  def rows(z_rows, z):
-    return model.head[2](z_rows[:, None, :], z[:, None, :], 'ntk')[:, :, 0, 0]
-  return rows
-
-
 def _check_declared_mask(model):
   """An analytic kernel comes from `kernel_fn`, which knows only what the layers declare:
   refuse a model whose `trainable` mask says otherwise."""
@@ -661,7 +422,4 @@ def _check_finite(k, what: str):
 __all__ = ['Blocks', 'METHODS', 'KernelPair', 'resolve', 'token_block', 'split_blocks',
            'analytic_kernel', 'closed_form_ntk', 'empirical_ntk', 'default_method',
            'closed_form_applies', 'generic_ntk_gb', 'check_generic_fits',
-           'monte_carlo_ntk', 'ntk_predictor', 'relative_distance', 'gram_power',
-           'memory_budget_gb', 'influence_peak_gb', 'largest_n_train', 'check_fits',
-           'block_rows', 'row_placement', 'build_by_rows', 'empirical_ntk_blocked',
-           'analytic_ntk_blocked']
+           'monte_carlo_ntk', 'ntk_predictor', 'relative_distance', 'gram_power']

@@ -29,7 +29,7 @@ Conventions: NT averages covariances over channels, `Σ_ij = x_i·x_j / d`. The 
 unit-norm inputs `‖x_i‖ = 1` are `Σ_ii = 1` in that convention, which is what `Normalize`
 produces (`x·√d/‖x‖`, RMS 1).
 """
-from typing import Optional, Sequence, Union
+from typing import Optional
 
 import jax
 import jax.numpy as jnp

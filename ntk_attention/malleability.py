@@ -23,14 +23,14 @@ Interventions (each retrained from the same seed, then measured with the protoco
   its PGD examples against the current parameters.
 """
 import functools
-from typing import NamedTuple, Optional, Sequence
+from typing import Callable, Collection, NamedTuple, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from ntk_attention import attacks as attacks_lib
+from ntk_attention import blocked
 from ntk_attention import influence as influence_lib
 from ntk_attention import kernels
 from ntk_attention import layers
@@ -124,16 +124,16 @@ def kernel_blocks(model: models_lib.Model, params, x_train, x_eval, kernel: str 
   exact method for the model) or the analytic NTK (`params` unused).
 
   Outside a trace, a parameter-free prefix's kernel is built in row blocks under the
-  memory budget (`kernels.empirical_ntk_blocked`, `analytic_ntk_blocked`; docs/method.md §13).
+  memory budget (`blocked.empirical_ntk_blocked`, `analytic_ntk_blocked`; docs/method.md §13).
   """
   n = jnp.shape(x_train)[0]
   traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(
       (params, x_train, x_eval)))
   if not traced and model.prefix_kind == 'fixed':
     if kernel == 'analytic':
-      k = kernels.analytic_ntk_blocked(model, x_train, x_eval, max_memory_gb or None)
+      k = blocked.analytic_ntk_blocked(model, x_train, x_eval, max_memory_gb or None)
     else:
-      k = kernels.empirical_ntk_blocked(model, params, x_train, x_eval, max_memory_gb or None)
+      k = blocked.empirical_ntk_blocked(model, params, x_train, x_eval, max_memory_gb or None)
     return kernels.split_blocks(k, n)
   if kernel == 'analytic':
     k = kernels.analytic_kernel(model, jnp.asarray(x_train, jnp.float64),
@@ -271,19 +271,33 @@ def attack_one(model, params, x_train, y_train, x_eval, y_eval, before, attack_n
 KEY_FIELDS = ('task', 'model', 'setting', 'attack', 'eps', 'seed')
 
 
-def protocol(model, params, x_train, y_train, x_eval, y_eval, labels_eval, attack_names,
-             epsilons, setup: Setup, key, kind: str, retrain_fn=None, theta_inf=None,
-             skip=lambda attack, eps: False):
+class Points(NamedTuple):
+  """The data of one run of the protocol: training pixels `x_train (n, d)` and targets
+  `y_train (n, C)`, evaluation pixels `x_eval (t, d)` and targets `y_eval (t, C)`
+  (`data.targets`: one-hot, or ±1 for two classes; the labels are read back from them with
+  `training.labels_from_targets`)."""
+  x_train: jnp.ndarray
+  y_train: jnp.ndarray
+  x_eval: jnp.ndarray
+  y_eval: jnp.ndarray
+
+
+def protocol(model, params, points: Points, attack_names, epsilons, setup: Setup, key,
+             kind: str, retrain_fn=None, theta_inf=None, skip=lambda attack, eps: False):
   """The whole protocol on one trained model: `(records, arrays)`, one record per attack × ε.
 
-  Each record holds the metrics of `compare`, the clean test accuracy and (when
-  `theta_inf`, the analytic NTK over `[x_train; x_eval]`, is given) the kernel distance
-  `‖Θ_m − Θ∞‖/‖Θ∞‖` at `params`. `retrain_fn(x_adv) -> params'` retrains on the perturbed
+  `points`: the training and evaluation data (`Points`); `kind`: the loss the attacks
+  maximise (`training.loss_kind`); `key`: the attacks' PRNG key; `skip(attack, eps)`: True
+  for a cell already done. Each record holds the metrics of `compare`, the clean test
+  accuracy and (when `theta_inf`, the analytic NTK over `[x_train; x_eval]`, is given) the
+  kernel distance `‖Θ_m − Θ∞‖/‖Θ∞‖` at `params`. `retrain_fn(x_adv) -> params'` retrains on the perturbed
   set first (`--retrain`). `arrays` holds the clean kernel blocks, targets and `I`, and
   `I'` per attack × ε, for `--save_arrays`.
   """
-  x_train = jnp.asarray(x_train, jnp.float32)
-  x_eval = jnp.asarray(x_eval, jnp.float32)
+  x_train = jnp.asarray(points.x_train, jnp.float32)
+  x_eval = jnp.asarray(points.x_eval, jnp.float32)
+  y_train, y_eval = points.y_train, points.y_eval
+  labels_eval = training.labels_from_targets(y_eval)
   blocks = kernel_blocks(model, params, x_train, x_eval, setup.kernel, setup.max_memory_gb)
   before = influence_lib.loo_influence(blocks.train, blocks.eval_train, y_train, y_eval,
                                        ridge=setup.ridge)
@@ -351,39 +365,78 @@ def intervention_set(name, model, params, x_train, y_train, subset, setup: Setup
   return perturb(model, params, 'pgd', x_train, y_train, rows, setup, key, kind), y_train
 
 
-def sweep(ds, model_names, width: int, seeds: Sequence[int],
+class Settings(NamedTuple):
+  """Which settings a sweep runs (module docstring): 'standard', or 'retrain' with `retrain`
+  (each attack's perturbed set retrained from the same seed); each of `interventions`
+  (`INTERVENTIONS`); and 'pgd_at' with `adversarial_training`."""
+  retrain: bool = False
+  interventions: Tuple[str, ...] = ()
+  adversarial_training: bool = False
+
+  def names(self) -> list:
+    """The settings' names, in the order a sweep runs them."""
+    return (['retrain' if self.retrain else 'standard'] + list(self.interventions)
+            + (['pgd_at'] if self.adversarial_training else []))
+
+
+def _ignore(*args):
+  return None
+
+
+class Hooks(NamedTuple):
+  """Where a sweep's results go and what it skips (the library does no I/O).
+
+  task: the label of the records ('all', '3,8', 'n=500'), part of their key.
+  done: the keys of records already stored (`KEY_FIELDS` tuples for `sweep`), skipped.
+  on_record(record): each record as it exists.
+  on_arrays(key, arrays): seed `seeds[0]`'s kernels and influence vectors, per model and
+    setting (`key` = 'model/setting').
+  on_progress(n): n more records done.
+  """
+  task: str = 'all'
+  done: Collection[tuple] = ()
+  on_record: Callable = _ignore
+  on_arrays: Callable = _ignore
+  on_progress: Callable = _ignore
+
+
+def sweep(ds, models, width: int, seeds: Sequence[int],
           attack_names: Sequence[str], epsilons: Sequence[float], setup: Setup = Setup(),
-          train_config: training.TrainConfig = training.TrainConfig(), retrain: bool = False,
-          interventions: Sequence[str] = (), adversarial_training: bool = False,
-          on_record=lambda r: None, on_arrays=lambda key, arrays: None, done=(),
-          on_progress=lambda n: None, task: str = 'all', base_seed: int = 0,
-          model_options: Optional[dict] = None, train_fn=training.train) -> list:
+          train_config: training.TrainConfig = training.TrainConfig(),
+          settings: Settings = Settings(), hooks: Hooks = Hooks(), base_seed: int = 0,
+          train_fn=training.train) -> list:
   """Malleability of every model × setting × attack × ε × seed; returns the new records.
 
-  Settings: 'standard' (or 'retrain' with `retrain`), each of `interventions`, and
-  'pgd_at' with `adversarial_training`. Records go to `on_record` as they exist; `done`
-  holds `KEY_FIELDS` tuples to skip; `on_arrays(key, arrays)` receives seed `seeds[0]`'s
-  kernels and influence vectors of each model and setting. `model_names`: built-in names,
-  `'module:function'` entries or `{name: factory}` (`models.factories`). `model_options`:
-  per-model-name `models.build` options of built-in names (attention variants, `init_std`). `train_fn` has the signature of
-  `training.train` (or any function with its signature, e.g. the study's `study.cache.cached_train`).
+  Args:
+    ds: a `data.Dataset` (training and test points, labels, classes).
+    models: built-in names, `'module:function'` entries or `{name: factory}`
+      (`models.factories`; for built-in names with `models.build` options, pass
+      `models.factories(names, options)`).
+    width: the models' width m.
+    seeds: training seeds (the PRNG key of seed s is `base_seed + s`).
+    attack_names, epsilons: the grid of attacks (`ATTACKS`) and budgets (in `setup.eps_units`).
+    setup: the protocol's choices (`Setup`).
+    train_config: how each model trains (`training.TrainConfig`).
+    settings: which settings run (`Settings`).
+    hooks: the task label, the records to skip, and the callbacks (`Hooks`).
+    train_fn: `training.train` or any function with its signature (e.g. the study's
+      `study.cache.cached_train`).
   """
   from ntk_attention import data as data_lib
-  validate(attack_names, epsilons, setup, len(ds.x_train), interventions)
+  validate(attack_names, epsilons, setup, len(ds.x_train), settings.interventions)
   training.validate(train_config)
-  factories = models_lib.factories(model_names, model_options)
+  factories = models_lib.factories(models)
+  task = hooks.task
   setup = with_pixel_std(setup, ds.x_train)
   # PGD of the interventions and of adversarial training, at setup.attack.eps in eps_units.
   train_setup = setup._replace(attack=setup.attack._replace(
       eps=eps_pixels(setup, setup.attack.eps)))
-  done = set(done)
+  done = set(hooks.done)
   y_train = jnp.asarray(data_lib.targets(ds.y_train, ds.num_classes))
   y_eval = jnp.asarray(data_lib.targets(ds.y_test, ds.num_classes))
   x_train = jnp.asarray(ds.x_train, jnp.float32)
   x_eval = jnp.asarray(ds.x_test, jnp.float32)
   kind = training.loss_kind(train_config, y_train.shape[1])
-  settings = (['retrain' if retrain else 'standard'] + list(interventions)
-              + (['pgd_at'] if adversarial_training else []))
   new = []
 
   def todo(name, setting, seed):
@@ -395,7 +448,7 @@ def sweep(ds, model_names, width: int, seeds: Sequence[int],
 
     def theta_inf(x):     # analytic NTK over [x; x_eval], from the model's own kernel_fn
       if model.prefix_kind == 'fixed':
-        return kernels.analytic_ntk_blocked(model, x, x_eval, setup.max_memory_gb or None)
+        return blocked.analytic_ntk_blocked(model, x, x_eval, setup.max_memory_gb or None)
       return kernels.analytic_kernel(model, jnp.asarray(x, jnp.float64),
                                      jnp.asarray(x_eval, jnp.float64))
 
@@ -404,7 +457,7 @@ def sweep(ds, model_names, width: int, seeds: Sequence[int],
     def train(x, y, keys, perturb_fn=None):
       return train_fn(model, keys, x, y, train_config, perturb=perturb_fn)
 
-    for setting in settings:
+    for setting in settings.names():
       seeds_left = [s for s in seeds if todo(name, setting, s)]
       if not seeds_left:
         continue
@@ -432,7 +485,7 @@ def sweep(ds, model_names, width: int, seeds: Sequence[int],
           retrain_fn = lambda x_adv, k=keys[i:i + 1], y=y_s: training.unstack(
               train(x_adv, y, k).params, 0)
         skip = lambda a, e, s=setting, sd=seed: (task, name, s, a, float(e), int(sd)) in done
-        records, arrays = protocol(model, params, x_s, y_s, x_eval, y_eval, ds.y_test,
+        records, arrays = protocol(model, params, Points(x_s, y_s, x_eval, y_eval),
                                    attack_names, epsilons, setup, key, kind, retrain_fn,
                                    theta_clean if x_s is x_train else theta_inf(x_s), skip)
         if records:
@@ -445,14 +498,16 @@ def sweep(ds, model_names, width: int, seeds: Sequence[int],
                      kernel=setup.kernel, init_std=model.init_std,
                      final_loss=float(losses[-1]),
                      undertrained=rec0['test_accuracy'] < training.accuracy_floor(ds.num_classes))
-          on_record(rec)
+          hooks.on_record(rec)
           new.append(rec)
         if seed == seeds[0]:
-          on_arrays(f'{name}/{setting}', dict(arrays, loss_curve=losses))
-        on_progress(len(records))
+          hooks.on_arrays(f'{name}/{setting}', dict(arrays, loss_curve=losses))
+        hooks.on_progress(len(records))
   return new
 
 
-__all__ = ['SCORES', 'EPS_UNITS', 'DIAGNOSTICS', 'eps_pixels', 'with_pixel_std', 'trainability', 'KEY_FIELDS', 'protocol', 'intervention_set', 'sweep', 'ATTACKS', 'KERNELS', 'INTERVENTIONS', 'METRICS', 'Setup', 'validate',
-           'kernel_blocks', 'influence', 'compare', 'loss_objective', 'influence_objective',
-           'perturb', 'pgd_training_perturbation', 'attack_one']
+__all__ = ['ATTACKS', 'KERNELS', 'INTERVENTIONS', 'METRICS', 'DIAGNOSTICS', 'SCORES', 'EPS_UNITS',
+           'KEY_FIELDS', 'Setup', 'Points', 'Settings', 'Hooks', 'eps_pixels', 'with_pixel_std',
+           'validate', 'kernel_blocks', 'influence', 'compare', 'loss_objective',
+           'influence_objective', 'perturb', 'pgd_training_perturbation', 'attack_one',
+           'trainability', 'intervention_set', 'protocol', 'sweep']

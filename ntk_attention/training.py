@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ntk_attention import devices as devices_lib
 from ntk_attention import layers
 from ntk_attention import models as models_lib
 
@@ -239,7 +240,7 @@ def _shard_seeds(keys):
   devices = jax.devices()
   if len(devices) < 2 or keys.shape[0] % len(devices):
     return keys
-  mesh = jax.sharding.Mesh(np.array(devices), ('seeds',))
+  mesh = devices_lib.mesh_1d('seeds', devices)
   spec = jax.sharding.PartitionSpec('seeds')
   return jax.device_put(keys, jax.sharding.NamedSharding(mesh, spec))
 

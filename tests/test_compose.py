@@ -8,6 +8,7 @@ import pytest
 
 import ntk_attention as na
 from ntk_attention import _nt
+from ntk_attention import blocked
 from ntk_attention import kernels
 from ntk_attention import malleability
 from ntk_attention import models
@@ -117,7 +118,7 @@ def test_unrecognised_head_gets_nts_answer_in_token_blocks_under_a_budget():
   np.testing.assert_allclose(whole, kernels.empirical_ntk(recognised, params, x, x_eval),
                              rtol=1e-10)
   # and the blocked float64 form used by malleability
-  np.testing.assert_allclose(kernels.empirical_ntk_blocked(model, params, x, x_eval), whole,
+  np.testing.assert_allclose(blocked.empirical_ntk_blocked(model, params, x, x_eval), whole,
                              rtol=1e-12)
 
 
@@ -146,10 +147,10 @@ def test_blocked_kernels_of_a_deep_head_equal_the_whole_ones():
   model = models.compose(_attention(), _head(3, stax.Erf(), True, 'ntk', out_dim=2))
   params = models.init_params(model, jax.random.PRNGKey(0), D, jnp.float64)
   x, x_eval = _x(11), _x(5, seed=1)
-  np.testing.assert_allclose(kernels.empirical_ntk_blocked(model, params, x, x_eval, block=4),
+  np.testing.assert_allclose(blocked.empirical_ntk_blocked(model, params, x, x_eval, block=4),
                              kernels.empirical_ntk(model, params, x, x_eval), rtol=1e-12)
   x64, xe64 = jnp.asarray(x, jnp.float64), jnp.asarray(x_eval, jnp.float64)
-  np.testing.assert_allclose(kernels.analytic_ntk_blocked(model, x, x_eval, block=4),
+  np.testing.assert_allclose(blocked.analytic_ntk_blocked(model, x, x_eval, block=4),
                              kernels.analytic_kernel(model, x64, xe64), rtol=1e-10, atol=1e-12)
 
 

@@ -225,7 +225,8 @@ def test_protocol_reports_accuracies_and_krr_of_own_ntk(digits):
   params = models.init_params(model, jax.random.PRNGKey(0), x.shape[1])
   theta = kernels.analytic_kernel(model, jnp.asarray(x, jnp.float64),
                                   jnp.asarray(digits.x_test, jnp.float64))
-  records, _ = malleability.protocol(model, params, x, y, digits.x_test, y_eval, digits.y_test,
+  records, _ = malleability.protocol(model, params,
+                                     malleability.Points(x, y, digits.x_test, y_eval),
                                      ['fgsm'], [0.1], malleability.Setup(),
                                      jax.random.PRNGKey(0), 'xent', theta_inf=theta)
   k = np.asarray(theta)

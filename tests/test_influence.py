@@ -6,6 +6,7 @@ import pytest
 import scipy.stats
 
 from ntk_attention import influence as inf
+from oracles import loo_predictions_bruteforce
 
 
 def _problem(n=40, t=7, c=3, d=5, seed=0):
@@ -22,7 +23,7 @@ def _brute_influence(k, ke, y, ye, ridge):
   """I_ti and Delta_ti from explicit refits without each i (numpy)."""
   a = k + ridge * np.mean(np.diag(k)) * np.eye(len(k))
   f = ke @ np.linalg.solve(a, y)                                  # (t, C) full fit
-  f_loo = inf.loo_predictions_bruteforce(k, ke, y, ridge)         # (n, t, C)
+  f_loo = loo_predictions_bruteforce(k, ke, y, ridge)         # (n, t, C)
   delta = np.transpose(f_loo, (1, 0, 2)) - f[:, None, :]          # (t, n, C)
   loss = lambda p: 0.5 * np.sum((p - ye[:, None, :]) ** 2, -1)
   matrix = loss(np.transpose(f_loo, (1, 0, 2))) - loss(f[:, None, :])
@@ -63,7 +64,7 @@ def test_loo_residual_identity():
   k, ke, y, ye = _problem(seed=3)
   ridge = 1e-2
   out = inf.loo_influence(k, ke, y, ye, ridge=ridge)
-  f_loo_at_train = inf.loo_predictions_bruteforce(k, k, y, ridge)  # (n, n, C)
+  f_loo_at_train = loo_predictions_bruteforce(k, k, y, ridge)  # (n, n, C)
   n = len(k)
   brute = y - f_loo_at_train[np.arange(n), np.arange(n)]           # y_i - f_{-i}(x_i)
   np.testing.assert_allclose(out.loo_residuals, brute, rtol=1e-8, atol=1e-8)
@@ -147,11 +148,6 @@ def test_bad_inputs():
     inf.loo_influence(indefinite, ke, y, ye)
 
 
-def test_ridge_scale():
-  k, _, _, _ = _problem()
-  np.testing.assert_allclose(inf.ridge_scale(k, 1e-3), 1e-3 * np.trace(k) / len(k), rtol=1e-14)
-
-
 # --- metrics ------------------------------------------------------------------------------------
 
 def test_flip_rate():
@@ -217,14 +213,6 @@ def test_top_fraction():
       inf.top_fraction(s, tau)
   with pytest.raises(ValueError, match='too few'):
     inf.top_fraction(s, 0.05)
-
-
-@pytest.mark.parametrize('n,block', [(23, 4), (64, 8), (9, 16)])
-def test_blocked_triangular_inverse(n, block):
-  rng = np.random.default_rng(n)
-  l = np.tril(rng.standard_normal((n, n))) + 3 * np.eye(n)
-  np.testing.assert_allclose(inf._tril_inverse(jnp.asarray(l), block), np.linalg.inv(l),
-                             rtol=1e-10, atol=1e-12)
 
 
 def test_large_n_uses_blocked_path_and_matches_dense_closed_form():

@@ -4,6 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ntk_attention import blocked
+from ntk_attention import devices
 from ntk_attention import kernels
 from ntk_attention import models
 
@@ -104,32 +106,32 @@ def test_blocked_kernels_equal_one_piece(name):
   x, xe = _data(23, 6), _data(6, 6, seed=7)
   model = models.build(name, 32, 3, W_std=1.3)
   params = models.init_params(model, jax.random.PRNGKey(1), 6, jnp.float64)
-  emp = kernels.empirical_ntk_blocked(model, params, x, xe, block=7)
-  ana = kernels.analytic_ntk_blocked(model, x, xe, block=7)
+  emp = blocked.empirical_ntk_blocked(model, params, x, xe, block=7)
+  ana = blocked.analytic_ntk_blocked(model, x, xe, block=7)
   assert emp.shape == ana.shape == (29, 29) and emp.dtype == ana.dtype == np.float64
-  np.testing.assert_allclose(emp, kernels.empirical_ntk_blocked(model, params, x, xe, block=29),
+  np.testing.assert_allclose(emp, blocked.empirical_ntk_blocked(model, params, x, xe, block=29),
                              rtol=0, atol=1e-12)
-  np.testing.assert_allclose(ana, kernels.analytic_ntk_blocked(model, x, xe, block=29),
+  np.testing.assert_allclose(ana, blocked.analytic_ntk_blocked(model, x, xe, block=29),
                              rtol=0, atol=1e-12)
   np.testing.assert_allclose(emp, kernels.empirical_ntk(model, params, x, xe), rtol=0, atol=1e-12)
   np.testing.assert_allclose(ana, kernels.analytic_kernel(model, x, xe), rtol=0, atol=1e-8)
   # The budget picks the block: a tiny budget gives one-row blocks, same numbers.
-  tiny = kernels.empirical_ntk_blocked(model, params, x, xe, max_memory_gb=1e-9)
+  tiny = blocked.empirical_ntk_blocked(model, params, x, xe, max_memory_gb=1e-9)
   np.testing.assert_allclose(emp, tiny, rtol=0, atol=1e-12)
-  assert kernels.block_rows(29, 4 * 29 * 8, 1e-9) == 1
+  assert blocked.block_rows(29, 4 * 29 * 8, 1e-9) == 1
 
 
 def test_memory_check_names_the_largest_n_that_fits():
   budget = 2.0
-  n_max = kernels.largest_n_train(500, budget)
-  assert kernels.influence_peak_gb(n_max, 500) <= budget < kernels.influence_peak_gb(n_max + 1, 500)
-  kernels.check_fits(n_max, 500, budget)
+  n_max = blocked.largest_n_train(500, budget)
+  assert blocked.influence_peak_gb(n_max, 500) <= budget < blocked.influence_peak_gb(n_max + 1, 500)
+  blocked.check_fits(n_max, 500, budget)
   with pytest.raises(ValueError, match=f'largest n_train that fits is {n_max}'):
-    kernels.check_fits(n_max + 1, 500, budget)
+    blocked.check_fits(n_max + 1, 500, budget)
   with pytest.raises(ValueError, match='max_memory_gb'):
-    kernels.memory_budget_gb(-1.0)
+    devices.memory_budget_gb(-1.0)
   with pytest.raises(ValueError, match='parameter-free'):
-    kernels.analytic_ntk_blocked(models.build('mlp_attn_qkv', 8), _data())
+    blocked.analytic_ntk_blocked(models.build('mlp_attn_qkv', 8), _data())
 
 
 def test_trainable_mask_freezes_only_the_readout():

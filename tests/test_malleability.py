@@ -57,7 +57,7 @@ def test_protocol_metrics_and_budget(small, trained):
   model, params, y, ye = trained
   setup = malleability.Setup(tau=0.2)
   records, arrays = malleability.protocol(
-      model, params, small.x_train, y, small.x_test, ye, small.y_test, ['fgsm', 'pgd'],
+      model, params, malleability.Points(small.x_train, y, small.x_test, ye), ['fgsm', 'pgd'],
       [0.0, 0.2], setup, jax.random.PRNGKey(0), 'xent')
   by = {(r['attack'], r['eps']): r for r in records}
   assert set(by) == {('fgsm', 0.0), ('fgsm', 0.2), ('pgd', 0.0), ('pgd', 0.2)}
@@ -74,8 +74,8 @@ def test_protocol_metrics_and_budget(small, trained):
 def test_influence_attack_flips_at_least_as_many_signs_as_pgd(small, trained):
   model, params, y, ye = trained
   records, _ = malleability.protocol(
-      model, params, small.x_train, y, small.x_test, ye, small.y_test, ['pgd', 'influence'],
-      [0.1], malleability.Setup(tau=0.2), jax.random.PRNGKey(0), 'xent')
+      model, params, malleability.Points(small.x_train, y, small.x_test, ye),
+      ['pgd', 'influence'], [0.1], malleability.Setup(tau=0.2), jax.random.PRNGKey(0), 'xent')
   by = {r['attack']: r for r in records}
   assert by['influence']['n_flipped'] >= by['pgd']['n_flipped']
   assert by['influence']['n_flipped'] > 0
@@ -145,3 +145,14 @@ def test_script_fails_before_training(tmp_path, flag, message):
   assert proc.returncode != 0
   assert message in proc.stderr
   assert not (out / 'malleability.jsonl').exists()
+
+
+def test_settings_names_and_hooks_defaults():
+  assert malleability.Settings().names() == ['standard']
+  s = malleability.Settings(retrain=True, interventions=('curated', 'adversarial'),
+                            adversarial_training=True)
+  assert s.names() == ['retrain', 'curated', 'adversarial', 'pgd_at']
+  hooks = malleability.Hooks()
+  assert hooks.task == 'all' and tuple(hooks.done) == ()
+  assert hooks.on_record({}) is None and hooks.on_arrays('k', {}) is None
+  assert hooks.on_progress(3) is None

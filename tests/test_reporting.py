@@ -1,4 +1,4 @@
-"""Tests for the study's results files and pages (ntk_attention.study.store, progress, report.page, report.plots): atomic files, the JSONL store, summaries, progress, tables, figures, HTML."""
+"""Tests for the study's results files and pages (ntk_attention.study.store, progress, report.page, report.plots): atomic files, the JSONL store, progress, tables, figures, HTML (summaries: test_stats.py)."""
 import base64
 import csv
 import json
@@ -126,34 +126,6 @@ def test_jsonl_store_unserialisable_record_writes_nothing(tmp_path):
   with pytest.raises(TypeError):
     store.append({'k': object()})
   assert store.records() == [{'k': 1}]
-
-
-# --- summarize ---------------------------------------------------------------------------------
-
-def test_summarize_against_numpy():
-  rng = np.random.default_rng(0)
-  recs = [{'model': m, 'width': w, 'seed': s, 'd': float(rng.standard_normal()), 'acc': float(rng.uniform())}
-          for w in (np.int64(16), 8) for m in ('b', 'a') for s in range(4)]
-  recs.append({'model': 'c', 'width': 4, 'seed': 0, 'd': 2.5, 'acc': 1.0})
-  rows = store_lib.summarize(recs, ['model', 'width'], ['d', 'acc'])
-  assert [(r['model'], r['width']) for r in rows] == [('b', 16), ('a', 16), ('b', 8), ('a', 8), ('c', 4)]
-  assert type(rows[0]['width']) is int
-  for row in rows[:4]:
-    for m in ('d', 'acc'):
-      vals = np.array([r[m] for r in recs if r['model'] == row['model'] and r['width'] == row['width']])
-      assert row[f'{m}_mean'] == pytest.approx(np.mean(vals), rel=1e-12)
-      assert row[f'{m}_std'] == pytest.approx(np.std(vals, ddof=1), rel=1e-12)
-      assert row[f'{m}_count'] == 4
-  assert rows[4]['d_mean'] == 2.5 and rows[4]['d_std'] == 0.0 and rows[4]['d_count'] == 1
-
-
-@pytest.mark.parametrize('bad', [float('nan'), np.float64('nan'), math.inf, 'oops'])
-def test_summarize_rejects_bad_values(bad):
-  recs = [{'g': 1, 'm': 1.0}, {'g': 1, 'm': 2.0}, {'g': 2, 'm': bad}]
-  with pytest.raises(ValueError, match='record 2'):
-    store_lib.summarize(recs, ['g'], ['m'])
-  with pytest.raises(ValueError, match='no metric'):
-    store_lib.summarize([{'g': 1}], ['g'], ['m'])
 
 
 # --- progress ----------------------------------------------------------------------------------

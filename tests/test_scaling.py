@@ -31,15 +31,17 @@ def test_summarize_means_ratio_and_exponent():
   rows = scaling.summarize(recs)
   assert [r['n_train'] for r in rows] == [100, 400, 800]
   r0 = rows[0]
+  # std is the sample std (ddof = 1, `stats`): √(((0.1 − 0.2)² + (0.3 − 0.2)²) / 1) = 0.1·√2.
   assert math.isclose(r0['relu_mlp_flip_rate_mean'], 0.2) and math.isclose(
-      r0['relu_mlp_flip_rate_std'], 0.1)
+      r0['relu_mlp_flip_rate_std'], 0.1 * math.sqrt(2))
+  assert r0['mlp_attn_flip_rate_std'] == 0.0 and rows[1]['relu_mlp_flip_rate_std'] == 0.0
   assert math.isclose(r0['ratio'], 0.4 / 0.2) and r0['seeds'] == 2
   assert math.isclose(rows[1]['ratio'], 8.0)
   assert rows[2]['ratio'] is None          # 2L-ReLU never flips: no finite ratio
   # ratio 2 at n = 100 and 8 at n = 400: log-log slope exactly 1 (n = 800 has none).
   assert math.isclose(scaling.exponent(rows, 'ratio'), 1.0, rel_tol=1e-12)
   text = scaling.scaling_section(rows)
-  assert '| 100 | 20.0 ± 10.0 | 40.0 ± 0.0 | 2.00 |' in text and '| 800 |' in text
+  assert '| 100 | 20.0 ± 14.1 | 40.0 ± 0.0 | 2.00 |' in text and '| 800 |' in text
 
 
 def test_nested_subsets_share_the_test_set_and_nest():

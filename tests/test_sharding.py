@@ -9,8 +9,11 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from ntk_attention import blocked
 from ntk_attention import data
+from ntk_attention import devices
 from ntk_attention import influence
 from ntk_attention import kernels
 from ntk_attention import models
@@ -28,8 +31,8 @@ def _compute(out_path=None):
   model = models.build('mlp_attn', 16, ds.num_classes)
   params = models.init_params(model, jax.random.PRNGKey(1), ds.d, jnp.float32)
   x, xe = jnp.asarray(ds.x_train, jnp.float32), jnp.asarray(ds.x_test, jnp.float32)
-  emp = kernels.empirical_ntk_blocked(model, params, x, xe, block=7)
-  ana = kernels.analytic_ntk_blocked(model, ds.x_train.astype(np.float64),
+  emp = blocked.empirical_ntk_blocked(model, params, x, xe, block=7)
+  ana = blocked.analytic_ntk_blocked(model, ds.x_train.astype(np.float64),
                                      ds.x_test.astype(np.float64), block=7)
   # Influence from the float64 kernel: the float32 one's ulps are amplified by κ.
   blocks = kernels.split_blocks(ana, 30)
@@ -47,12 +50,22 @@ import jax
 jax.config.update('jax_enable_x64', True)
 import numpy as np
 assert jax.device_count() == 4, jax.devices()
-from ntk_attention import kernels
+from ntk_attention import blocked
+from ntk_attention import devices
 import test_sharding
-put_rows, _ = kernels.row_placement()
+put_rows, _ = blocked.row_placement()
 assert put_rows(np.ones((7, 3))).sharding.num_devices == 4   # the rows really are sharded
+assert devices.mesh_1d('seeds').shape == {{'seeds': 4}}      # the one mesh, over every device
 np.savez(sys.argv[1], **test_sharding._compute())
 """
+
+
+def test_mesh_1d():
+  mesh = devices.mesh_1d('rows')
+  assert mesh.axis_names == ('rows',) and mesh.devices.tolist() == jax.devices()
+  assert devices.mesh_1d('seeds', jax.devices()[:1]).shape == {'seeds': 1}
+  with pytest.raises(ValueError, match='no devices'):
+    devices.mesh_1d('rows', [])
 
 
 def test_four_devices_equal_one(tmp_path):

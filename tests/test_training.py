@@ -10,6 +10,7 @@ import pytest
 
 from ntk_attention import data
 from ntk_attention import models
+from ntk_attention import stats
 from ntk_attention import sweeps
 from ntk_attention import training
 from ntk_attention.study import cache
@@ -90,7 +91,7 @@ def _sweep_summary(ds, store, done_after=None):
   except Stop:
     return None
   records = store.records()
-  return store_lib.summarize(records, ('model', 'width'), sweeps.METRICS), len(records)
+  return stats.summarize(records, ('model', 'width'), sweeps.METRICS), len(records)
 
 
 def test_resume_gives_the_same_summary(small, tmp_path):

@@ -6,18 +6,19 @@ with n. Per n of a grid, on nested seeded training subsets of one pool (the same
 set for every n), this runs the protocol of docs/method.md §10 for 2L-ReLU and MLP-Attn
 (`malleability.sweep`, one attack, one ε, several seeds) and measures κ_d(G) of the
 training set (`spectral.summarize`). Per n it reports both models' flip rate, Spearman
-and kernel distance (mean ± std over seeds), the ratio of mean flip rates MLP-Attn /
-2L-ReLU, and log10 κ_d(G).
+and kernel distance (mean ± std over seeds, `stats.mean_std`: std with ddof = 1), the
+ratio of mean flip rates MLP-Attn / 2L-ReLU, and log10 κ_d(G).
 """
 import dataclasses
 import math
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from ntk_attention import data as data_lib
 from ntk_attention import malleability
 from ntk_attention import spectral
+from ntk_attention import stats
 from ntk_attention.study import paper
 
 MODELS = ('relu_mlp', 'mlp_attn')
@@ -39,33 +40,30 @@ def nested_subsets(ds: data_lib.Dataset, grid: Sequence[int], seed: int = 0):
 
 
 def run_n(ds, width: int, seeds: Sequence[int], attack: str, eps: float,
-          setup: malleability.Setup, config, done=(), on_record: Callable = lambda r: None,
-          on_progress: Callable = lambda k: None, base_seed: int = 0, train_fn=None,
-          model_options=None, models=MODELS) -> list:
+          setup: malleability.Setup, config, hooks: malleability.Hooks = malleability.Hooks(),
+          base_seed: int = 0, train_fn: Optional[Callable] = None, models=MODELS) -> list:
   """The malleability records of both models at one n (`malleability.sweep`), each with
   `n_train`, plus κ_d of the training set under 'kappa_d' / 'log10_kappa_d'.
   `models`: the pair (reference, candidate) — names, `'module:function'` entries or a
-  two-entry `{name: factory}` (`models.factories`); `model_options`: per-model
-  `models.build` options of built-in names (e.g. `init_std`), as in `sweep`."""
+  two-entry `{name: factory}` (`models.factories`; built-in names with `models.build`
+  options: `models.factories(names, options)`). `hooks`: `done`, `on_record`,
+  `on_progress` as in `sweep` (its `task` is set to 'n=<n>')."""
   spec = spectral.summarize(np.asarray(ds.x_train, np.float64))
   extra = {'kappa_d': spec['kappa_eff'], 'log10_kappa_d': spec['log10_kappa_eff']}
 
   def record(rec):
     rec.update(extra)
-    on_record(rec)
+    hooks.on_record(rec)
 
   kwargs = {} if train_fn is None else {'train_fn': train_fn}
   return malleability.sweep(ds, models, width, seeds, [attack], [eps], setup, config,
-                            on_record=record, done=done, task=f'n={len(ds.x_train)}',
-                            on_progress=on_progress, base_seed=base_seed,
-                            model_options=model_options, **kwargs)
+                            hooks=hooks._replace(task=f'n={len(ds.x_train)}', on_record=record),
+                            base_seed=base_seed, **kwargs)
 
 
 def _mean_std(values):
-  v = [x for x in values if x is not None and math.isfinite(x)]
-  if not v:
-    return None, None
-  return float(np.mean(v)), float(np.std(v))
+  """`stats.mean_std` of the finite values (None and non-finite ones dropped)."""
+  return stats.mean_std([x for x in values if x is not None and math.isfinite(x)])
 
 
 def summarize(records: Sequence[dict], models=MODELS) -> list:

@@ -18,6 +18,7 @@ The rules, with their thresholds, are the docstrings of the `_row_*` functions.
 import math
 from typing import Optional
 
+from ntk_attention import stats
 from ntk_attention.study import paper
 
 REPRODUCED, PARTLY, NOT, NOT_RUN, NO_STUDY = ('reproduced', 'partly', 'not reproduced', 'not run',
@@ -118,13 +119,6 @@ def _row_kappa(spec, dataset, section) -> dict:
               f"unit-norm inputs, rank cut rtol {spec.get('rtol', '')}")
 
 
-def _trend(rows, metric='function_distance'):
-  rows = sorted(rows, key=lambda r: r['width'])
-  a, b = rows[0][f'{metric}_mean'], rows[-1][f'{metric}_mean']
-  word = 'grows' if b > a * FLAT else ('shrinks' if b < a / FLAT else 'flat')
-  return rows[0]['width'], rows[-1]['width'], a, b, word
-
-
 def _row_ntk_distance(nd, dataset, section) -> dict:
   """Claim 3, ‖f_m − f∞‖ shrinks with width for 2L-ReLU and grows for MLP-Attn. A model's trend
   is first vs last width (FLAT band); reproduced when both models' trends match the study's Table
@@ -136,7 +130,7 @@ def _row_ntk_distance(nd, dataset, section) -> dict:
     row = paper.NTK_DISTANCE.get((ref, m))
     if row:
       a, b = row[0], row[-1]
-      study_trend[m] = 'grows' if b > a * FLAT else ('shrinks' if b < a / FLAT else 'flat')
+      study_trend[m] = stats.change(a, b, 1 / FLAT, FLAT)
       study_text.append(f'{paper.model_name(m)} {a:g} → {b:g}')
   study = (f"‖f_m − f∞‖ at m = {paper.NTK_DISTANCE_WIDTHS[0]} → {paper.NTK_DISTANCE_WIDTHS[-1]} "
            f"({paper.DATASET_NAMES[ref]}): " + ', '.join(study_text)) if study_text else NO_STUDY
@@ -147,7 +141,7 @@ def _row_ntk_distance(nd, dataset, section) -> dict:
     rows = [r for r in nd['summary'] if r['model'] == m]
     if not rows:
       continue
-    w0, w1, a, b, word = _trend(rows)
+    w0, w1, a, b, word = stats.trend(rows, 'function_distance_mean', 1 / FLAT, FLAT)
     ours.append(f'{paper.model_name(m)} {a:.3g} → {b:.3g} ({word})')
     if m in study_trend:
       matches.append(word == study_trend[m])

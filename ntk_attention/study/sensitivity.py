@@ -9,9 +9,10 @@ Trained models are shared between variations that do not change training (`train
 
 Per (task, variation, attack):
   `ratio = mean_s flip(MLP-Attn) / mean_s flip(2L-ReLU)` over the seeds s, with a 95%
-  percentile bootstrap interval: each model's seeds are resampled with replacement
-  (independently: the two models are separate networks), B = 2000 resamples. A resample
-  whose 2L-ReLU mean is 0 has an infinite ratio; the bound it lands on is then null.
+  percentile bootstrap interval (`stats.bootstrap_ratio`): each model's seeds are resampled
+  with replacement (independently: the two models are separate networks), B = 2000
+  resamples. A resample whose 2L-ReLU mean is 0 has an infinite ratio; the bound it lands
+  on is then null. Means and stds over seeds: `stats` (std with ddof = 1).
 Per variation, the calibration against the study's flip rates (its Tables 2–3):
   `distance = mean over cells |ln(ours/study)|`, cells = (task, attack, model) with a
   published value; a zero flip rate counts as half a flip of the top-τ set (ln 0 is
@@ -24,10 +25,9 @@ import inspect
 import math
 from typing import Callable, NamedTuple, Optional, Sequence
 
-import numpy as np
-
 from ntk_attention import malleability
 from ntk_attention import models as models_lib
+from ntk_attention import stats
 from ntk_attention import training
 from ntk_attention.study import cache
 from ntk_attention.study import paper
@@ -36,7 +36,7 @@ CHOICES = ('eps', 'eps_units', 'tau', 'init_std', 'epochs', 'width', 'n_train', 
            'score', 'kernel', 'retrain', 'pgd_steps')
 KEY_FIELDS = ('task', 'choice', 'value', 'model', 'attack', 'seed')
 BASELINE = ('baseline', '')
-BOOTSTRAP = 2000
+BOOTSTRAP = stats.BOOTSTRAP   # resamples of each ratio's interval
 
 
 class Baseline(NamedTuple):
@@ -170,19 +170,21 @@ def _with_init_std(pair: dict, init_std: float, varied: bool) -> dict:
 
 def run(load: Callable, tasks: Sequence[str], base: Baseline, variations, attack_names,
         seeds: Sequence[int], train_config: training.TrainConfig,
-        on_record=lambda r: None, done=(), on_progress=lambda n: None, base_seed: int = 0,
+        hooks: malleability.Hooks = malleability.Hooks(), base_seed: int = 0,
         train_fn: Optional[Callable] = None, models=PAIR) -> list:
   """Runs the baseline and every variation on every task; returns the new records.
 
   `load(task, n_train) -> data.Dataset` gives the data of a task ('all' or e.g. '3,8') at a
   training-set size. A 'retrain' variation attacks with PGD only (it retrains once per
-  attack and seed). `models`: the (reference, candidate) pair — names, `'module:function'`
-  entries or `{name: factory}`; the ratio is candidate / reference. Records: the fields of
+  attack and seed). `hooks`: `done` holds `KEY_FIELDS` tuples to skip, records go to
+  `on_record`, progress to `on_progress` (`hooks.task` is unused: the tasks are `tasks`).
+  `models`: the (reference, candidate) pair — names, `'module:function'` entries or
+  `{name: factory}`; the ratio is candidate / reference. Records: the fields of
   `malleability.protocol` plus `choice` and `value` (the baseline is `choice='baseline'`,
   `value=''`).
   """
   pair = _pair(models)
-  done = set(done)
+  done = set(hooks.done)
   train_fn = train_fn or cache.cached_train()
   new = []
   for task in tasks:
@@ -204,43 +206,16 @@ def run(load: Callable, tasks: Sequence[str], base: Baseline, variations, attack
         rec.update(choice=choice, value=label)
         if tuple(rec[k] for k in KEY_FIELDS) in done:   # resumed seed: already stored
           return
-        on_record(rec)
+        hooks.on_record(rec)
         new.append(rec)
 
       malleability.sweep(ds, _with_init_std(pair, b.init_std, choice == 'init_std'), b.width,
-                         todo, attacks, [b.eps], setup, config, retrain=b.retrain,
-                         on_record=record, on_progress=on_progress, task=task,
+                         todo, attacks, [b.eps], setup, config,
+                         malleability.Settings(retrain=b.retrain),
+                         malleability.Hooks(task=task, on_record=record,
+                                            on_progress=hooks.on_progress),
                          base_seed=base_seed, train_fn=train_fn)
   return new
-
-
-def bootstrap_ratio(attn, relu, n_boot: int = BOOTSTRAP, seed: int = 0):
-  """`(ratio, low, high)`: mean(attn)/mean(relu) and its 95% percentile bootstrap interval,
-  resampling each model's per-seed flip rates with replacement. None where undefined
-  (a zero 2L-ReLU mean; a bound that falls on an infinite resample)."""
-  attn, relu = np.asarray(attn, np.float64), np.asarray(relu, np.float64)
-  ratio = float(attn.mean() / relu.mean()) if relu.mean() > 0 else None
-  rng = np.random.default_rng(seed)
-  a = attn[rng.integers(0, len(attn), (n_boot, len(attn)))].mean(1)
-  r = relu[rng.integers(0, len(relu), (n_boot, len(relu)))].mean(1)
-  with np.errstate(divide='ignore', invalid='ignore'):
-    samples = np.where(r > 0, a / np.where(r > 0, r, 1.0), np.inf)
-  samples = np.where((a == 0) & (r == 0), np.nan, samples)   # 0/0: no information
-  samples = samples[~np.isnan(samples)]
-  if samples.size == 0:
-    return ratio, None, None
-  # Order statistics, not interpolation: an infinite resample then gives an infinite bound.
-  low = np.percentile(samples, 2.5, method='lower')
-  high = np.percentile(samples, 97.5, method='higher')
-  return ratio, (float(low) if np.isfinite(low) else None), (float(high) if np.isfinite(high) else None)
-
-
-def _groups(records):
-  out = {}
-  for r in records:
-    out.setdefault((r['task'], r['choice'], r['value'], r['attack']), {}).setdefault(
-        r['model'], []).append(r)
-  return out
 
 
 def summarize(records, models=PAIR) -> list:
@@ -249,29 +224,27 @@ def summarize(records, models=PAIR) -> list:
   reference with its bootstrap interval, log10 ratio, seeds, and test accuracies."""
   reference, candidate = list(models)
   rows = []
-  for (task, choice, value, attack), by_model in _groups(records).items():
-    relu = sorted(by_model.get(reference, []), key=lambda r: r['seed'])
-    attn = sorted(by_model.get(candidate, []), key=lambda r: r['seed'])
+  for (task, choice, value, attack), cell in stats.group_by(
+      records, ('task', 'choice', 'value', 'attack')).items():
+    by_model = stats.group_by(cell, ('model',))
+    relu = sorted(by_model.get((reference,), []), key=lambda r: r['seed'])
+    attn = sorted(by_model.get((candidate,), []), key=lambda r: r['seed'])
     if not relu or not attn:
       continue
     fr, fa = [r['flip_rate'] for r in relu], [r['flip_rate'] for r in attn]
-    ratio, low, high = bootstrap_ratio(fa, fr)
+    ratio, low, high = stats.bootstrap_ratio(fa, fr, BOOTSTRAP)
     rows.append({
         'task': task, 'choice': choice, 'value': value, 'attack': attack,
         'eps_pixels': relu[0]['eps_pixels'], 'seeds': len(relu),
-        'relu_flip_rate_mean': float(np.mean(fr)), 'relu_flip_rate_std': _std(fr),
-        'attn_flip_rate_mean': float(np.mean(fa)), 'attn_flip_rate_std': _std(fa),
+        'relu_flip_rate_mean': stats.mean(fr), 'relu_flip_rate_std': stats.std(fr),
+        'attn_flip_rate_mean': stats.mean(fa), 'attn_flip_rate_std': stats.std(fa),
         'ratio': ratio, 'ratio_low': low, 'ratio_high': high,
         'log10_ratio': None if not ratio else math.log10(ratio),
-        'relu_test_accuracy': float(np.mean([r['test_accuracy'] for r in relu])),
-        'attn_test_accuracy': float(np.mean([r['test_accuracy'] for r in attn])),
+        'relu_test_accuracy': stats.mean([r['test_accuracy'] for r in relu]),
+        'attn_test_accuracy': stats.mean([r['test_accuracy'] for r in attn]),
         'n_subset': relu[0]['n_subset'],
     })
   return rows
-
-
-def _std(v):
-  return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
 
 
 def calibration(summary, dataset: str, models=PAIR) -> list:
@@ -294,16 +267,12 @@ def calibration(summary, dataset: str, models=PAIR) -> list:
   for (choice, value), cells in by_var.items():
     d = [c for _, c in cells]
     rows.append({'choice': choice, 'value': value, 'cells': len(d),
-                 'distance': float(np.mean(d)),
-                 'distance_relu': _mean([c for k, c in cells if k == 'relu']),
-                 'distance_attn': _mean([c for k, c in cells if k == 'attn'])})
+                 'distance': stats.mean(d),
+                 'distance_relu': stats.mean([c for k, c in cells if k == 'relu']),
+                 'distance_attn': stats.mean([c for k, c in cells if k == 'attn'])})
   return sorted(rows, key=lambda r: r['distance'])
 
 
-def _mean(v):
-  return float(np.mean(v)) if v else None
-
-
 __all__ = ['PAIR', 'CHOICES', 'KEY_FIELDS', 'BASELINE', 'Baseline', 'default_variations',
-           'parse_variations', 'apply', 'value_label', 'validate', 'run', 'bootstrap_ratio',
-           'summarize', 'calibration']
+           'parse_variations', 'apply', 'value_label', 'validate', 'run', 'summarize',
+           'calibration']

@@ -1,5 +1,5 @@
-"""The results store (floor 4): atomic files, strict JSON, CSV, npz, the append-only JSONL store
-of finished cells, and per-group summaries of their metrics.
+"""The results store (floor 4): atomic files, strict JSON, CSV, npz, and the append-only JSONL
+store of finished cells (per-group summaries of their metrics: `ntk_attention.stats.summarize`).
 
 Conventions:
   * Every file write is atomic: the bytes go to a temp file in the same folder, which is flushed, fsynced and then
@@ -19,6 +19,8 @@ import warnings
 from typing import Sequence
 
 import numpy as np
+
+from ntk_attention import stats
 
 _NONFINITE = {'infinite': math.inf, 'negative infinite': -math.inf, 'not a number': math.nan}
 _WHY = '_null_because'
@@ -168,22 +170,6 @@ def write_csv(path, rows: Sequence[dict], columns=None) -> None:
 
 # ---------------------------------------------------------------------------------------------------------- store
 
-def _hashable(v):
-  if isinstance(v, np.generic):
-    return v.item()
-  if isinstance(v, (list, tuple, np.ndarray)):
-    return tuple(_hashable(x) for x in (v.tolist() if isinstance(v, np.ndarray) else v))
-  return v
-
-
-def cell_key(record: dict, key_fields: Sequence[str]) -> tuple:
-  """The tuple of `record[f]` for f in key_fields (numpy scalars -> Python, lists -> tuples)."""
-  missing = [f for f in key_fields if f not in record]
-  if missing:
-    raise ValueError(f'record has no key field(s) {missing}: {record!r}')
-  return tuple(_hashable(record[f]) for f in key_fields)
-
-
 class JsonlStore:
   """Append-only results file: one JSON record per line, each append flushed and fsynced.
 
@@ -235,49 +221,9 @@ class JsonlStore:
     return out
 
   def done_keys(self, key_fields: Sequence[str]) -> set:
-    """Keys (see `cell_key`) of every stored record, to skip finished cells on --resume."""
-    return {cell_key(r, key_fields) for r in self.records()}
+    """Keys (`stats.group_key`) of every stored record, to skip finished cells on --resume."""
+    return {stats.group_key(r, key_fields) for r in self.records()}
 
   def reset(self) -> None:
     """Truncates the store to empty (a fresh sweep, not resuming)."""
     _atomic_write_bytes(self.path, b'')
-
-
-# ---------------------------------------------------------------------------------------------------------- stats
-
-def summarize(records: Sequence[dict], group_fields: Sequence[str], metric_fields: Sequence[str]) -> list:
-  """Mean/std/count of each metric per group, groups in order of first appearance.
-
-  Each output row holds the group fields (values of the group's first record, numbers kept numbers) and, for each
-  metric m: m_mean, m_std (sample std, ddof=1, when count > 1; 0.0 for a single value) and m_count.
-  A record lacking a metric, or holding a non-numeric or non-finite (NaN or +-inf) value, raises ValueError
-  naming the record: inf would turn the std into NaN, and a NaN must never pass silently.
-  """
-  groups = {}
-  for idx, rec in enumerate(records):
-    key = cell_key(rec, group_fields)
-    values = groups.setdefault(key, {m: [] for m in metric_fields})
-    for m in metric_fields:
-      where = f'record {idx} ({dict(zip(group_fields, key))})'
-      if m not in rec:
-        raise ValueError(f'{where} has no metric {m!r}')
-      v = rec[m]
-      if isinstance(v, np.generic):
-        v = v.item()
-      if not isinstance(v, (int, float)):
-        raise ValueError(f'{where}: metric {m!r} is not a number: {v!r}')
-      if not math.isfinite(v):
-        raise ValueError(f'{where}: metric {m!r} is {v}')
-      values[m].append(float(v))
-  rows = []
-  for key, values in groups.items():
-    row = dict(zip(group_fields, key))
-    for m in metric_fields:
-      a = np.asarray(values[m], dtype=np.float64)
-      row[f'{m}_mean'] = float(a.mean())
-      row[f'{m}_std'] = float(a.std(ddof=1)) if a.size > 1 else 0.0
-      row[f'{m}_count'] = int(a.size)
-    rows.append(row)
-  return rows
-
-

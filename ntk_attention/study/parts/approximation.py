@@ -24,6 +24,7 @@ import numpy as np
 
 from ntk_attention import alignment
 from ntk_attention import data
+from ntk_attention import stats
 from ntk_attention.study import configs
 from ntk_attention.study import store as store_lib
 from ntk_attention.study.parts import _base
@@ -94,7 +95,7 @@ def run(config: configs.Approximation, out_dir: str, context=None, resume: bool 
       res.pop('accuracy')  # sign agreement of a continuous target is not a task metric
       records.append({'task': kind, 'kernel': name, 'seed': s, **res})
 
-  summary = store_lib.summarize(records, ('task', 'kernel'), METRICS)
+  summary = stats.summarize(records, ('task', 'kernel'), METRICS)
   for row in summary:
     if row['task'] == 'real':
       row['accuracy'] = real[row['kernel']]['accuracy']

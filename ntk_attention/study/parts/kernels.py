@@ -24,6 +24,7 @@ import numpy as np
 
 from ntk_attention import kernels
 from ntk_attention import models
+from ntk_attention import stats
 from ntk_attention.study import configs
 from ntk_attention.study import store as store_lib
 from ntk_attention.study.parts import _base
@@ -120,7 +121,7 @@ def run(config: configs.Kernels, out_dir: str, context=None, resume: bool = Fals
       progress.update()
   elapsed = time.time() - t_start
 
-  summary = store_lib.summarize(records, ['model', 'width', 'method'],
+  summary = stats.summarize(records, ['model', 'width', 'method'],
                                 ['distance_full', 'distance_train'])
   for row in summary:
     row.update(mc_rows[row['model'], row['width']])

@@ -15,8 +15,10 @@ against ε, the training loss, influence before vs after.
 from absl import logging
 import numpy as np
 
-from ntk_attention import kernels
+from ntk_attention import blocked
 from ntk_attention import malleability
+from ntk_attention import models as models_lib
+from ntk_attention import stats
 from ntk_attention.study import configs
 from ntk_attention.study import store as store_lib
 from ntk_attention.study.parts import _base
@@ -53,7 +55,7 @@ def check(config: configs.Malleability) -> None:
   _base.check_train(c.train)
   _base.check_options(c.options)
   malleability.validate(attack_names, epsilons, c.setup, c.data.n_train, c.interventions)
-  kernels.check_fits(c.data.n_train, c.data.n_test, c.setup.max_memory_gb or None)
+  blocked.check_fits(c.data.n_train, c.data.n_test, c.setup.max_memory_gb or None)
 
 
 def data_needs(config: configs.Malleability) -> list:
@@ -81,9 +83,8 @@ def run(config: configs.Malleability, out_dir: str, context=None, resume: bool =
                   attack=setup.attack._asdict(), model_options=options,
                   **c.train._asdict())
   store = _base.open_store(NAME, settings, resume, out_dir)
-  settings_list = ((['retrain' if c.retrain else 'standard'] + list(c.interventions)
-                    + (['pgd_at'] if c.adversarial_training else [])))
-  total = len(names) * len(settings_list) * len(c.attacks) * len(c.epsilons) * len(seeds)
+  sweep_settings = malleability.Settings(c.retrain, tuple(c.interventions), c.adversarial_training)
+  total = len(names) * len(sweep_settings.names()) * len(c.attacks) * len(c.epsilons) * len(seeds)
   done = store.done_keys(malleability.KEY_FIELDS)
   progress = _base.progress(NAME, total, context)
   if done:
@@ -94,16 +95,16 @@ def run(config: configs.Malleability, out_dir: str, context=None, resume: bool =
     for k, v in arrs.items():
       arrays[f'{key}/{k}'] = np.asarray(v)
 
-  malleability.sweep(ds, names, c.width, seeds, list(c.attacks), list(c.epsilons), setup,
-                     c.train, c.retrain, list(c.interventions), c.adversarial_training,
-                     on_record=store.append, on_arrays=on_arrays, done=done,
-                     on_progress=progress.update, task=task, base_seed=c.data.seed,
-                     model_options=options, train_fn=_base.trainer(context))
+  malleability.sweep(ds, models_lib.factories(names, options), c.width, seeds, list(c.attacks),
+                     list(c.epsilons), setup, c.train, sweep_settings,
+                     malleability.Hooks(task=task, done=done, on_record=store.append,
+                                        on_arrays=on_arrays, on_progress=progress.update),
+                     base_seed=c.data.seed, train_fn=_base.trainer(context))
   if c.save_arrays and arrays:
     store_lib.write_npz(c.save_arrays, **arrays)
     logging.info('arrays in %s', c.save_arrays)
   records = store.records()
-  summary = store_lib.summarize(records, GROUP, malleability.METRICS + malleability.DIAGNOSTICS)
+  summary = stats.summarize(records, GROUP, malleability.METRICS + malleability.DIAGNOSTICS)
   for row in summary:
     # The study compared mean scores; per-point flips have no published counterpart.
     row['paper_flip_rate_pct'] = paper_value(ds.name, task, row) if setup.score == 'mean' else None

@@ -10,6 +10,7 @@ Writes ntk_distance.jsonl (one record per cell, appended as cells finish; `resum
 them), ntk_distance.json / .csv (mean and std over seeds per model × width × metric) and
 ntk_distance.png (four panels against width, the study's distances as stars).
 """
+from ntk_attention import stats
 from ntk_attention import sweeps
 from ntk_attention.study import configs
 from ntk_attention.study import store as store_lib
@@ -60,7 +61,7 @@ def run(config: configs.Distance, out_dir: str, context=None, resume: bool = Fal
                             train_fn=_base.trainer(context))
   cells = set(grid)
   records = [r for r in store.records() if (r['model'], r['width'], r['seed']) in cells]
-  summary = store_lib.summarize(records, ('model', 'width'), sweeps.METRICS)
+  summary = stats.summarize(records, ('model', 'width'), sweeps.METRICS)
   comparison = records[0]['comparison'] if records else None
   store_lib.write_json(_base.out_path(NAME + '.json', out_dir), {
       'comparison': comparison, 'summary': summary, 'provenance': _base.provenance(config)})

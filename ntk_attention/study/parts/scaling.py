@@ -9,9 +9,10 @@ rates and their ratio, log n axis).
 """
 import os
 
+from ntk_attention import blocked
 from ntk_attention import data
-from ntk_attention import kernels
 from ntk_attention import malleability
+from ntk_attention import models as models_lib
 from ntk_attention.study import configs
 from ntk_attention.study import scaling
 from ntk_attention.study import store as store_lib
@@ -44,7 +45,7 @@ def check(config: configs.Scaling) -> None:
   _base.check_train(c.train)
   _base.check_options(c.options)
   malleability.validate([c.attack], [c.eps], _setup(c), grid[0])
-  kernels.check_fits(grid[-1], c.data.n_test, c.max_memory_gb or None, '--n_grid')
+  blocked.check_fits(grid[-1], c.data.n_test, c.max_memory_gb or None, '--n_grid')
 
 
 def data_needs(config: configs.Scaling) -> list:
@@ -78,9 +79,10 @@ def run(config: configs.Scaling, out_dir: str, context=None, resume: bool = Fals
   seeds = list(range(c.seeds))
   for n in grid:
     scaling.run_n(subsets[n], c.width, seeds, c.attack, c.eps, _setup(c), c.train,
-                  done=done, on_record=store.append, on_progress=progress.update,
-                  base_seed=c.data.seed, train_fn=train_fn, model_options=options,
-                  models=models)
+                  malleability.Hooks(done=done, on_record=store.append,
+                                     on_progress=progress.update),
+                  base_seed=c.data.seed, train_fn=train_fn,
+                  models=models_lib.factories(models, options))
   rows = scaling.summarize(store.records(), models=models)
   store_lib.write_json(_base.out_path(NAME + '.json', out_dir), {
       'rows': rows, 'models': models, 'provenance': _base.provenance(c)})

@@ -20,6 +20,7 @@ from absl import logging
 
 from ntk_attention import attacks
 from ntk_attention import data
+from ntk_attention import malleability
 from ntk_attention.study import configs
 from ntk_attention.study import paper
 from ntk_attention.study import sensitivity
@@ -134,7 +135,8 @@ def run(config: configs.Sensitivity, out_dir: str, context=None, resume: bool = 
   if done:
     progress.skip(min(len(done), total))
   sensitivity.run(loader(c.data), tasks, base, variations, attack_names, seeds, c.train,
-                  on_record=store.append, done=done, on_progress=progress.update,
+                  malleability.Hooks(done=done, on_record=store.append,
+                                     on_progress=progress.update),
                   base_seed=c.data.seed, models=list(models), train_fn=_base.trainer(context))
   summary = sensitivity.summarize(store.records(), models=models)
   calib = sensitivity.calibration(summary, c.data.dataset, models=models)

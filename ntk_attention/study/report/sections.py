@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ntk_attention import stats
 from ntk_attention.study import layout
 from ntk_attention.study import paper
 from ntk_attention.study import progress as progress_lib
@@ -141,18 +142,17 @@ def ntk_distance_section(res: dict, dataset: str, figures: Sequence[str] = ()) -
   return '\n'.join(text) + '\n'
 
 
-def _trend(summary, model, metric):
-  rows = sorted((r for r in summary if r['model'] == model), key=lambda r: r['width'])
-  a, b = rows[0][f'{metric}_mean'], rows[-1][f'{metric}_mean']
-  return rows[0]['width'], rows[-1]['width'], a, b
+# The reading's band: under 5 % of change either way (ratio last/first in [0.95, 1.05]) is flat.
+READING_BAND = (0.95, 1.05)
 
 
 def ntk_distance_reading(summary) -> str:
   out = []
   for m in dict.fromkeys(r['model'] for r in summary):
-    w0, w1, a, b = _trend(summary, m, 'function_distance')
-    verb = 'shrinks' if b < a * 0.95 else ('grows' if b > a * 1.05 else 'stays flat')
-    _, _, k0, k1 = _trend(summary, m, 'kernel_distance_final')
+    mine = [r for r in summary if r['model'] == m]
+    w0, w1, a, b, word = stats.trend(mine, 'function_distance_mean', *READING_BAND)
+    verb = 'stays flat' if word == 'flat' else word
+    _, _, k0, k1, _ = stats.trend(mine, 'kernel_distance_final_mean', *READING_BAND)
     out.append(f"{_name(m)}: the function distance {verb} from {a:.3g} (m={w0}) to {b:.3g} "
                f"(m={w1}); the trained kernel's distance to Θ∞ goes from {k0:.3g} to {k1:.3g}.")
   return ' '.join(out)

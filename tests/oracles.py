@@ -1,0 +1,30 @@
+"""Brute-force references the tests compare the library against (not part of the package).
+
+tests/ is on sys.path under pytest's default (prepend) import mode, so a test imports these
+as `from oracles import loo_predictions_bruteforce`.
+"""
+import numpy as np
+
+
+def loo_predictions_bruteforce(k_train, k_eval_train, y_train, ridge=1e-3):
+  """Refit KRR without each training point, in numpy float64.
+
+  For each i: f_{-i}(x_t) = K_{t,-i} (K_{-i,-i} + lam I)^-1 Y_{-i}, with K symmetrised,
+  (K + K^T)/2, and lam = ridge * mean(diag K) of the FULL K, as in the closed form
+  (`influence.loo_influence`). Returns (n_train, n_eval, C); a 1-D y_train is treated as
+  (n, 1). Pass k_eval_train = k_train to get f_{-i}(x_i) at [i, i].
+  """
+  k = np.asarray(k_train, np.float64)
+  k = 0.5 * (k + k.T)
+  ke = np.asarray(k_eval_train, np.float64)
+  y = np.asarray(y_train, np.float64)
+  if y.ndim == 1:
+    y = y[:, None]
+  n = k.shape[0]
+  lam = ridge * np.mean(np.diag(k))
+  out = np.empty((n, ke.shape[0], y.shape[1]))
+  for i in range(n):
+    keep = np.arange(n) != i
+    a = k[np.ix_(keep, keep)] + lam * np.eye(n - 1)
+    out[i] = ke[:, keep] @ np.linalg.solve(a, y[keep])
+  return out
