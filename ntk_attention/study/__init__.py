@@ -10,7 +10,8 @@ matplotlib and markdown-it (in `report`). Modules:
   runner       runs the parts (checks first, markers, resume, one process) and the report
   layout       the run folder's paths (the runner writes them, the report reads them)
   overrides    typed values from text: flags and --set=KIND.FIELD=VALUE
-  store        atomic JSON / CSV / npz / text files, the resumable JSONL store, summaries
+  parts        one module per part: run(config, out_dir, context), check, data_needs
+  store        atomic JSON / CSV / npz / text files, the resumable JSONL store
   progress     progress lines (done, time per item, time left)
   cache        the training cache shared by a reproduction's parts (docs/method.md §16)
   plan         the cost of a config, the time estimate, the run's progress line
