@@ -1,4 +1,5 @@
-"""Brute-force references the tests compare the library against (not part of the package).
+"""Brute-force references the tests compare the library against, and the one way a test reads
+every number of a results file (not part of the package).
 
 tests/ is on sys.path under pytest's default (prepend) import mode, so a test imports these
 as `from oracles import loo_predictions_bruteforce`.
@@ -28,3 +29,17 @@ def loo_predictions_bruteforce(k_train, k_eval_train, y_train, ridge=1e-3):
     a = k[np.ix_(keep, keep)] + lam * np.eye(n - 1)
     out[i] = ke[:, keep] @ np.linalg.solve(a, y[keep])
   return out
+
+
+def json_numbers(obj, skip=('provenance', 'seconds', 'wall_time_s'), path='') -> dict:
+  """Every number of a JSON document by its path ('/summary[0]/flip_rate_mean': 0.3), the
+  keys in `skip` (provenance, timings) left out."""
+  if isinstance(obj, dict):
+    return {k: v for key, val in obj.items() if key not in skip
+            for k, v in json_numbers(val, skip, f'{path}/{key}').items()}
+  if isinstance(obj, list):
+    return {k: v for i, val in enumerate(obj)
+            for k, v in json_numbers(val, skip, f'{path}[{i}]').items()}
+  if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+    return {path: obj}
+  return {}

@@ -17,6 +17,8 @@ import sys
 import numpy as np
 import pytest
 
+from oracles import json_numbers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'scripts', 'reproduce.py')
 TINY = ['--preset=quick_digits', '--n_train=60', '--n_test=30', '--n_grid=10,20',
@@ -35,17 +37,6 @@ def _run(out, *extra):
   return proc
 
 
-def _numbers(obj, path=''):
-  """Every number of a JSON document by its path (provenance and timings left out)."""
-  if isinstance(obj, dict):
-    return {k: v for key, val in obj.items() if key not in ('provenance', 'wall_time_s')
-            for k, v in _numbers(val, f'{path}/{key}').items()}
-  if isinstance(obj, list):
-    return {k: v for i, val in enumerate(obj) for k, v in _numbers(val, f'{path}[{i}]').items()}
-  if isinstance(obj, (int, float)) and not isinstance(obj, bool):
-    return {path: obj}
-  return {}
-
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
@@ -60,8 +51,8 @@ def test_in_process_and_isolated_runs_give_the_same_numbers(runs):
   base, *_ = runs
   for sub, name in (('spectral', 'spectral.json'), ('malleability', 'malleability.json'),
                     ('interventions', 'malleability.json')):
-    a = _numbers(json.load(open(base / 'in' / sub / name)))
-    b = _numbers(json.load(open(base / 'iso' / sub / name)))
+    a = json_numbers(json.load(open(base / 'in' / sub / name)))
+    b = json_numbers(json.load(open(base / 'iso' / sub / name)))
     assert a.keys() == b.keys() and a, sub
     for k in a:
       np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-9, err_msg=f'{sub}{k}')

@@ -23,6 +23,7 @@ from ntk_attention import models
 from ntk_attention.study import configs
 from ntk_attention.study import parts
 from ntk_attention.study import store as store_lib
+from oracles import json_numbers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, 'scripts')
@@ -193,22 +194,11 @@ def test_bad_flag_exits_nonzero_without_results(runs):
 # ------------------------------------------------------------------------------------ the parts
 
 
-def _numbers(obj, path=''):
-  """Every number of a JSON document by its path (provenance and timings left out)."""
-  if isinstance(obj, dict):
-    return {k: v for key, val in obj.items() if key not in ('provenance', 'seconds')
-            for k, v in _numbers(val, f'{path}/{key}').items()}
-  if isinstance(obj, list):
-    return {k: v for i, val in enumerate(obj) for k, v in _numbers(val, f'{path}[{i}]').items()}
-  if isinstance(obj, (int, float)) and not isinstance(obj, bool):
-    return {path: obj}
-  return {}
-
 
 def _same_numbers(a, b):
   """The same numbers, up to the summation order of OpenBLAS's threads (one in a script,
   scripts/_common.py; more in this process)."""
-  a, b = _numbers(a), _numbers(b)
+  a, b = json_numbers(a), json_numbers(b)
   assert a and a.keys() == b.keys()
   for k in a:
     assert a[k] == pytest.approx(b[k], rel=1e-10, abs=1e-14, nan_ok=True), (k, a[k], b[k])

@@ -43,9 +43,9 @@ def _compute(out_path=None):
           'w': np.asarray(result.params[1][0][0])}
 
 
-SCRIPT = f"""
+# Run from tests/ (`python -c` puts the working folder first on the path: `import test_sharding`).
+SCRIPT = """
 import sys
-sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
 import jax
 jax.config.update('jax_enable_x64', True)
 import numpy as np
@@ -55,7 +55,7 @@ from ntk_attention import devices
 import test_sharding
 put_rows, _ = blocked.row_placement()
 assert put_rows(np.ones((7, 3))).sharding.num_devices == 4   # the rows really are sharded
-assert devices.mesh_1d('seeds').shape == {{'seeds': 4}}      # the one mesh, over every device
+assert devices.mesh_1d('seeds').shape == {'seeds': 4}      # the one mesh, over every device
 np.savez(sys.argv[1], **test_sharding._compute())
 """
 
@@ -73,7 +73,8 @@ def test_four_devices_equal_one(tmp_path):
   out = tmp_path / 'sharded.npz'
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
              TF_CPP_MIN_LOG_LEVEL='3')
-  proc = subprocess.run([sys.executable, '-c', textwrap.dedent(SCRIPT), str(out)], cwd=ROOT,
+  proc = subprocess.run([sys.executable, '-c', textwrap.dedent(SCRIPT), str(out)],
+                        cwd=os.path.join(ROOT, 'tests'),
                         env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   sharded = dict(np.load(out))

@@ -192,18 +192,8 @@ def check(study: presets.Study) -> None:
   _base.check_names(study.parts, 'parts', presets.PARTS + presets.OPTIONAL_PARTS)
   _base.check_names(study.beyond_variants, 'beyond_variants', VARIANTS)
   _base.check_names(study.beyond_parts, 'beyond_parts', presets.BEYOND_PARTS)
-  try:
-    data_lib.validate_dataset_name(study.dataset)
-  except ValueError as e:
-    raise ValueError(f'--dataset: {e}') from None
-  try:
-    data_lib.parse_classes(study.classes)
-  except ValueError as e:
-    raise ValueError(f'--classes: {e}') from None
-  if study.n_train < 2:
-    raise ValueError(f'--n_train must be >= 2, got {study.n_train}.')
-  if study.n_test < 1:
-    raise ValueError(f'--n_test must be >= 1, got {study.n_test}.')
+  _base.check_data(configs.Data(dataset=study.dataset, classes=study.classes,
+                                n_train=study.n_train, n_test=study.n_test))
   for field in ('n_grid', 'widths', 'beyond_widths', 'scaling_n_grid'):
     _base.check_ints(getattr(study, field), field)
   _base.check_models(study.ntk_models, 'ntk_models')
