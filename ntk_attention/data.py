@@ -46,6 +46,11 @@ import zipfile
 import numpy as np
 
 DATASETS = ('mnist_sample', 'cifar10_sample', 'digits', 'mnist', 'fashion_mnist', 'cifar10')
+# What each of DATASETS is, in one line (the --dataset help of the scripts and of reproduce).
+DATASET_HELP = ("'mnist_sample' (5,000 real MNIST images, bundled, offline), "
+                "'cifar10_sample' (1,000 real CIFAR-10 images, bundled), 'digits' "
+                "(scikit-learn 8x8, a fast proxy), 'mnist', 'fashion_mnist', 'cifar10' "
+                "(tensorflow-datasets), or 'npz:PATH' (arrays x (N,H,W[,C]), y (N,)).")
 # Real images shipped inside the package (datasets/README.md: provenance, licences).
 _BUNDLED = {'mnist_sample': 'mnist_sample.npz', 'cifar10_sample': 'cifar10_sample.npz'}
 _TFDS_DATASETS = ('mnist', 'fashion_mnist', 'cifar10')

@@ -22,7 +22,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 # core (measured: eigvalsh of 1000x1000, 0.06 s vs 6.5 s); JAX has its own thread pool.
 os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
 
-from ntk_attention.study import configs  # noqa: E402  (after the environment above)
+from ntk_attention import data  # noqa: E402  (after the environment above)
+from ntk_attention.study import configs  # noqa: E402
 from ntk_attention.study import parts  # noqa: E402
 from ntk_attention.study.parts import _base  # noqa: E402
 
@@ -45,12 +46,7 @@ def script_flags(module_name: str) -> flags.FlagValues:
 
 def define_data_flags(fv: flags.FlagValues = FLAGS):
   """Data selection, seed and output folder, in every script."""
-  flags.DEFINE_string('dataset', 'mnist_sample',
-                      "'mnist_sample' (5,000 real MNIST images, bundled, offline), "
-                      "'cifar10_sample' (1,000 real CIFAR-10 images, bundled), 'digits' "
-                      "(scikit-learn 8x8, a fast proxy), 'mnist', 'fashion_mnist', 'cifar10' "
-                      "(tensorflow-datasets), or 'npz:PATH' (arrays x (N,H,W[,C]), y (N,)).",
-                      flag_values=fv)
+  flags.DEFINE_string('dataset', 'mnist_sample', data.DATASET_HELP, flag_values=fv)
   flags.DEFINE_string('classes', '', "Class ids to keep, e.g. '3,8' (binary task); '' = all.",
                       flag_values=fv)
   flags.DEFINE_integer('n_train', 1000, 'Training points (stratified, seeded subsample).',

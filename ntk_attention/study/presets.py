@@ -13,6 +13,7 @@ each part's typed config (`study.configs`); `study.runner.run` runs them.
 import dataclasses
 from typing import Mapping, Optional, Tuple
 
+from ntk_attention import data
 from ntk_attention.study import overrides
 
 # The study's parts, in running order; OPTIONAL_PARTS run only when named in `parts`.
@@ -41,10 +42,7 @@ class Study:
   "the part's default" as each help says.
   """
   # data
-  dataset: str = _f('mnist_sample', "'mnist_sample' (5,000 real MNIST images, bundled), "
-                    "'cifar10_sample' (1,000 real CIFAR-10 images, bundled), 'digits' "
-                    "(scikit-learn 8x8, a fast proxy), 'mnist', 'fashion_mnist', 'cifar10' "
-                    "(tensorflow-datasets), or 'npz:PATH' (arrays x (N,H,W[,C]), y (N,)).")
+  dataset: str = _f('mnist_sample', data.DATASET_HELP)
   classes: Tuple[int, ...] = _f((), "Class ids to keep, e.g. '3,8' (binary task); '' = all.")
   n_train: int = _f(1000, 'Training points (stratified, seeded subsample).')
   n_test: int = _f(500, 'Test / evaluation points (stratified, seeded subsample).')
