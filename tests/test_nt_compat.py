@@ -2,7 +2,8 @@
 
 - Kernels, empirical NTKs and predictions of the study's models equal the float64 values of
   tests/nt_reference.npz, computed once on JAX 0.5.3 with neural-tangents 0.6.5 as released
-  (see tests/make_nt_reference.py), to 1e-8 (absolute, on quantities of order one).
+  (see tests/make_nt_reference.py), to 1e-8 (absolute, on quantities of order one); the
+  end-to-end predictions from kernels computed here to κ(K + λI) times their kernel's error.
 - tensorflow is not imported by `import ntk_attention`, nor by a kernel, an empirical NTK
   and a prediction, nor by a (tiny) malleability run on digits: each in a fresh interpreter.
 - `ntk_attention` imports with `-W error::DeprecationWarning`.
@@ -42,7 +43,23 @@ def test_matches_pinned_stack(ref, name):
   assert sorted(got) == sorted(expected)
   errors = {k: float(np.max(np.abs(got[k] - v))) / max(1.0, float(np.max(np.abs(v))))
             for k, v in expected.items()}
-  assert max(errors.values()) <= TOL, {k: e for k, e in errors.items() if e > TOL}
+  tol = {k: _e2e_tolerance(ref, name, k, errors) for k in errors}
+  assert all(errors[k] <= tol[k] for k in errors), {
+      k: (e, tol[k]) for k, e in errors.items() if e > tol[k]}
+
+
+def _e2e_tolerance(ref, name, key, errors):
+  """TOL, or for an end-to-end prediction ('e2e/...': kernels computed here, then solved) the
+  perturbation bound of its solve: a relative kernel error δ (measured on 'analytic/<g>',
+  itself within TOL) moves the solution of (K + λI) x = y by at most κ(K + λI)·δ. (QKV's
+  analytic NTK moves by ~8e-9 between JAX/numpy builds; κ ≈ 1e2 at E2E_RIDGE.)"""
+  if '/e2e/' not in key:
+    return TOL
+  g = 'nngp' if '/nngp/' in key else 'ntk'
+  k = ref[f'{name}/analytic/{g}']
+  n = ref['x_train'].shape[0]
+  k_train = k[:n, :n] + reference.E2E_RIDGE * np.mean(np.diag(k[:n, :n])) * np.eye(n)
+  return max(TOL, float(np.linalg.cond(k_train)) * errors[f'{name}/analytic/{g}'])
 
 
 def _python(code, *flags, timeout=600):
