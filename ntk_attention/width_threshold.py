@@ -11,9 +11,11 @@ Per dataset (n training points, unit-norm rows, `G = X̂ X̂ᵀ`) and model:
   the closed form where the toolkit has it, NT's generic methods for any other composition)
   and Θ the analytic NTK (float64). c < 1 is the smallest error that keeps Θ_m positive
   definite and its ridge-free predictor close to Θ's (Weyl: |λ_i(Θ_m) − λ_i(Θ)| ≤ ‖Θ_m − Θ‖₂).
-- `after_training_errors`: the relative function distance ‖f_m(T) − f∞(T)‖/‖f∞(T)‖ on the
-  training points after SGD on the MSE, f∞ = Θ's gradient flow for the same time from the
-  network's own f_m(0) (docs/method.md §7, 'gradient_flow').
+- `after_training_errors`: the function distance after SGD on the MSE relative to how far the
+  kernel predictor moved, ‖f_m(T) − f∞(T)‖/‖f∞(T) − f_m(0)‖ on the training points, f∞ = Θ's
+  gradient flow for the same time from the network's own f_m(0) (docs/method.md §7,
+  'gradient_flow'). Both start at f_m(0), so dividing by ‖f∞(T)‖ instead would call any
+  network that barely trained "in the kernel regime".
 - `slope_fit`: per seed, the least-squares line `log c = a + b log m` (b ≈ −1/2 in the kernel
   regime's Monte Carlo picture).
 - `threshold`: m*(ε), the width where c reaches ε: *observed* when c ≤ ε at a width of the
@@ -131,16 +133,24 @@ def kernel_spectrum(theta, max_log10_kappa: float = MAX_LOG10_KAPPA_THETA) -> Ke
 
 
 def model_draws(model_fn: Callable[[int], models_lib.Model], x, seeds: Sequence[int],
-                base_seed: int = 0) -> Callable[[int], np.ndarray]:
+                base_seed: int = 0, x_pad=None) -> Callable[[int], np.ndarray]:
   """`draws(width) -> (S, n, n)`: the empirical NTKs on the training block `x (n, d)` of
   `model_fn(width)` (a `models.Model`) at the initialisations `PRNGKey(base_seed + s)`, from
   `kernels.monte_carlo_ntk` in float32 (the closed form where it applies, NT's generic
-  methods for any other composition), returned as float64."""
+  methods for any other composition), returned as float64.
+
+  `x_pad (p, d)`: evaluation tokens appended to the sequence and sliced off again. They attend
+  to the training points but no training point attends to them (the context mask, §2), so
+  the training block is unchanged; padding datasets of several n to one length compiles one
+  program per width instead of one per width and n."""
   keys = training.seed_keys(list(seeds), base_seed)
   x32 = jnp.asarray(x, jnp.float32)
+  pad = None if x_pad is None or len(x_pad) == 0 else jnp.asarray(x_pad, jnp.float32)
+  n = len(x32)
 
   def draws(width):
-    return np.asarray(kernels.monte_carlo_ntk(model_fn(int(width)), keys, x32)[1], np.float64)
+    k = kernels.monte_carlo_ntk(model_fn(int(width)), keys, x32, pad)[1]
+    return np.asarray(k[:, :n, :n], np.float64)
   return draws
 
 
@@ -162,9 +172,9 @@ def after_training_errors(model_fn: Callable[[int], models_lib.Model], x, y, wid
                           seeds, theta, config: training.TrainConfig, base_seed: int = 0,
                           train_fn: Callable = training.train,
                           on_width: Callable[[int], None] = lambda m: None) -> np.ndarray:
-  """`(S, W)` relative function distances ‖f_m(T) − f∞(T)‖_F / ‖f∞(T)‖_F on the training
-  points `x (n, d)`, targets `y (n, C)`, after `config` (SGD on the MSE: checked), f∞ the
-  gradient flow of Θ `(n, n)` for time lr·steps from the network's own f_m(0)."""
+  """`(S, W)` relative function distances ‖f_m(T) − f∞(T)‖_F / ‖f∞(T) − f_m(0)‖_F on the
+  training points `x (n, d)`, targets `y (n, C)`, after `config` (SGD on the MSE: checked),
+  f∞ the gradient flow of Θ `(n, n)` for time lr·steps from the network's own f_m(0)."""
   from ntk_attention import sweeps
   if sweeps.comparison(config, y.shape[1]) != 'gradient_flow':
     raise ValueError('the after-training distance needs --optimizer=sgd --loss=mse (the '
@@ -181,10 +191,10 @@ def after_training_errors(model_fn: Callable[[int], models_lib.Model], x, y, wid
     for i in range(len(seeds)):
       f0, _ = training.outputs(model, training.unstack(result.init_params, i), x32)
       ft, _ = training.outputs(model, training.unstack(result.params, i), x32)
+      f0 = jnp.asarray(f0, jnp.float64)
       f_inf = kernels.ntk_predictor(blocks, y, ridge=0.0, t=steps, learning_rate=config.lr,
-                                    f0_train=np.asarray(f0, np.float64),
-                                    f0_eval=np.asarray(f0, np.float64))
-      out[i, j] = float(kernels.relative_distance(jnp.asarray(ft, jnp.float64), f_inf))
+                                    f0_train=f0, f0_eval=f0)
+      out[i, j] = float(kernels.relative_distance(jnp.asarray(ft, jnp.float64) - f0, f_inf - f0))
     on_width(int(m))
   if not np.all(np.isfinite(out)):
     raise FloatingPointError('non-finite function distance; lower --lr.')

@@ -179,3 +179,59 @@ def test_scorecard_claim_2_without_the_part_is_unchanged():
   from ntk_attention.study import scorecard
   row = next(r for r in scorecard.scorecard({}, 'mnist_sample') if r['key'] == 'kappa')
   assert row['verdict'] == 'not run' and row['section'] == 'Spectral amplification'
+
+
+@pytest.mark.parametrize('name', ['relu_mlp', 'mlp_attn'])
+def test_padding_leaves_the_training_block_unchanged(name):
+  """Evaluation tokens attend to the training points, never the reverse (the context mask),
+  so the padded sequence's training block is the unpadded kernel (float32 products)."""
+  from ntk_attention import models
+  x = wt.synthetic_inputs(6, 8, 10.0, seed=0)
+  pad = wt.synthetic_inputs(4, 8, 3.0, seed=1)
+  fn = lambda m: models.build(name, m, 1)
+  plain = wt.model_draws(fn, x, range(2))(16)
+  padded = wt.model_draws(fn, x, range(2), x_pad=pad)(16)
+  assert plain.shape == padded.shape == (2, 6, 6)
+  np.testing.assert_allclose(padded, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_part_contract_checks_and_data_needs():
+  import dataclasses
+  from ntk_attention.study import configs
+  from ntk_attention.study import parts
+  from ntk_attention.study import plan
+  part = parts.part('width_threshold')
+  default = configs.WidthThreshold()
+  part.check(default)
+  assert part.data_needs(default) == [('mnist_sample', None, 200, 1, False)]
+  assert part.data_needs(dataclasses.replace(default, families=('synthetic',))) == []
+  for change, flag in ((dict(widths=(16,)), '--widths'), (dict(seeds=0), '--seeds'),
+                       (dict(eps=0.0), '--eps'), (dict(kappas=(0.5,)), '--kappas'),
+                       (dict(train_widths=(64,)), '--train_widths'),
+                       (dict(families=('toy',)), '--families')):
+    with pytest.raises(ValueError, match=flag):
+      part.check(dataclasses.replace(default, **change))
+  cost = plan.part_cost('width_threshold', default)
+  assert cost.cells == 9 * 2 * (6 + 3) and cost.flop32 > 0 and cost.flop64 > 0
+
+
+def test_reproduce_runs_the_optional_part_and_reports_it(tmp_path):
+  """`--parts=width_threshold` runs the part in reproduce.py (not in the default parts): its
+  section and figure in the report, and the scorecard's claim-2 row from its exponents."""
+  from ntk_attention.study import presets
+  assert 'width_threshold' in presets.OPTIONAL_PARTS
+  assert 'width_threshold' not in presets.Study().parts
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'scripts', 'reproduce.py'), '--dataset=digits',
+       '--parts=width_threshold', '--wt_kappas=2,50', '--wt_n_grid=8,16', '--wt_widths=8,32',
+       '--wt_seeds=3', '--wt_train_widths=', '--compilation_cache=',
+       f'--output_dir={tmp_path}'], cwd=ROOT, env=env, capture_output=True, text=True,
+      timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  res = json.loads((tmp_path / 'width_threshold' / 'width_threshold.json').read_text())
+  md = (tmp_path / 'report.md').read_text()
+  assert '## Width threshold against κ' in md
+  assert '![width_threshold/width_threshold.png](width_threshold/width_threshold.png)' in md
+  attn = res['models']['mlp_attn']
+  assert f"measured exponent {attn['exponent']:.2f}" in md

@@ -75,29 +75,31 @@ def data_needs(config: configs.WidthThreshold) -> list:
 
 
 def datasets(config: configs.WidthThreshold):
-  """[(family, label, x (n, d) float64, targets (n, 1))]: the synthetic grid, then the nested
-  real subsets. Targets (after-training only) are the signs of a seeded random projection
-  of the unit-norm inputs, so every dataset has one task of the same kind."""
+  """[(family, label, x (n, d) float64, targets (n, 1), pad (p, d) or None)]: the synthetic
+  grid, then the nested real subsets, each padded with the rest of the largest subset (one
+  sequence length, one compiled program per width: `width_threshold.model_draws`). Targets
+  (after-training only) are the signs of a seeded random projection of the unit-norm inputs,
+  so every dataset has one task of the same kind."""
   c = config
   out = []
   if 'synthetic' in c.families:
     for i, kappa in enumerate(c.kappas):
       x = wt.synthetic_inputs(c.synthetic_n, c.synthetic_d, kappa, seed=c.data.seed + i)
-      out.append(('synthetic', f'kappa={kappa:g}', x))
+      out.append(('synthetic', f'kappa={kappa:g}', x, None))
   if 'real' in c.families:
     grid = _grid(c.n_grid, 'n_grid')
     ds = data.load(c.data.dataset, classes=c.data.classes, n_train=grid[-1], n_test=1,
                    seed=c.data.seed, data_dir=c.data.data_dir, fit_to_pool=False)
     x_all = np.asarray(ds.x_train, np.float64)
-    for n in grid:
-      out.append(('real', f'{ds.name} n={n}',
-                  x_all[spectral.subset_indices(len(x_all), n, c.data.seed)]))
+    largest = x_all[spectral.subset_indices(len(x_all), grid[-1], c.data.seed)]
+    for n in grid:     # nested: the first n of one seeded permutation
+      out.append(('real', f'{ds.name} n={n}', largest[:n], largest[n:]))
   rng = np.random.default_rng(c.data.seed)
   with_targets = []
-  for family, label, x in out:
+  for family, label, x, pad in out:
     u = spectral.unit_rows(x)
     y = np.sign(u @ rng.standard_normal(u.shape[1]))[:, None]
-    with_targets.append((family, label, x, np.where(y == 0, 1.0, y)))
+    with_targets.append((family, label, x, np.where(y == 0, 1.0, y), pad))
   return with_targets
 
 
@@ -120,7 +122,7 @@ def run(config: configs.WidthThreshold, out_dir: str, context=None, resume: bool
   total = len(all_data) * len(names) * per_dataset
   progress = _base.progress(NAME, total, context)
   train_fn = _base.trainer(context)
-  for family, label, x, y in all_data:
+  for family, label, x, y, pad in all_data:
     cond = wt.gram_conditioning(x)
     for name in names:
       def model_fn(m, name=name):
@@ -136,7 +138,7 @@ def run(config: configs.WidthThreshold, out_dir: str, context=None, resume: bool
                   log10_kappa_theta=spec.log10_kappa, lambda_min=spec.lambda_min,
                   lambda_max=spec.lambda_max, resolved=spec.resolved)
       if 'init' in todo:
-        err = wt.init_errors(wt.model_draws(model_fn, x, seeds, c.data.seed), widths, theta,
+        err = wt.init_errors(wt.model_draws(model_fn, x, seeds, c.data.seed, pad), widths, theta,
                              on_width=lambda m: progress.update())
         store.append(dict(base, criterion='init', widths=widths,
                           errors=(err / spec.lambda_min).tolist()))
@@ -223,7 +225,8 @@ def plot(path, summary: dict, eps: float):
   """m*(ε) against κ on log–log axes, one panel per family (x = κ(G) synthetic, κ_d(G) real):
   each model's datasets (filled: observed, open: extrapolated; bars: bootstrap interval over
   seeds) and its fitted line; the theorem's slope (6 for MLP-Attn, 0 for 2L-ReLU) as a dotted
-  grey line through the model's first point. Written atomically."""
+  grey line through the model's first point; the widest width measured as a dashed line.
+  Written atomically."""
   from matplotlib.figure import Figure
   from ntk_attention.study import paper
   families = list(dict.fromkeys(f for m in summary.values() for f in m['families']))
@@ -260,6 +263,11 @@ def plot(path, summary: dict, eps: float):
         y0 = 10 ** r0['log10_threshold']
         ax.plot(grid, y0 * (grid / r0[f['x']]) ** theorem, color='grey', linestyle=':',
                 linewidth=2, label=f'theorem for {label}: slope {theorem:g} (through its first point)')
+    widest = max((max(r['widths']) for m in summary.values() for r in m['datasets']
+                  if r['family'] == family and r['criterion'] == 'init'), default=None)
+    if widest:
+      ax.axhline(widest, color='black', linewidth=0.8, linestyle='--',
+                 label=f'widest network measured (m = {widest}); above it: extrapolated')
     ax.set_xscale('log')
     ax.set_yscale('log')
     ax.set_xlabel('κ(G)' if family == 'synthetic' else 'κ_d(G) (real subsets, n grows with κ_d)')
