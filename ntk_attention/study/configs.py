@@ -189,7 +189,7 @@ class WidthThreshold:
   widths: Tuple[int, ...] = (16, 64, 256, 1024, 4096, 16384)
   seeds: int = 8
   eps: float = 0.1
-  train_widths: Tuple[int, ...] = (64, 256, 1024)
+  train_widths: Tuple[int, ...] = (8, 32, 128)
   options: ModelOptions = ModelOptions(init_std=1.0)
 
 

@@ -114,7 +114,7 @@ class Study:
                                   'widths of the criterion at initialisation.')
   wt_seeds: int = _f(8, 'width_threshold part: seeds (>= 3 for intervals).')
   wt_eps: float = _f(0.1, 'width_threshold part: ε of the threshold m*(ε).')
-  wt_train_widths: Tuple[int, ...] = _f((64, 256, 1024), 'width_threshold part: widths of the '
+  wt_train_widths: Tuple[int, ...] = _f((8, 32, 128), 'width_threshold part: widths of the '
                                         'after-training distance (SGD, MSE); empty = none.')
   # sensitivity
   sens_n_train: int = _f(0, 'sensitivity part: baseline n_train (0 = --n_train).')
