@@ -171,10 +171,12 @@ def init_errors(draws: Callable[[int], np.ndarray], widths: Sequence[int], theta
 def after_training_errors(model_fn: Callable[[int], models_lib.Model], x, y, widths,
                           seeds, theta, config: training.TrainConfig, base_seed: int = 0,
                           train_fn: Callable = training.train,
-                          on_width: Callable[[int], None] = lambda m: None) -> np.ndarray:
-  """`(S, W)` relative function distances ‖f_m(T) − f∞(T)‖_F / ‖f∞(T) − f_m(0)‖_F on the
-  training points `x (n, d)`, targets `y (n, C)`, after `config` (SGD on the MSE: checked),
-  f∞ the gradient flow of Θ `(n, n)` for time lr·steps from the network's own f_m(0)."""
+                          on_width: Callable[[int], None] = lambda m: None):
+  """`(errors (S, W), train_accuracy (S, W))`: the relative function distances
+  ‖f_m(T) − f∞(T)‖_F / ‖f∞(T) − f_m(0)‖_F on the training points `x (n, d)`, targets
+  `y (n, C)`, after `config` (SGD on the MSE: checked), f∞ the gradient flow of Θ `(n, n)`
+  for time lr·steps from the network's own f_m(0); and the trained networks' accuracy on
+  those points (`training.accuracy`), so that a network that did not learn is marked."""
   from ntk_attention import sweeps
   if sweeps.comparison(config, y.shape[1]) != 'gradient_flow':
     raise ValueError('the after-training distance needs --optimizer=sgd --loss=mse (the '
@@ -185,6 +187,8 @@ def after_training_errors(model_fn: Callable[[int], models_lib.Model], x, y, wid
   keys = training.seed_keys(list(seeds), base_seed)
   x32 = jnp.asarray(x, jnp.float32)
   out = np.zeros((len(seeds), len(widths)))
+  acc = np.zeros_like(out)
+  labels = training.labels_from_targets(y)
   for j, m in enumerate(widths):
     model = model_fn(int(m))
     result = train_fn(model, keys, x32, jnp.asarray(y, jnp.float32), config)
@@ -195,10 +199,11 @@ def after_training_errors(model_fn: Callable[[int], models_lib.Model], x, y, wid
       f_inf = kernels.ntk_predictor(blocks, y, ridge=0.0, t=steps, learning_rate=config.lr,
                                     f0_train=f0, f0_eval=f0)
       out[i, j] = float(kernels.relative_distance(jnp.asarray(ft, jnp.float64) - f0, f_inf - f0))
+      acc[i, j] = float(training.accuracy(ft, labels))
     on_width(int(m))
   if not np.all(np.isfinite(out)):
     raise FloatingPointError('non-finite function distance; lower --lr.')
-  return out
+  return out, acc
 
 
 # ------------------------------------------------------------------------- slopes, thresholds
@@ -354,6 +359,10 @@ def summarize(records: Sequence[dict], eps: float) -> dict:
           row = {k: r[k] for k in ('family', 'dataset', 'model', 'criterion', 'n', 'd', 'kappa',
                                    'kappa_d', 'rank', 'widths')}
           row.update({k: r.get(k) for k in ('log10_kappa_theta', 'lambda_min', 'resolved')})
+          if r.get('train_accuracy') is not None:    # after training: mark a net that did not learn
+            acc = np.asarray(r['train_accuracy'], np.float64).mean(0)
+            row['train_accuracy_mean'] = acc.tolist()
+            row['undertrained'] = bool(acc[-1] < training.accuracy_floor(r.get('num_classes', 2)))
           row.update(curve_summary(r['widths'], r['errors'], eps))
           row['in_fit'] = (bool(r.get('resolved', True))
                            and row['threshold_kind'] not in (NEVER, BELOW_GRID))

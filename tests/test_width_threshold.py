@@ -118,7 +118,7 @@ def _run(args):
 def test_script_tiny_run_writes_the_json_fields(tmp_path):
   proc = _run(['--families=synthetic,real', '--dataset=digits', '--n_grid=8,16', '--kappas=2,50',
                '--synthetic_n=6', '--synthetic_d=8', '--widths=8,32', '--seeds=3',
-               '--train_widths=8,16', '--epochs=2', f'--output_dir={tmp_path}'])
+               '--train_widths=none', f'--output_dir={tmp_path}'])
   assert proc.returncode == 0, proc.stderr[-3000:]
   res = json.loads((tmp_path / 'width_threshold.json').read_text())
   assert set(res['models']) == {'relu_mlp', 'mlp_attn'}
@@ -127,16 +127,35 @@ def test_script_tiny_run_writes_the_json_fields(tmp_path):
     assert m['exponent_family'] == 'synthetic' and m['exponent_x'] == 'kappa'
     assert m['exponent_low'] <= m['exponent'] <= m['exponent_high']
     assert set(m['families']) == {'synthetic', 'real'}
-    assert {'fit', 'fit_trained', 'fit_v2', 'fit_n'} <= set(m['families']['real'])
+    assert {'fit', 'fit_v2', 'fit_n'} <= set(m['families']['real'])
     rows = m['datasets']
-    assert len(rows) == 2 * 2 * 2                              # family × dataset × criterion
+    assert len(rows) == 2 * 2 and {r['criterion'] for r in rows} == {'init'}
     for r in rows:
       assert r['threshold_kind'] in (wt.OBSERVED, wt.EXTRAPOLATED, wt.NEVER, wt.BELOW_GRID)
       assert isinstance(r['slope'], float) and len(r['slope_seeds']) == 3
-      assert r['widths'] == ([8, 32] if r['criterion'] == 'init' else [8, 16])
+      assert r['widths'] == [8, 32] and len(r['errors']) == 3
+      assert (r['log10_threshold'] is None) == (r['threshold_kind'] == wt.NEVER)
   for f in ('width_threshold.csv', 'width_threshold.md', 'width_threshold.png',
             'width_threshold.jsonl'):
     assert (tmp_path / f).exists()
+
+
+def test_after_training_distance_shrinks_with_width_and_records_accuracy():
+  """SGD on the MSE (small lr) against Θ's gradient flow from the same f_m(0): the distance,
+  relative to how far the kernel predictor moved, falls with width (≈ m^(−1/2))."""
+  from ntk_attention import models
+  from ntk_attention import training
+  x = wt.synthetic_inputs(8, 8, 5.0, seed=0)
+  y = np.sign(x @ np.random.default_rng(0).standard_normal(8))[:, None]
+  fn = lambda m: models.build('relu_mlp', m, 1, init_std=1.0)
+  theta = wt.analytic_train_ntk(fn(1), x)
+  config = training.TrainConfig(optimizer='sgd', lr=0.5, epochs=50, batch_size=8,
+                                weight_decay=0.0, loss='mse')
+  err, acc = wt.after_training_errors(fn, x, y, [16, 1024], range(3), theta, config)
+  assert err.shape == acc.shape == (3, 2) and np.all((acc >= 0) & (acc <= 1))
+  assert err[:, 1].mean() < 0.5 * err[:, 0].mean()
+  with pytest.raises(ValueError, match='sgd'):
+    wt.after_training_errors(fn, x, y, [16], range(1), theta, config._replace(optimizer='adam'))
 
 
 @pytest.mark.parametrize('args,flag', [

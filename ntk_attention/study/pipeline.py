@@ -172,6 +172,8 @@ def _part(study, name) -> list:
                           seed=study.seed, data_dir=study.data_dir or None, fit_to_pool=False),
         n_grid=study.wt_n_grid, kappas=study.wt_kappas, widths=study.wt_widths,
         seeds=study.wt_seeds, eps=study.wt_eps, train_widths=study.wt_train_widths,
+        # init_std 1: the after-training check's lazy regime (docs/method.md §18); the
+        # criterion at initialisation does not depend on it (§4).
         options=dataclasses.replace(_options(study), init_std=1.0)))]
   raise ValueError(f'--parts: unknown part {name!r}; choose from '
                    f'{presets.PARTS + presets.OPTIONAL_PARTS}.')

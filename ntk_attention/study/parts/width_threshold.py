@@ -145,9 +145,11 @@ def run(config: configs.WidthThreshold, out_dir: str, context=None, resume: bool
       else:
         progress.skip(len(widths))
       if 'trained' in todo:
-        err = wt.after_training_errors(model_fn, x, y, train_widths, seeds, theta, c.train,
-                                       c.data.seed, train_fn, on_width=lambda m: progress.update())
-        store.append(dict(base, criterion='trained', widths=train_widths, errors=err.tolist()))
+        err, acc = wt.after_training_errors(model_fn, x, y, train_widths, seeds, theta, c.train,
+                                            c.data.seed, train_fn,
+                                            on_width=lambda m: progress.update())
+        store.append(dict(base, criterion='trained', widths=train_widths, errors=err.tolist(),
+                          train_accuracy=acc.tolist(), num_classes=2))
       elif train_widths:
         progress.skip(len(train_widths))
   summary = wt.summarize(store.records(), c.eps)
@@ -164,7 +166,7 @@ def run(config: configs.WidthThreshold, out_dir: str, context=None, resume: bool
 CSV_FIELDS = ('model', 'family', 'dataset', 'criterion', 'n', 'd', 'kappa', 'kappa_d', 'rank',
               'log10_kappa_theta', 'resolved', 'slope', 'slope_low', 'slope_high',
               'log10_threshold', 'log10_threshold_low', 'log10_threshold_high',
-              'threshold_kind', 'seeds_observed', 'in_fit')
+              'threshold_kind', 'seeds_observed', 'in_fit', 'undertrained')
 
 
 def csv_rows(summary: dict) -> list:
@@ -207,11 +209,15 @@ def section(summary: dict, eps: float) -> str:
         out.append(f"| {paper.model_name(model)} | {family} | n | "
                    f"{_num(fn.get('exponent'))}{_interval(fn.get('exponent_low'), fn.get('exponent_high'))} | "
                    f"| {fn.get('datasets', 0)} | |")
-  out += ['', '| model | dataset | criterion | κ(G) | κ_d(G) | log10 κ(Θ) | slope in m | '
-          'log10 m* | m* |', '|---|---|---|---|---|---|---|---|---|']
+  out += ['', 'Per dataset: the slope of log c against log m and log10 m* (mean over seeds, 95 % '
+          'bootstrap interval), how m* was found; after training, *undertrained* marks nets whose '
+          'training accuracy at the widest width is below twice chance.', '',
+          '| model | dataset | criterion | κ(G) | κ_d(G) | log10 κ(Θ) | slope in m | '
+          'log10 m* | m* found |', '|---|---|---|---|---|---|---|---|---|']
   for model, m in summary.items():
     for r in m['datasets']:
-      kind = r['threshold_kind'] + ('' if r['in_fit'] else ', not fitted')
+      kind = (r['threshold_kind'] + ('' if r['in_fit'] else ', not fitted')
+              + (', undertrained' if r.get('undertrained') else ''))
       out.append(f"| {paper.model_name(model)} | {r['dataset']} | {r['criterion']} | "
                  f"{_num(r['kappa'], '.3g')} | {_num(r['kappa_d'], '.3g')} | "
                  f"{_num(r.get('log10_kappa_theta'))} | "
@@ -234,6 +240,7 @@ def plot(path, summary: dict, eps: float):
   axes = np.atleast_1d(fig.subplots(1, max(1, len(families))))
   colors = ['tab:blue', 'tab:red', 'tab:green', 'tab:purple']
   for ax, family in zip(axes, families):
+    data_y = []
     for (model, m), color in zip(summary.items(), colors):
       f = m['families'].get(family)
       if not f:
@@ -246,6 +253,7 @@ def plot(path, summary: dict, eps: float):
       for r in rows:
         x, y = r[f['x']], 10 ** r['log10_threshold']
         lo, hi = r['log10_threshold_low'], r['log10_threshold_high']
+        data_y += [y, 10 ** (r['log10_threshold'] if hi is None else hi)]
         yerr = None if lo is None else [[y - 10 ** lo], [10 ** hi - y]]
         ax.errorbar([x], [y], yerr=yerr, marker='o', color=color, capsize=3,
                     markerfacecolor=color if r['threshold_kind'] == wt.OBSERVED else 'white',
@@ -270,6 +278,8 @@ def plot(path, summary: dict, eps: float):
                  label=f'widest network measured (m = {widest}); above it: extrapolated')
     ax.set_xscale('log')
     ax.set_yscale('log')
+    if data_y:     # the data decide the axis; a steeper theorem line leaves through the top
+      ax.set_ylim(min(data_y + [widest or data_y[0]]) / 10, max(data_y) * 1e3)
     ax.set_xlabel('κ(G)' if family == 'synthetic' else 'κ_d(G) (real subsets, n grows with κ_d)')
     ax.set_ylabel(f'width m*(ε = {eps:g})')
     ax.set_title(f'{family}: m* against κ (filled: observed, open: extrapolated)')
