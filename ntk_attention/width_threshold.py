@@ -9,8 +9,8 @@ Per dataset (n training points, unit-norm rows, `G = X̂ X̂ᵀ`) and model:
 
   for every width m and seed, where Θ_m is the empirical NTK (`kernels.monte_carlo_ntk`:
   the closed form where the toolkit has it, NT's generic methods for any other composition)
-  and Θ the analytic NTK (float64). c < 1 is the smallest error that keeps Θ_m positive
-  definite and its ridge-free predictor close to Θ's (Weyl: |λ_i(Θ_m) − λ_i(Θ)| ≤ ‖Θ_m − Θ‖₂).
+  and Θ the analytic NTK (float64). By Weyl, |λ_i(Θ_m) − λ_i(Θ)| ≤ ‖Θ_m − Θ‖₂, so c < 1
+  keeps Θ_m positive definite and c ≤ ε keeps its ridge-free predictor within O(ε) of Θ's.
 - `after_training_errors`: the function distance after SGD on the MSE relative to how far the
   kernel predictor moved, ‖f_m(T) − f∞(T)‖/‖f∞(T) − f_m(0)‖ on the training points, f∞ = Θ's
   gradient flow for the same time from the network's own f_m(0) (docs/method.md §7,
@@ -37,7 +37,6 @@ numpy float64 for spectra and fits; no I/O.
 import math
 from typing import Callable, NamedTuple, Optional, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import stats as scipy_stats
