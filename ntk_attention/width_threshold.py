@@ -48,6 +48,7 @@ from ntk_attention import training
 
 THEOREM_EXPONENTS = {'relu_mlp': 0.0, 'mlp_attn': 6.0}   # v1: m = Ω(κ⁶/ε²), 2L-ReLU Ω(1/ε²)
 OBSERVED, EXTRAPOLATED, NEVER, BELOW_GRID = 'observed', 'extrapolated', 'never', 'below_grid'
+UNDEFINED = 'undefined'       # λ_min(Θ) <= 0: no criterion (a record with errors None)
 # λ_min(Θ) is trusted to this condition number of Θ: the analytic kernel's arccos is exact
 # only to √ulp ≈ 1e-8 near cos θ = 1, and float64 eigenvalues to ~1e-16·λ_max·n.
 MAX_LOG10_KAPPA_THETA = 10.0
@@ -362,9 +363,15 @@ def summarize(records: Sequence[dict], eps: float) -> dict:
             acc = np.asarray(r['train_accuracy'], np.float64).mean(0)
             row['train_accuracy_mean'] = acc.tolist()
             row['undertrained'] = bool(acc[-1] < training.accuracy_floor(r.get('num_classes', 2)))
-          row.update(curve_summary(r['widths'], r['errors'], eps))
-          row['in_fit'] = (bool(r.get('resolved', True))
-                           and row['threshold_kind'] not in (NEVER, BELOW_GRID))
+          if r['errors'] is None:      # λ_min(Θ) <= 0: the criterion is undefined
+            row.update(threshold_kind=UNDEFINED, slope=None, slope_low=None, slope_high=None,
+                       log10_threshold=None, log10_threshold_low=None,
+                       log10_threshold_high=None, threshold=None, seeds_observed=0)
+          else:
+            row.update(curve_summary(r['widths'], r['errors'], eps))
+          # λ_min(Θ) matters only to the criterion at initialisation.
+          row['in_fit'] = ((criterion == 'trained' or bool(r.get('resolved', True)))
+                           and row['threshold_kind'] not in (NEVER, BELOW_GRID, UNDEFINED))
           ds_rows.append(row)
         rows += ds_rows
         if not ds_rows:
@@ -387,7 +394,7 @@ def summarize(records: Sequence[dict], eps: float) -> dict:
   return out
 
 
-__all__ = ['THEOREM_EXPONENTS', 'OBSERVED', 'EXTRAPOLATED', 'NEVER', 'BELOW_GRID',
+__all__ = ['THEOREM_EXPONENTS', 'OBSERVED', 'EXTRAPOLATED', 'NEVER', 'BELOW_GRID', 'UNDEFINED',
            'MAX_LOG10_KAPPA_THETA', 'geometric_spectrum', 'synthetic_inputs', 'gram_conditioning', 'analytic_train_ntk',
            'operator_error', 'KernelSpectrum', 'kernel_spectrum', 'model_draws', 'init_errors',
            'after_training_errors', 'Line', 'slope_fit', 'Threshold', 'threshold',

@@ -254,3 +254,21 @@ def test_reproduce_runs_the_optional_part_and_reports_it(tmp_path):
   assert '![width_threshold/width_threshold.png](width_threshold/width_threshold.png)' in md
   attn = res['models']['mlp_attn']
   assert f"measured exponent {attn['exponent']:.2f}" in md
+
+
+def test_summarize_keeps_an_undefined_criterion_out_of_the_fit():
+  """λ_min(Θ) <= 0 is recorded with errors None: marked 'undefined', never fitted; an
+  unresolved Θ stays out of the init fit, not of the after-training one."""
+  base = dict(family='synthetic', model='m', n=4, d=4, rank=4, widths=[16, 64])
+  errs = lambda k: [[k / 4.0, k / 8.0]] * 3                  # slope −1/2, m* = (k/(4ε))²·16
+  recs = [dict(base, dataset=f'k{k}', kappa=k, kappa_d=k, criterion=c, errors=errs(k),
+               resolved=k != 100) for k in (1, 10, 100) for c in ('init', 'trained')]
+  recs.append(dict(base, dataset='k1000', kappa=1000, kappa_d=1000, criterion='init',
+                   errors=None, resolved=False))
+  m = wt.summarize(recs, eps=0.01)['m']
+  kinds = {(r['dataset'], r['criterion']): (r['threshold_kind'], r['in_fit']) for r in m['datasets']}
+  assert kinds['k1000', 'init'] == (wt.UNDEFINED, False)
+  assert kinds['k100', 'init'] == (wt.EXTRAPOLATED, False) and kinds['k100', 'trained'][1]
+  fam = m['families']['synthetic']
+  assert fam['fit']['datasets'] == 2 and fam['fit_trained']['datasets'] == 3
+  assert fam['fit']['exponent'] == pytest.approx(2.0) and fam['fit_trained']['exponent'] == pytest.approx(2.0)

@@ -15,6 +15,7 @@ row per dataset × model × criterion), width_threshold.md and width_threshold.p
 import math
 import os
 
+from absl import logging
 import numpy as np
 
 from ntk_attention import data
@@ -137,7 +138,12 @@ def run(config: configs.WidthThreshold, out_dir: str, context=None, resume: bool
       base = dict(family=family, dataset=label, model=name, **cond,
                   log10_kappa_theta=spec.log10_kappa, lambda_min=spec.lambda_min,
                   lambda_max=spec.lambda_max, resolved=spec.resolved)
-      if 'init' in todo:
+      if 'init' in todo and spec.lambda_min <= 0:
+        logging.warning('%s %s: λ_min(Θ) = %.3g <= 0, the criterion is undefined; recorded as '
+                        'such, outside every fit.', label, name, spec.lambda_min)
+        store.append(dict(base, criterion='init', widths=widths, errors=None))
+        progress.skip(len(widths))
+      elif 'init' in todo:
         err = wt.init_errors(wt.model_draws(model_fn, x, seeds, c.data.seed, pad), widths, theta,
                              on_width=lambda m: progress.update())
         store.append(dict(base, criterion='init', widths=widths,
