@@ -27,6 +27,8 @@ matplotlib or markdown-it. Modules, by concept:
   sweeps        width × seed sweeps of the distance to the NTK regime, any {name: factory}
   alignment     kernel-target alignment and KRR error: the approximation side
   stats         mean ± std (one ddof), the bootstrap of a ratio of means, group-by summaries
+  width_threshold  the width m*(ε) at which the empirical NTK reaches its kernel, its slope in
+                m and its exponent in κ (docs/method.md §18)
 """
 # Modules.
 from ntk_attention import alignment
@@ -47,6 +49,7 @@ from ntk_attention import stats
 from ntk_attention import sweeps
 from ntk_attention import training
 from ntk_attention import transductive
+from ntk_attention import width_threshold
 
 # Layers (neural-tangents stax combinators) and the dataset-as-sequence helper.
 from ntk_attention.layers import as_sequence

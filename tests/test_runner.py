@@ -170,7 +170,8 @@ def test_the_report_reads_every_folder_the_runner_writes(monkeypatch, tmp_path):
     return None
 
   monkeypatch.setattr(sections, '_load', load)
-  runner.build_report(study, str(tmp_path), {layout.SCALING: {}}, 0.0, flags={}, prov={})
+  runner.build_report(study, str(tmp_path), {layout.SCALING: {}, layout.WIDTH_THRESHOLD: {}}, 0.0,
+                      flags={}, prov={})
   written = {(p.sub, p.kind) for p in pipeline.parts_of(study)}
   assert written == read
   assert ('binary_mnist_1_7', 'malleability') in read

@@ -167,9 +167,36 @@ class Scaling:
   options: ModelOptions = ModelOptions()
 
 
+@dataclasses.dataclass(frozen=True)
+class WidthThreshold:
+  """scripts/width_threshold.py: the width m*(ε) at which a model's empirical NTK reaches its
+  kernel, against the Gram matrix's condition number (docs/method.md §18).
+
+  `families`: 'synthetic' (inputs with κ(G) on `kappas`, `synthetic_n` points in
+  `synthetic_d` dimensions) and/or 'real' (nested subsets of `data.dataset` of the sizes
+  `n_grid`; `data.n_train` is not used). `train_widths`: the widths of the after-training
+  distance, () = none; `train`: SGD on the MSE (the gradient-flow comparison).
+  """
+  data: Data = Data(n_test=1)
+  train: training.TrainConfig = training.TrainConfig(
+      optimizer='sgd', lr=0.1, epochs=100, batch_size=1024, weight_decay=0.0, loss='mse')
+  models: Tuple[str, ...] = MODELS
+  families: Tuple[str, ...] = ('synthetic', 'real')
+  kappas: Tuple[float, ...] = (2.0, 10.0, 100.0, 1000.0, 10000.0)
+  synthetic_n: int = 32
+  synthetic_d: int = 64
+  n_grid: Tuple[int, ...] = (25, 50, 100, 200)
+  widths: Tuple[int, ...] = (16, 64, 256, 1024, 4096, 16384)
+  seeds: int = 8
+  eps: float = 0.1
+  train_widths: Tuple[int, ...] = (8, 32, 128)
+  options: ModelOptions = ModelOptions(init_std=1.0)
+
+
 PART_CONFIGS = {'spectral': Spectral, 'kernels': Kernels, 'ntk_distance': Distance,
                 'malleability': Malleability, 'approximation': Approximation,
-                'sensitivity': Sensitivity, 'scaling': Scaling}
+                'sensitivity': Sensitivity, 'scaling': Scaling,
+                'width_threshold': WidthThreshold}
 
 
 def as_dict(config) -> dict:
@@ -187,4 +214,5 @@ def as_dict(config) -> dict:
 
 
 __all__ = ['Data', 'ModelOptions', 'Spectral', 'Kernels', 'Distance', 'Malleability',
-           'Approximation', 'Sensitivity', 'Scaling', 'PART_CONFIGS', 'as_dict']
+           'Approximation', 'Sensitivity', 'Scaling', 'WidthThreshold', 'PART_CONFIGS',
+           'as_dict']

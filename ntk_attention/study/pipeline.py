@@ -14,6 +14,7 @@ folder's `sub` (study.layout). `study.runner.run` runs them. Which config each p
   beyond                per variant (VARIANTS) Distance and Malleability (PGD, ε = 0.3), the
                         influence-targeted attack, Approximation; on the beyond_* sizes
   scaling               Scaling over scaling_n_grid (optional)
+  width_threshold       WidthThreshold on the wt_* settings (optional)
 
 A size of 0 means the part's default (`configs.Data()`: 1000 / 500), shrunk to fit a small
 pool (`Data.fit_to_pool`); a size given is honoured or refused, as by the scripts.
@@ -165,6 +166,15 @@ def _part(study, name) -> list:
         data=_data(study, n_train=0), train=train, n_grid=study.scaling_n_grid,
         seeds=study.mall_seeds, width=study.mall_width, eps_units=study.eps_units,
         tau=study.tau, options=_options(study)))]
+  if name == 'width_threshold':
+    return [Part(layout.WIDTH_THRESHOLD, 'width_threshold', configs.WidthThreshold(
+        data=configs.Data(dataset=study.dataset, classes=study.classes, n_test=1,
+                          seed=study.seed, data_dir=study.data_dir or None, fit_to_pool=False),
+        n_grid=study.wt_n_grid, kappas=study.wt_kappas, widths=study.wt_widths,
+        seeds=study.wt_seeds, eps=study.wt_eps, train_widths=study.wt_train_widths,
+        # init_std 1: the after-training check's lazy regime (docs/method.md §18); the
+        # criterion at initialisation does not depend on it (§4).
+        options=dataclasses.replace(_options(study), init_std=1.0)))]
   raise ValueError(f'--parts: unknown part {name!r}; choose from '
                    f'{presets.PARTS + presets.OPTIONAL_PARTS}.')
 
@@ -194,7 +204,7 @@ def check(study: presets.Study) -> None:
   _base.check_names(study.beyond_parts, 'beyond_parts', presets.BEYOND_PARTS)
   _base.check_data(configs.Data(dataset=study.dataset, classes=study.classes,
                                 n_train=study.n_train, n_test=study.n_test))
-  for field in ('n_grid', 'widths', 'beyond_widths', 'scaling_n_grid'):
+  for field in ('n_grid', 'widths', 'beyond_widths', 'scaling_n_grid', 'wt_n_grid', 'wt_widths'):
     _base.check_ints(getattr(study, field), field)
   _base.check_models(study.ntk_models, 'ntk_models')
   _base.check_models(study.mall_models, 'mall_models')

@@ -160,6 +160,19 @@ def part_cost(kind: str, config) -> Cost:
                 + seeds * (_attack(config.attack, k, d, m, attention) + 2 * 2.0 * kn ** 2 * (d + m)))
         f64 += seeds * (2 * _influence(k, t) + 10.0 * k ** 3)
     return Cost(len(config.n_grid) * 2 * seeds, f32, f64)
+  if kind == 'width_threshold':   # per dataset and model: S empirical NTKs per width, training
+    sizes = ([config.synthetic_n] * len(config.kappas) if 'synthetic' in config.families else [])
+    sizes += list(config.n_grid) if 'real' in config.families else []
+    dims = ([config.synthetic_d] * len(config.kappas) if 'synthetic' in config.families else [])
+    dims += [d] * len(config.n_grid) if 'real' in config.families else []
+    k, s, epochs = len(config.models), config.seeds, config.train.epochs
+    f32 = f64 = 0.0
+    for n_k, d_k in zip(sizes, dims):
+      f32 += k * s * sum(2.0 * n_k * m * d_k + 2.0 * n_k ** 2 * (d_k + m) for m in config.widths)
+      f32 += k * sum(_train(n_k, d_k, m, 1, epochs, s) for m in config.train_widths)
+      f64 += k * (2.0 * n_k ** 2 * d_k + 10.0 * n_k ** 3 * (1 + s * len(config.widths)))
+    cells = len(sizes) * k * (len(config.widths) + len(config.train_widths))
+    return Cost(cells, f32, f64)
   raise ValueError(f'no cost model for {kind!r}')
 
 

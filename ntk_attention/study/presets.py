@@ -19,7 +19,7 @@ from ntk_attention.study import overrides
 # The study's parts, in running order; OPTIONAL_PARTS run only when named in `parts`.
 PARTS = ('spectral', 'ntk_distance', 'malleability', 'binary', 'interventions',
          'adversarial_training', 'sensitivity', 'beyond')
-OPTIONAL_PARTS = ('scaling',)
+OPTIONAL_PARTS = ('scaling', 'width_threshold')
 # Beyond the study: attention variants (study.pipeline.VARIANTS), the influence-targeted
 # attack, the approximation error.
 VARIANT_NAMES = ('qkv_identity', 'qkv_softmax', 'softmax', 'depth2_shared', 'depth2_recomputed',
@@ -105,6 +105,17 @@ class Study:
   scaling_n_grid: Tuple[int, ...] = _f((250, 500, 1000, 2000), 'scaling part: training-set '
                                        'sizes n (nested subsets; PGD at ε = 0.3, --mall_width, '
                                        '--mall_seeds).')
+  # width_threshold (optional part)
+  wt_kappas: Tuple[float, ...] = _f((2.0, 10.0, 100.0, 1000.0, 10000.0), 'width_threshold part: '
+                                    'κ(G) of the synthetic inputs.')
+  wt_n_grid: Tuple[int, ...] = _f((25, 50, 100, 200), 'width_threshold part: sizes n of the '
+                                  'nested real subsets of --dataset.')
+  wt_widths: Tuple[int, ...] = _f((16, 64, 256, 1024, 4096, 16384), 'width_threshold part: '
+                                  'widths of the criterion at initialisation.')
+  wt_seeds: int = _f(8, 'width_threshold part: seeds (>= 3 for intervals).')
+  wt_eps: float = _f(0.1, 'width_threshold part: ε of the threshold m*(ε).')
+  wt_train_widths: Tuple[int, ...] = _f((8, 32, 128), 'width_threshold part: widths of the '
+                                        'after-training distance (SGD, MSE); empty = none.')
   # sensitivity
   sens_n_train: int = _f(0, 'sensitivity part: baseline n_train (0 = --n_train).')
   sens_n_test: int = _f(0, 'sensitivity part: n_test (0 = --n_test).')

@@ -246,7 +246,8 @@ def build_report(study, output_dir, parts_info, wall, flags=None, prov=None) -> 
       binary_tasks=pipeline.binary_tasks(study), beyond_variants=list(study.beyond_variants),
       beyond_sizes={'n_train': study.beyond_n_train, 'n_test': study.beyond_n_test,
                     'width': study.beyond_width},
-      scaling=layout.SCALING in parts_info, parts_info=parts_info,
+      scaling=layout.SCALING in parts_info,
+      width_threshold=layout.WIDTH_THRESHOLD in parts_info, parts_info=parts_info,
       flags=study_flags(study) if flags is None else flags,
       provenance=_base.environment() if prov is None else prov, wall=wall)
 

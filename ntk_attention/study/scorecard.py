@@ -86,10 +86,55 @@ def _row_kernel(spec, dataset, section) -> dict:
               f"(depth/rank checks), float64, tolerance {TOL_LOG10} in log10 κ")
 
 
+def _exponent_text(m: dict) -> str:
+  lo, hi = m.get('exponent_low'), m.get('exponent_high')
+  return (f"{_g(m['exponent'], '.2f')}" + (f' [{lo:.2f}, {hi:.2f}]' if lo is not None and hi is not None
+                                           else ' (no interval)'))
+
+
+def _row_width_threshold(wt, section) -> dict:
+  """Claim 2 measured (the optional width_threshold part): the exponent p of m*(ε) ∝ κ^p, with
+  its 95 % bootstrap interval over seeds, per model, on the first data family measured.
+  Reproduced when MLP-Attn's interval holds the theorem's 6 and 2L-ReLU's holds 0; partly when
+  MLP-Attn's interval lies entirely above 2L-ReLU's (its width grows faster with κ) or one of
+  the two theorem values is inside its interval; not reproduced otherwise (also when a model's
+  exponent or interval is missing)."""
+  claim = 'κ(G³) = κ(G)³, so the NTK regime needs width Ω(κ⁶)'
+  models = wt['models']
+  attn, relu = models.get('mlp_attn'), models.get('relu_mlp')
+  study = 'm = Ω(κ⁶/ε²) for MLP-Attn (exponent 6), Ω(1/ε²) for 2L-ReLU (exponent 0)'
+  ours = '; '.join(f"{paper.model_name(k)}: measured exponent {_exponent_text(m)} "
+                   f"(theorem {m['theorem_exponent'] if m['theorem_exponent'] is not None else '–'})"
+                   for k, m in models.items() if m.get('exponent') is not None)
+
+  def has_interval(m):
+    return m is not None and m.get('exponent_low') is not None and m.get('exponent_high') is not None
+
+  def inside(m, value):
+    return m['exponent_low'] <= value <= m['exponent_high']
+
+  if not (has_interval(attn) and has_interval(relu)):
+    verdict = NOT
+  elif inside(attn, 6.0) and inside(relu, 0.0):
+    verdict = REPRODUCED
+  elif attn['exponent_low'] > relu['exponent_high'] or inside(attn, 6.0) or inside(relu, 0.0):
+    verdict = PARTLY
+  else:
+    verdict = NOT
+  family = (attn or relu or {}).get('exponent_family')
+  x = (attn or relu or {}).get('exponent_x')
+  fits = (attn or relu or {}).get('families', {}).get(family, {}).get('fit', {})
+  return _row('kappa', claim, section, verdict, ours or 'no exponent measured', study,
+              f"width_threshold part: {family} data (x = {x}), {fits.get('datasets', '')} datasets, "
+              f"{fits.get('seeds', '')} seeds, ε = {wt.get('eps')}, widths "
+              f"{', '.join(map(str, wt.get('widths', [])))}; m* observed or extrapolated (docs/method.md §18)")
+
+
 def _row_kappa(spec, dataset, section) -> dict:
   """Claim 2, κ(G³) = κ(G)³ and an impractical width threshold. Reproduced when the study's
   κ(G) lies within our κ_d(G) curve over n (its n was not published) and the v2 width threshold
-  κ_d⁶ n ln n exceeds the study's widest net (4096); partly when one of the two holds."""
+  κ_d⁶ n ln n exceeds the study's widest net (4096); partly when one of the two holds. (When
+  the width_threshold part ran, `_row_width_threshold` decides instead.)"""
   claim = 'κ(G³) = κ(G)³, so the NTK regime needs width Ω(κ⁶)'
   ref = paper.reference_dataset(dataset)
   kappa = paper.KAPPA.get(ref)
@@ -233,12 +278,15 @@ def scorecard(results: dict, dataset: str, sections: Optional[dict] = None) -> l
   """One row per claim (see the module docstring) from `results`: a dict with any of 'spectral',
   'ntk_distance', 'malleability' (the main task's), 'binary' ({(dataset, classes): malleability
   result}), each optionally with a 'settings' dict (the sizes actually used),
-  'approximation'; `task` (the main malleability task, default 'all'). `sections`: claim key ->
-  report heading (default: the report's own)."""
+  'approximation', 'width_threshold' (its claim-2 row then replaces the computed one); `task`
+  (the main malleability task, default 'all'). `sections`: claim key -> report heading
+  (default: the report's own)."""
   sec = dict(SECTIONS, **(sections or {}))
   task = results.get('task', 'all')
+  measured = results.get('width_threshold')
   rows = [_row_kernel(results.get('spectral'), dataset, sec['kernel']),
-          _row_kappa(results.get('spectral'), dataset, sec['kappa']),
+          (_row_width_threshold(measured, sec['width_threshold']) if measured
+           else _row_kappa(results.get('spectral'), dataset, sec['kappa'])),
           _row_ntk_distance(results.get('ntk_distance'), dataset, sec['ntk_distance']),
           _row_malleability(results.get('malleability'), dataset, task, sec['malleability'])]
   for (ds, cls), res in (results.get('binary') or {}).items():
@@ -249,4 +297,4 @@ def scorecard(results: dict, dataset: str, sections: Optional[dict] = None) -> l
 
 SECTIONS = {'kernel': 'Spectral amplification', 'kappa': 'Spectral amplification',
             'ntk_distance': 'Distance to the NTK regime', 'malleability': 'Influence malleability',
-            'approximation': 'Approximation error'}
+            'approximation': 'Approximation error', 'width_threshold': 'Width threshold against κ'}

@@ -617,7 +617,7 @@ def _beyond_section(d, dataset, task, variants_names, sizes, spec) -> str:
 
 
 def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variants=(),
-          beyond_sizes: Optional[dict] = None, scaling: bool = True,
+          beyond_sizes: Optional[dict] = None, scaling: bool = True, width_threshold: bool = True,
           parts_info: Optional[dict] = None, flags: Optional[dict] = None,
           provenance: Optional[dict] = None, wall: float = 0.0) -> str:
   """Writes d/report.md, d/report.html and the report's figures (d/figures/) from the parts'
@@ -628,7 +628,9 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
   approximation), what goes beyond the study, and provenance last. `binary_tasks`: [(dataset,
   classes)] of the binary part; `beyond_variants`: names of the 'beyond' variants;
   `beyond_sizes`: their n_train, n_test, width (for the text); `scaling`: include the
-  malleability-against-n section when d/scaling/scaling.json exists."""
+  malleability-against-n section when d/scaling/scaling.json exists; `width_threshold`: the
+  width-threshold section (and the scorecard's claim-2 row from it) when
+  d/width_threshold/width_threshold.json exists."""
   parts_info, flags, provenance = parts_info or {}, flags or {}, provenance or {}
   fig_dir = layout.figures(d)
 
@@ -651,7 +653,9 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
           'malleability': _with_settings(d, layout.MALLEABILITY, 'malleability', mall),
           'binary': {task: _with_settings(d, sub, 'malleability', res)
                      for task, (sub, res) in binaries.items()}}
-  rows = scorecard_lib.scorecard({**card, 'approximation': approx, 'task': task}, dataset,
+  wt_res = _load(d, layout.WIDTH_THRESHOLD, 'width_threshold') if width_threshold else None
+  rows = scorecard_lib.scorecard({**card, 'approximation': approx, 'task': task,
+                                  'width_threshold': wt_res}, dataset,
                                  {f'binary:{ds}:{cls}': f'Binary task {ds} {cls}' for ds, cls in binaries})
   sections = [f'# ntk_attention: reproduction of arXiv 2603.13085 on `{dataset}`\n\n'
               f'Paper: {paper.CITATION}. Numbers labelled *paper* or *study* are the study\'s; every '
@@ -696,6 +700,10 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
         res['rows'], models=res.get('models') or scaling_lib.MODELS), '',
                                *[f'![{f}]({f})' for f in part_figs(layout.SCALING, ['scaling.png'])],
                                '']))
+  if wt_res:
+    from ntk_attention.study.parts import width_threshold as wt_part
+    sections.append('\n'.join([wt_part.section(wt_res['models'], wt_res['eps']), *[
+        f'![{f}]({f})' for f in part_figs(layout.WIDTH_THRESHOLD, ['width_threshold.png'])], '']))
   sections.append(provenance_section(parts_info, flags, provenance))
   headings = [line[3:].strip() for s in sections for line in s.splitlines() if line.startswith('## ')]
   sections.insert(1, scorecard_section(rows, headings))
