@@ -64,8 +64,10 @@ def check_fits(n_train: int, n_eval: int, max_memory_gb: Optional[float] = None,
 def block_rows(n: int, row_bytes: float, max_memory_gb: Optional[float] = None,
                share: float = 0.1) -> int:
   """Rows per block so that a block's temporaries (`row_bytes` each) use at most `share`
-  of the budget; between 1 and n."""
-  rows = int(share * devices_lib.memory_budget_gb(max_memory_gb) * 1e9 // max(row_bytes, 1.0))
+  of the budget and at most one float64 n × n array (the work block of the memory model,
+  `influence_peak_gb`); between 1 and n."""
+  room = min(share * devices_lib.memory_budget_gb(max_memory_gb) * 1e9, 8.0 * n * n)
+  rows = int(room // max(row_bytes, 1.0))
   return int(min(max(rows, 1), n))
 
 
@@ -73,7 +75,8 @@ def row_placement(devices=None):
   """`(put_rows, put_all)` for row-blocked kernels on several devices (docs/method.md §13).
 
   With one device both are identities. With k > 1 (`jax.devices()` by default: GPUs, a TPU
-  slice, or `XLA_FLAGS=--xla_force_host_platform_device_count=k` on a CPU),
+  slice, `XLA_FLAGS=--xla_force_host_platform_device_count=k` on a CPU, or the devices of
+  every process of a multi-process run, `devices.initialize`),
   `put_rows(a)` pads `a`'s rows to a multiple of k (repeating the last row) and shards them
   over a 1-d mesh `('rows',)`, and `put_all(a)` replicates `a`; a jitted row function then
   computes each device's rows where they live. Callers slice the padding off.
@@ -123,7 +126,7 @@ def build_by_rows(row_fn, n: int, block: int, n_train: Optional[int] = None):
         evals[s - n_train:e - n_train] = rows[:, n_train:]
   for start in range(0, n, block):
     stop = min(start + block, n)
-    rows = np.asarray(row_fn(start, stop), np.float64)[:stop - start]
+    rows = np.asarray(devices_lib.to_host(row_fn(start, stop)), np.float64)[:stop - start]
     if not np.all(np.isfinite(rows)):
       raise FloatingPointError(f'blocked kernel has non-finite entries in rows {start}:{stop}.')
     put(start, stop, rows)
