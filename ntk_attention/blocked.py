@@ -23,14 +23,13 @@ from ntk_attention import layers
 from ntk_attention import models as models_lib
 from ntk_attention import ntk_closed_form
 
-# Peak of a malleability cell in float64 N × N kernels (N = n_train + n_eval): the blocked
-# empirical and analytic kernels, the train block handed to `influence.loo_influence`,
-# and there A = K + λI, its Cholesky factor and the inverse factor; plus a fixed
-# `INFLUENCE_BASE_GB` (JAX, data, training). Measured with /usr/bin/time -v on
-# scripts/malleability.py (both models, PGD, width 1024): 3.4 GB at N = 6,500, i.e.
-# 1 GB + 7.1 N² doubles (docs/method.md §13).
-INFLUENCE_PEAK_KERNELS = 7.5
-INFLUENCE_BASE_GB = 1.5
+# Peak of a malleability cell in float64 N × N arrays (N = n_train + n_eval): the kernel
+# (whose train block `influence.loo_influence_lean` factors in place), Θ∞, and one work
+# block — Θ∞'s train block copied for its KRR, or a kernel row block, capped at one N × N
+# array (`block_rows`); plus a fixed `INFLUENCE_BASE_GB` (Python, JAX, data, training,
+# attacks). docs/method.md §13 has the measurements the constants are fitted to.
+INFLUENCE_PEAK_KERNELS = 3.0
+INFLUENCE_BASE_GB = 1.0
 
 
 def influence_peak_gb(n_train: int, n_eval: int) -> float:
