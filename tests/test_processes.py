@@ -11,9 +11,12 @@ from oracles import json_numbers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'scripts', 'malleability.py')
-# Two seeds: the seed axis divides the two processes' two devices, so it is sharded.
+# Two seeds: the seed axis divides the two processes' two devices, so it is sharded. The
+# analytic kernel (float64): the empirical one is float32, whose ulps (the row blocks are
+# split differently over two devices) κ(K) amplifies into swaps of near-tied influence
+# scores (measured: Spearman 0.8681 vs 0.8676 for MLP-Attn, same flips).
 FLAGS = ['--dataset=digits', '--n_train=60', '--n_test=20', '--width=16', '--seeds=2',
-         '--attacks=fgsm', '--epochs=1', '--models=relu_mlp,mlp_attn']
+         '--attacks=fgsm', '--epochs=1', '--models=relu_mlp,mlp_attn', '--kernel=analytic']
 
 
 def _free_port() -> int:
@@ -52,6 +55,7 @@ def test_two_processes_write_the_records_of_one(tmp_path):
     a, b = json_numbers(one[key]), json_numbers(two[key])
     assert a.keys() == b.keys()
     for path in a:
-      # Kernels and training are float32: entries a few ulps apart across processes.
-      assert abs(a[path] - b[path]) <= 1e-5 * max(abs(a[path]), 1.0), (key, path, a[path], b[path])
+      # Training and the empirical NTK (kernel distance) are float32: a few ulps apart
+      # (measured 4e-10 relative on the kernel distance).
+      assert abs(a[path] - b[path]) <= 1e-6 * max(abs(a[path]), 1.0), (key, path, a[path], b[path])
     assert one[key]['n_flipped'] == two[key]['n_flipped']

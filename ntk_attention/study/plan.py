@@ -30,7 +30,7 @@ import numpy as np
 EFFICIENCY = {'cpu': (0.5, 0.5), 'gpu': (0.25, 0.5), 'tpu': (0.25, 0.5)}
 # Seconds a part spends whatever its size (loading data, compiling, figures).
 OVERHEAD_S = 5.0
-DIMS = {'digits': 64, 'mnist': 784, 'mnist_sample': 784, 'fashion_mnist': 784,
+DIMS = {'digits': 64, 'mnist': 784, 'mnist_sample': 784, 'mnist_real10k': 784, 'fashion_mnist': 784,
         'cifar10': 3072, 'cifar10_sample': 3072}
 STEPS = {'fgsm': 1, 'pgd': 20, 'mim': 10, 'influence': 20}
 
