@@ -56,3 +56,13 @@ def test_dry_run_prints_the_estimate_and_problems_and_writes_nothing(tmp_path):
   assert any(f'largest n_train that fits is {n_max}' in l for l in fails), lines
   assert any('mnist_sample has 5000 usable samples' in l for l in fails), lines
   assert not out.exists()
+  # scripts/scaling.py: the estimate at the largest n of the grid.
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'scaling.py'),
+                         '--n_grid=500,9000', '--n_test=500', f'--output_dir={out}', '--dry_run'],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  lines = proc.stdout.strip().splitlines()
+  assert lines[0].startswith(f'estimated peak memory: {blocked.influence_peak_gb(9000, 500):.3g} GB')
+  assert any(l.startswith('would fail: --n_grid: mnist_sample has 5000') for l in lines), lines
+  assert not out.exists()
