@@ -257,6 +257,13 @@ def start_processes(fv: flags.FlagValues = FLAGS):
   others write into a temporary folder, deleted by the cleanup)."""
   import tempfile
   from ntk_attention import devices
+  several = fv.coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
+  for name in ('resume', 'train_cache'):
+    # Every process must do the same work in the same order (their collectives meet): state
+    # on disk that only process 0 sees (a cache hit, a record done) would desynchronise them.
+    if several and name in fv and fv[name].value:
+      raise ValueError(f'--{name} cannot be used with several processes (--coordinator_address): '
+                       'every process must compute every cell.')
   if devices.initialize(fv.coordinator_address, fv.num_processes, fv.process_id) == 1:
     return lambda: None
   if devices.is_writer():

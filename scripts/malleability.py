@@ -15,6 +15,7 @@ appended as computed; --resume skips them), malleability.json / .csv (mean ± st
 seeds), malleability_table.md (laid out like the study, its numbers beside ours) and
 figures: flip rates by attack and model, flip rate against ε, influence before vs after.
 """
+import dataclasses
 import os
 
 from absl import flags
@@ -101,6 +102,8 @@ def main(argv):
     return
   malleability.check(c)
   cleanup = _common.start_processes()
+  if not devices.is_writer() and c.save_arrays:     # process 0 alone writes
+    c = dataclasses.replace(c, save_arrays=os.path.join(FLAGS.output_dir, 'arrays.npz'))
   _common.setup()
   try:
     malleability.run(c, FLAGS.output_dir, _common.context(), FLAGS.resume)
