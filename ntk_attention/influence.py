@@ -192,8 +192,9 @@ def loo_influence_lean(k_train, k_eval_train, y_train, y_eval, ridge=1e-3,
     as numpy float64; equal to `loo_influence` to rounding (tested to 1e-12).
 
   Raises:
-    ValueError as `loo_influence` does (shapes, ridge, non-finite inputs, A not positive
-    definite), before `k_train` is touched.
+    ValueError as `loo_influence` does: shapes, ridge and non-finite inputs before `k_train`
+    is touched; A not positive definite once the factorisation fails (with `overwrite`,
+    `k_train` is then partly overwritten).
   """
   k_train = k_train if isinstance(k_train, np.ndarray) else np.asarray(k_train, np.float64)
   k_eval_train = np.asarray(k_eval_train, np.float64)
