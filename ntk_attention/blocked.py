@@ -29,7 +29,7 @@ from ntk_attention import ntk_closed_form
 # array (`block_rows`); plus a fixed `INFLUENCE_BASE_GB` (Python, JAX, data, training,
 # attacks). docs/method.md §13 has the measurements the constants are fitted to.
 INFLUENCE_PEAK_KERNELS = 3.0
-INFLUENCE_BASE_GB = 0.95
+INFLUENCE_BASE_GB = 0.9
 
 
 def influence_peak_gb(n_train: int, n_eval: int) -> float:
