@@ -23,14 +23,13 @@ from ntk_attention import layers
 from ntk_attention import models as models_lib
 from ntk_attention import ntk_closed_form
 
-# Peak of a malleability cell in float64 N × N kernels (N = n_train + n_eval): the blocked
-# empirical and analytic kernels, the train block handed to `influence.loo_influence`,
-# and there A = K + λI, its Cholesky factor and the inverse factor; plus a fixed
-# `INFLUENCE_BASE_GB` (JAX, data, training). Measured with /usr/bin/time -v on
-# scripts/malleability.py (both models, PGD, width 1024): 3.4 GB at N = 6,500, i.e.
-# 1 GB + 7.1 N² doubles (docs/method.md §13).
-INFLUENCE_PEAK_KERNELS = 7.5
-INFLUENCE_BASE_GB = 1.5
+# Peak of a malleability cell in float64 N × N arrays (N = n_train + n_eval): the kernel
+# (whose train block `influence.loo_influence_lean` factors in place), Θ∞, and one work
+# block — Θ∞'s train block copied for its KRR, or a kernel row block, capped at one N × N
+# array (`block_rows`); plus a fixed `INFLUENCE_BASE_GB` (Python, JAX, data, training,
+# attacks). docs/method.md §13 has the measurements the constants are fitted to.
+INFLUENCE_PEAK_KERNELS = 3.0
+INFLUENCE_BASE_GB = 0.9
 
 
 def influence_peak_gb(n_train: int, n_eval: int) -> float:
@@ -64,8 +63,10 @@ def check_fits(n_train: int, n_eval: int, max_memory_gb: Optional[float] = None,
 def block_rows(n: int, row_bytes: float, max_memory_gb: Optional[float] = None,
                share: float = 0.1) -> int:
   """Rows per block so that a block's temporaries (`row_bytes` each) use at most `share`
-  of the budget; between 1 and n."""
-  rows = int(share * devices_lib.memory_budget_gb(max_memory_gb) * 1e9 // max(row_bytes, 1.0))
+  of the budget and at most one float64 n × n array (the work block of the memory model,
+  `influence_peak_gb`); between 1 and n."""
+  room = min(share * devices_lib.memory_budget_gb(max_memory_gb) * 1e9, 8.0 * n * n)
+  rows = int(room // max(row_bytes, 1.0))
   return int(min(max(rows, 1), n))
 
 
@@ -73,7 +74,8 @@ def row_placement(devices=None):
   """`(put_rows, put_all)` for row-blocked kernels on several devices (docs/method.md §13).
 
   With one device both are identities. With k > 1 (`jax.devices()` by default: GPUs, a TPU
-  slice, or `XLA_FLAGS=--xla_force_host_platform_device_count=k` on a CPU),
+  slice, `XLA_FLAGS=--xla_force_host_platform_device_count=k` on a CPU, or the devices of
+  every process of a multi-process run, `devices.initialize`),
   `put_rows(a)` pads `a`'s rows to a multiple of k (repeating the last row) and shards them
   over a 1-d mesh `('rows',)`, and `put_all(a)` replicates `a`; a jitted row function then
   computes each device's rows where they live. Callers slice the padding off.
@@ -94,18 +96,40 @@ def row_placement(devices=None):
   return put_rows, lambda a: jax.device_put(a, everywhere)
 
 
-def build_by_rows(row_fn, n: int, block: int) -> np.ndarray:
+def build_by_rows(row_fn, n: int, block: int, n_train: Optional[int] = None):
   """`(n, n)` float64 numpy array whose rows `[s, e)` are `row_fn(s, e)[:e − s]`,
   filled `block` rows at a time (the last block may be shorter; `row_fn` may return
-  padding rows after the first `e − s`, see `row_placement`)."""
-  out = np.empty((n, n), np.float64)
+  padding rows after the first `e − s`, see `row_placement`).
+
+  With `n_train`, the same kernel as `kernels.Blocks` of three separate C-contiguous arrays
+  (train (n_train, n_train), eval_train (t, n_train), eval (t, t)): the train block can then
+  be factored in place (`ridge.factor_in_place`) without copying it out of the N × N array.
+  """
+  if n_train is None:
+    out = np.empty((n, n), np.float64)
+    put = lambda s, e, rows: out.__setitem__(slice(s, e), rows)
+  else:
+    if not 1 <= n_train <= n:
+      raise ValueError(f'n_train must be in [1, {n}], got {n_train}.')
+    train = np.empty((n_train, n_train), np.float64)
+    eval_train = np.empty((n - n_train, n_train), np.float64)
+    evals = np.empty((n - n_train, n - n_train), np.float64)
+
+    def put(s, e, rows):
+      if s < n_train:        # the rows of [s, min(e, n_train)) go to the train blocks
+        m = min(e, n_train)
+        train[s:m] = rows[:m - s, :n_train]
+        rows, s = rows[m - s:], m
+      if e > s:
+        eval_train[s - n_train:e - n_train] = rows[:, :n_train]
+        evals[s - n_train:e - n_train] = rows[:, n_train:]
   for start in range(0, n, block):
     stop = min(start + block, n)
-    rows = np.asarray(row_fn(start, stop), np.float64)[:stop - start]
+    rows = np.asarray(devices_lib.to_host(row_fn(start, stop)), np.float64)[:stop - start]
     if not np.all(np.isfinite(rows)):
       raise FloatingPointError(f'blocked kernel has non-finite entries in rows {start}:{stop}.')
-    out[start:stop] = rows
-  return out
+    put(start, stop, rows)
+  return out if n_train is None else kernels.Blocks(train, eval_train, evals)
 
 
 @jax.jit
@@ -174,7 +198,7 @@ def _layer_coefs(model, head_params, terms_layers):
 
 def empirical_ntk_blocked(model: models_lib.Model, params, x_train, x_eval=None,
                           max_memory_gb: Optional[float] = None,
-                          block: Optional[int] = None) -> np.ndarray:
+                          block: Optional[int] = None, as_blocks: bool = False):
   """`kernels.empirical_ntk(model, ...)` of a parameter-free prefix, row block by row block, as a
   float64 numpy `(N, N)` (entries computed in the dtype of the head's parameters).
 
@@ -182,22 +206,25 @@ def empirical_ntk_blocked(model: models_lib.Model, params, x_train, x_eval=None,
   `ntk_closed_form` from its per-token terms, computed once (`O(N·C·Σ widths)`); any other
   per-token head: NT's generic method in blocks of tokens (`kernels.empirical_ntk`).
   `block` rows at a time (default: 10 % of `devices.memory_budget_gb`); with several
-  devices each block's rows are sharded across them (`row_placement`).
+  devices each block's rows are sharded across them (`row_placement`). `as_blocks`: return
+  `kernels.Blocks` of separate contiguous arrays instead (`build_by_rows`).
   """
   dtype = jax.tree_util.tree_leaves(params[1])[0].dtype
   z = _prefix_features(model, params, x_train, x_eval, dtype)
   n = z.shape[0]
+  n_train = int(jnp.shape(x_train)[0]) if as_blocks else None
   if model.head_kind == 'opaque':
-    return kernels._check_finite(np.asarray(kernels._generic_head_ntk(
+    return _maybe_blocks(kernels._check_finite(np.asarray(kernels._generic_head_ntk(
         model, 'jacobian_contraction', (-1,), params[1], z, max_memory_gb), np.float64),
-        'blocked empirical NTK')
+        'blocked empirical NTK'), n_train)
   put_rows, put_all = row_placement()
   if model.head_kind == 'relu_head':
     w = params[1][0][0]
     block = block or block_rows(n, 6.0 * n * jnp.dtype(w.dtype).itemsize, max_memory_gb)
     z_all, w_all = put_all(z), put_all(w)
     return build_by_rows(lambda s, e: _closed_form_rows(put_rows(z[s:e]), z_all, w_all,
-                                                        kernels._relu_head_w_std(model)), n, block)
+                                                        kernels._relu_head_w_std(model)), n, block,
+                         n_train)
   terms = _layer_terms(model, params[1], z)
   affine = [l for l in model.head_layers if l.kind == 'affine'][::-1]
   coefs = _layer_coefs(model, params[1], affine)
@@ -212,12 +239,19 @@ def empirical_ntk_blocked(model: models_lib.Model, params, x_train, x_eval=None,
                        [jnp.swapaxes(put_rows(jnp.swapaxes(d[:, s:e], 0, 1)), 0, 1)
                         for _, d in terms], h_all, d_all)
 
-  return build_by_rows(rows, n, block)
+  return build_by_rows(rows, n, block, n_train)
+
+
+def _maybe_blocks(k: np.ndarray, n_train: Optional[int]):
+  """`k`, or its `kernels.Blocks` as separate contiguous arrays when `n_train` is given."""
+  if n_train is None:
+    return k
+  return kernels.Blocks(*(np.ascontiguousarray(b) for b in kernels.split_blocks(k, n_train)))
 
 
 def analytic_ntk_blocked(model: models_lib.Model, x_train, x_eval=None,
                          max_memory_gb: Optional[float] = None,
-                         block: Optional[int] = None) -> np.ndarray:
+                         block: Optional[int] = None, as_blocks: bool = False):
   """`kernels.analytic_kernel(model, ...)` ('ntk') of a parameter-free prefix, in float64 row blocks.
 
   The prefix maps inputs deterministically to features Z, so its output covariance is
@@ -225,13 +259,14 @@ def analytic_ntk_blocked(model: models_lib.Model, x_train, x_eval=None,
   points: for the study's head the arc-cosine `Θ∞ = W_std² Σ (π − θ)/(2π)`, `cos θ =
   Σ_ij/√(Σ_ii Σ_jj)` (docs/method.md §4); for a recognised Dense/elementwise head its own
   `kernel_fn` on feature rows (docs/method.md §17). Any other head: the whole model's
-  `analytic_kernel` (not blocked).
+  `analytic_kernel` (not blocked). `as_blocks`: `kernels.Blocks` as in `empirical_ntk_blocked`.
   """
   kernels._check_declared_mask(model)
+  n_train = int(jnp.shape(x_train)[0]) if as_blocks else None
   if model.head_kind == 'opaque':
     x_eval64 = None if x_eval is None else jnp.asarray(x_eval, jnp.float64)
-    return np.asarray(kernels.analytic_kernel(model, jnp.asarray(x_train, jnp.float64), x_eval64),
-                      np.float64)
+    return _maybe_blocks(np.asarray(kernels.analytic_kernel(
+        model, jnp.asarray(x_train, jnp.float64), x_eval64), np.float64), n_train)
   z = _prefix_features(model, None, x_train, x_eval, jnp.float64)
   n = z.shape[0]
   block = block or block_rows(n, 6.0 * n * 8, max_memory_gb)
@@ -239,9 +274,10 @@ def analytic_ntk_blocked(model: models_lib.Model, x_train, x_eval=None,
   z_all = put_all(z)
   if model.head_kind == 'relu_head':
     return build_by_rows(lambda s, e: _arccos_rows(put_rows(z[s:e]), z_all,
-                                                   kernels._relu_head_w_std(model), s), n, block)
+                                                   kernels._relu_head_w_std(model), s), n, block,
+                         n_train)
   head_kernel = _head_kernel_rows(model)
-  return build_by_rows(lambda s, e: head_kernel(put_rows(z[s:e]), z_all), n, block)
+  return build_by_rows(lambda s, e: head_kernel(put_rows(z[s:e]), z_all), n, block, n_train)
 
 
 @functools.lru_cache(maxsize=None)

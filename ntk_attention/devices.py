@@ -2,9 +2,14 @@
 
 - `memory_budget_gb`: the one place that knows how much memory the large-n kernels may use
   (docs/method.md §13); `blocked` sizes its row blocks and `kernels` its NT Jacobians by it.
-- `mesh_1d`: the one 1-d `jax.sharding.Mesh` over the local devices, used to shard the rows
+- `mesh_1d`: the one 1-d `jax.sharding.Mesh` over the devices, used to shard the rows
   of a blocked kernel (`blocked.row_placement`) and the seeds of a vmapped training run
   (`training.train`).
+- Several processes (docs/method.md §13): `initialize` starts JAX's multi-controller runtime
+  (`jax.distributed.initialize`; gloo collectives between CPU processes); `jax.devices()`,
+  and so every mesh, then spans all processes' devices. Every process runs the same program
+  on the same data; `to_host` gathers a sharded result onto every process
+  (`multihost_utils.process_allgather`), and `is_writer` (process 0) alone writes files.
 """
 import os
 from typing import Optional, Sequence
@@ -42,4 +47,56 @@ def mesh_1d(axis_name: str, devices: Optional[Sequence] = None) -> jax.sharding.
   return jax.sharding.Mesh(np.array(devices), (axis_name,))
 
 
-__all__ = ['memory_budget_gb', 'mesh_1d']
+def initialize(coordinator_address: str = '', num_processes: int = 0,
+               process_id: int = -1) -> int:
+  """Joins this process to a multi-process JAX run; returns the number of processes.
+
+  With `coordinator_address` ('host:port' of process 0), `num_processes` and `process_id`
+  given, or JAX's environment variables (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`,
+  `JAX_PROCESS_ID`) or a cluster JAX detects (Slurm, Open MPI, TPU) when
+  `coordinator_address` is 'auto': `jax.distributed.initialize` (before any JAX computation),
+  with gloo as the CPU collectives. Nothing given: a one-process run, returns 1.
+  """
+  env = os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if not coordinator_address and not env:
+    if num_processes > 1 or process_id >= 0:
+      raise ValueError('--num_processes / --process_id need --coordinator_address (or '
+                       'JAX_COORDINATOR_ADDRESS).')
+    return 1
+  if coordinator_address and coordinator_address != 'auto':
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      raise ValueError(f'--coordinator_address needs --num_processes >= 1 and --process_id in '
+                       f'[0, num_processes), got {num_processes} and {process_id}.')
+  import jax
+  # Cross-process collectives of CPU devices (GPUs use NCCL); must precede the backends.
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  if coordinator_address and coordinator_address != 'auto':
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  else:
+    jax.distributed.initialize()
+  return jax.process_count()
+
+
+def is_writer() -> bool:
+  """True in process 0 (and in a one-process run): the one process that writes files."""
+  return jax.process_index() == 0
+
+
+def to_host(x) -> np.ndarray:
+  """`x` as a numpy array on this process: `np.asarray` when every shard is local, else the
+  shards of all processes gathered (`multihost_utils.process_allgather`, tiled)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+def gather_tree(tree):
+  """`to_host` on every leaf of a pytree whose leaves are not all local; else unchanged."""
+  leaves = jax.tree_util.tree_leaves(tree)
+  if all(not isinstance(v, jax.Array) or v.is_fully_addressable for v in leaves):
+    return tree
+  return jax.tree_util.tree_map(lambda v: jax.numpy.asarray(to_host(v)), tree)
+
+
+__all__ = ['memory_budget_gb', 'mesh_1d', 'initialize', 'is_writer', 'to_host', 'gather_tree']

@@ -21,8 +21,11 @@ computed without materialising Delta as I_ti = -B_ti (e_t . r_i) + 1/2 B_ti^2 ||
 with B = K_eval A^-1 and e_t = f(x_t) - y_t. One Cholesky factorisation of A serves all of it
 (`ridge.factor`, the solve shared with `kernels.ntk_predictor` and `alignment.krr_predict`).
 
-Everything kernel-side is jax.numpy, so scores are differentiable w.r.t. both kernels (an
-attack differentiates them through the kernel w.r.t. training inputs). The metrics are numpy.
+Everything kernel-side in `loo_influence` is jax.numpy, so scores are differentiable w.r.t.
+both kernels (an attack differentiates them through the kernel w.r.t. training inputs).
+`loo_influence_lean` computes the same quantities in numpy float64 with the factor written
+over the kernel (`ridge.factor_in_place`; docs/method.md §13): one n × n array instead of
+four, for large n outside a trace. The metrics are numpy.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ import numpy as np
 from ntk_attention import ridge as ridge_lib
 
 __all__ = [
-    'Influence', 'loo_influence', 'influence_scores', 'flip_rate', 'spearman', 'topk_overlap',
+    'Influence', 'loo_influence', 'loo_influence_lean', 'influence_scores', 'flip_rate', 'spearman', 'topk_overlap',
     'top_fraction',
 ]
 
@@ -126,6 +129,22 @@ def loo_influence(k_train, k_eval_train, y_train, y_eval, ridge=1e-3, allow_floa
   k_eval_train = jnp.asarray(k_eval_train, dtype)
   y_train = jnp.asarray(y_train, dtype)
   y_eval = jnp.asarray(y_eval, dtype)
+  k_train, k_eval_train, y_train, y_eval = _check_inputs(k_train, k_eval_train, y_train, y_eval)
+  concrete = not _is_traced(k_train, k_eval_train, y_train, y_eval, ridge)
+  if concrete:
+    _check_values(k_train, k_eval_train, y_train, y_eval, ridge, jnp)
+  out = _loo_influence(k_train, k_eval_train, y_train, y_eval, jnp.asarray(ridge, dtype),
+                       return_delta=bool(return_delta))
+  if concrete and not (bool(jnp.all(jnp.isfinite(out.matrix)))
+                       and bool(jnp.all(jnp.isfinite(out.loo_residuals)))):
+    raise ValueError('Influence is not finite: K + lambda*mean(diag K)*I is numerically not '
+                     'positive definite (Cholesky failed). Check that k_train is PSD or raise '
+                     'ridge.')
+  return out
+
+
+def _check_inputs(k_train, k_eval_train, y_train, y_eval):
+  """Shapes: `(n, n)`, `(t, n)`, `(n, C)`, `(t, C)` (1-D targets become one column)."""
   if k_train.ndim != 2 or k_train.shape[0] != k_train.shape[1] or k_train.shape[0] < 1:
     raise ValueError(f'k_train must be a non-empty square (n, n) matrix, got {k_train.shape}.')
   n = k_train.shape[0]
@@ -138,24 +157,64 @@ def loo_influence(k_train, k_eval_train, y_train, y_eval, ridge=1e-3, allow_floa
   if y_train.shape[1] != y_eval.shape[1]:
     raise ValueError(f'y_train and y_eval must have the same number of outputs C, got '
                      f'{y_train.shape[1]} and {y_eval.shape[1]}.')
-  concrete = not _is_traced(k_train, k_eval_train, y_train, y_eval, ridge)
-  if concrete:
-    if not float(ridge) > 0:
-      raise ValueError(f'ridge must be > 0, got {ridge}.')
-    for name, x in (('k_train', k_train), ('k_eval_train', k_eval_train),
-                    ('y_train', y_train), ('y_eval', y_eval)):
-      if not bool(jnp.all(jnp.isfinite(x))):
-        raise ValueError(f'{name} contains NaN or inf.')
-    if not float(jnp.mean(jnp.diagonal(k_train))) > 0:
-      raise ValueError('mean(diag k_train) must be > 0 for the ridge lambda*mean(diag K).')
-  out = _loo_influence(k_train, k_eval_train, y_train, y_eval, jnp.asarray(ridge, dtype),
-                       return_delta=bool(return_delta))
-  if concrete and not (bool(jnp.all(jnp.isfinite(out.matrix)))
-                       and bool(jnp.all(jnp.isfinite(out.loo_residuals)))):
+  return k_train, k_eval_train, y_train, y_eval
+
+
+def _check_values(k_train, k_eval_train, y_train, y_eval, ridge, xp):
+  """Ridge > 0, finite inputs, mean(diag K) > 0 (`xp`: jax.numpy or numpy)."""
+  if not float(ridge) > 0:
+    raise ValueError(f'ridge must be > 0, got {ridge}.')
+  for name, x in (('k_train', k_train), ('k_eval_train', k_eval_train),
+                  ('y_train', y_train), ('y_eval', y_eval)):
+    if not bool(xp.all(xp.isfinite(x))):
+      raise ValueError(f'{name} contains NaN or inf.')
+  if not float(xp.mean(xp.diagonal(k_train))) > 0:
+    raise ValueError('mean(diag k_train) must be > 0 for the ridge lambda*mean(diag K).')
+
+
+def loo_influence_lean(k_train, k_eval_train, y_train, y_eval, ridge=1e-3,
+                       overwrite: bool = False) -> Influence:
+  """`loo_influence` (same formulas, same `Influence` without `delta`) in numpy float64, with
+  one n × n array: `K` is symmetrised and factored in place, `A⁻¹Y` and `A⁻¹K_etᵀ` come from
+  two triangular solves, and `diag(A⁻¹)` from `L⁻¹` written over `L`
+  (`ridge.factor_in_place`, `solve_host`, `inverse_diagonal_in_place`; docs/method.md §13).
+
+  Args:
+    k_train: (n, n) symmetric PSD training kernel K (read as (K + Kᵀ)/2).
+    k_eval_train: (t, n); y_train: (n, C) or (n,); y_eval: (t, C) or (t,).
+    ridge: λ > 0 relative to mean(diag K), as in `loo_influence`.
+    overwrite: True lets the function destroy `k_train` when it is a C-contiguous float64
+      numpy array (no copy: the caller must not read it afterwards); otherwise it is copied
+      (n² more doubles).
+
+  Returns:
+    `Influence(matrix (t, n), scores (n,), loo_residuals (n, C), None, predictions (t, C))`
+    as numpy float64; equal to `loo_influence` to rounding (tested to 1e-12).
+
+  Raises:
+    ValueError as `loo_influence` does: shapes, ridge and non-finite inputs before `k_train`
+    is touched; A not positive definite once the factorisation fails (with `overwrite`,
+    `k_train` is then partly overwritten).
+  """
+  k_train = k_train if isinstance(k_train, np.ndarray) else np.asarray(k_train, np.float64)
+  k_eval_train = np.asarray(k_eval_train, np.float64)
+  y_train, y_eval = np.asarray(y_train, np.float64), np.asarray(y_eval, np.float64)
+  k_train, k_eval_train, y_train, y_eval = _check_inputs(k_train, k_eval_train, y_train, y_eval)
+  _check_values(k_train, k_eval_train, y_train, y_eval, ridge, np)
+  a = (k_train if overwrite and ridge_lib._writable_f64(k_train)
+       else np.array(k_train, np.float64, order='C'))
+  f = ridge_lib.factor_in_place(a, ridge)                               # A = L Lᵀ, over K
+  alpha = ridge_lib.solve_host(f, y_train)                              # (n, C)
+  b = ridge_lib.solve_host(f, k_eval_train.T).T                         # (t, n) = K_eval A⁻¹
+  f_eval = k_eval_train @ alpha                                         # (t, C)
+  e = f_eval - y_eval                                                   # (t, C)
+  r = alpha / ridge_lib.inverse_diagonal_in_place(f)[:, None]          # L is gone after this
+  matrix = -b * (e @ r.T) + 0.5 * (b * b) * np.sum(r * r, axis=1)[None, :]
+  if not (np.all(np.isfinite(matrix)) and np.all(np.isfinite(r))):
     raise ValueError('Influence is not finite: K + lambda*mean(diag K)*I is numerically not '
-                     'positive definite (Cholesky failed). Check that k_train is PSD or raise '
-                     'ridge.')
-  return out
+                     'positive definite. Check that k_train is PSD or raise ridge.')
+  return Influence(matrix=matrix, scores=np.mean(matrix, axis=0), loo_residuals=r, delta=None,
+                   predictions=f_eval)
 
 
 def influence_scores(k_train, k_eval_train, y_train, y_eval, ridge=1e-3, allow_float32=False):

@@ -35,6 +35,7 @@ from ntk_attention import influence as influence_lib
 from ntk_attention import kernels
 from ntk_attention import layers
 from ntk_attention import models as models_lib
+from ntk_attention import ridge as ridge_lib
 from ntk_attention import spectral
 from ntk_attention import training
 
@@ -124,17 +125,17 @@ def kernel_blocks(model: models_lib.Model, params, x_train, x_eval, kernel: str 
   exact method for the model) or the analytic NTK (`params` unused).
 
   Outside a trace, a parameter-free prefix's kernel is built in row blocks under the
-  memory budget (`blocked.empirical_ntk_blocked`, `analytic_ntk_blocked`; docs/method.md §13).
+  memory budget (`blocked.empirical_ntk_blocked`, `analytic_ntk_blocked`; docs/method.md §13)
+  into three separate numpy arrays, so that the train block can be factored in place
+  (`influence.loo_influence_lean`).
   """
   n = jnp.shape(x_train)[0]
-  traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(
-      (params, x_train, x_eval)))
-  if not traced and model.prefix_kind == 'fixed':
+  if not _traced(params, x_train, x_eval) and model.prefix_kind == 'fixed':
     if kernel == 'analytic':
-      k = blocked.analytic_ntk_blocked(model, x_train, x_eval, max_memory_gb or None)
-    else:
-      k = blocked.empirical_ntk_blocked(model, params, x_train, x_eval, max_memory_gb or None)
-    return kernels.split_blocks(k, n)
+      return blocked.analytic_ntk_blocked(model, x_train, x_eval, max_memory_gb or None,
+                                          as_blocks=True)
+    return blocked.empirical_ntk_blocked(model, params, x_train, x_eval, max_memory_gb or None,
+                                         as_blocks=True)
   if kernel == 'analytic':
     k = kernels.analytic_kernel(model, jnp.asarray(x_train, jnp.float64),
                                 jnp.asarray(x_eval, jnp.float64))
@@ -143,11 +144,26 @@ def kernel_blocks(model: models_lib.Model, params, x_train, x_eval, kernel: str 
   return kernels.split_blocks(k.astype(jnp.float64), n)
 
 
-def influence(model, params, x_train, y_train, x_eval, y_eval, setup: Setup):
-  """`influence.Influence` of every training point on the evaluation set (docs/method.md §8)."""
-  blocks = kernel_blocks(model, params, x_train, x_eval, setup.kernel, setup.max_memory_gb)
-  return influence_lib.loo_influence(blocks.train, blocks.eval_train, y_train, y_eval,
-                                     ridge=setup.ridge)
+def _traced(*trees) -> bool:
+  return any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(trees))
+
+
+def influence(model, params, x_train, y_train, x_eval, y_eval, setup: Setup, blocks=None):
+  """`influence.Influence` of every training point on the evaluation set (docs/method.md §8).
+
+  Outside a trace the kernel's train block is factored in place (`loo_influence_lean`: the
+  kernel is built here and dropped, one n × n array); under a trace (the influence attack
+  differentiates it) the jax `loo_influence`. `blocks`: the kernel, when already computed —
+  its train block is then overwritten by the factor.
+  """
+  if _traced(params, x_train, y_train, x_eval, y_eval):
+    blocks = kernel_blocks(model, params, x_train, x_eval, setup.kernel, setup.max_memory_gb)
+    return influence_lib.loo_influence(blocks.train, blocks.eval_train, y_train, y_eval,
+                                       ridge=setup.ridge)
+  if blocks is None:
+    blocks = kernel_blocks(model, params, x_train, x_eval, setup.kernel, setup.max_memory_gb)
+  return influence_lib.loo_influence_lean(blocks.train, blocks.eval_train, y_train, y_eval,
+                                          ridge=setup.ridge, overwrite=True)
 
 
 def compare(before, after, subset, score: str = 'mean', topk: int = 0) -> dict:
@@ -283,24 +299,27 @@ class Points(NamedTuple):
 
 
 def protocol(model, params, points: Points, attack_names, epsilons, setup: Setup, key,
-             kind: str, retrain_fn=None, theta_inf=None, skip=lambda attack, eps: False):
+             kind: str, retrain_fn=None, theta_inf=None, skip=lambda attack, eps: False,
+             keep_kernels: bool = True):
   """The whole protocol on one trained model: `(records, arrays)`, one record per attack × ε.
 
   `points`: the training and evaluation data (`Points`); `kind`: the loss the attacks
   maximise (`training.loss_kind`); `key`: the attacks' PRNG key; `skip(attack, eps)`: True
   for a cell already done. Each record holds the metrics of `compare`, the clean test
   accuracy and (when `theta_inf`, the analytic NTK over `[x_train; x_eval]`, is given) the
-  kernel distance `‖Θ_m − Θ∞‖/‖Θ∞‖` at `params`. `retrain_fn(x_adv) -> params'` retrains on the perturbed
-  set first (`--retrain`). `arrays` holds the clean kernel blocks, targets and `I`, and
-  `I'` per attack × ε, for `--save_arrays`.
+  kernel distance `‖Θ_m − Θ∞‖/‖Θ∞‖` at `params` (`theta_inf`: an `(N, N)` array or
+  `kernels.Blocks`). `retrain_fn(x_adv) -> params'` retrains on the perturbed
+  set first (`--retrain`). `arrays` holds the targets, `I`, `I'` per attack × ε and, with
+  `keep_kernels`, copies of the clean kernel blocks (n² more doubles), for `--save_arrays`.
   """
   x_train = jnp.asarray(points.x_train, jnp.float32)
   x_eval = jnp.asarray(points.x_eval, jnp.float32)
   y_train, y_eval = points.y_train, points.y_eval
+  n = x_train.shape[0]
   labels_eval = training.labels_from_targets(y_eval)
+  # Memory (docs/method.md §13): at most three N × N arrays at once — the kernel, Θ∞ and
+  # Θ∞'s train block while its KRR is solved; the influence factors the kernel in place.
   blocks = kernel_blocks(model, params, x_train, x_eval, setup.kernel, setup.max_memory_gb)
-  before = influence_lib.loo_influence(blocks.train, blocks.eval_train, y_train, y_eval,
-                                       ridge=setup.ridge)
   f_train, f_eval = training.outputs(model, params, x_train, x_eval)
   common = {'test_accuracy': float(training.accuracy(f_eval, labels_eval)),
             'train_accuracy': float(training.accuracy(
@@ -308,14 +327,22 @@ def protocol(model, params, points: Points, attack_names, epsilons, setup: Setup
             'eps_units': setup.eps_units}
   common.update(trainability(model, params, x_train, x_eval))
   if theta_inf is not None:
+    theta = theta_inf if isinstance(theta_inf, kernels.Blocks) else kernels.split_blocks(
+        theta_inf, n)
     k = (blocks if setup.kernel == 'empirical' else
          kernel_blocks(model, params, x_train, x_eval, 'empirical', setup.max_memory_gb))
-    common['kernel_distance'] = _blocks_distance(k, theta_inf)
-    krr = kernels.ntk_predictor(kernels.split_blocks(theta_inf, x_train.shape[0]), y_train,
-                                ridge=setup.ridge)
-    common['krr_test_accuracy'] = float(training.accuracy(krr, labels_eval))
-  arrays = {'k_train': blocks.train, 'k_eval_train': blocks.eval_train, 'y_train': y_train,
-            'y_eval': y_eval, 'influence_before': before.scores}
+    common['kernel_distance'] = _blocks_distance(k, theta)
+    del k
+    # KRR with Θ∞ (`kernels.ntk_predictor`'s formula), from a copy of its train block.
+    alpha = ridge_lib.ridge_solve_host(theta.train, np.asarray(y_train, np.float64), setup.ridge)
+    common['krr_test_accuracy'] = float(training.accuracy(
+        np.asarray(theta.eval_train) @ alpha, labels_eval))
+  arrays = {'y_train': y_train, 'y_eval': y_eval}
+  if keep_kernels:                     # a copy: the influence overwrites the train block
+    arrays.update(k_train=np.array(blocks.train), k_eval_train=np.array(blocks.eval_train))
+  before = influence(model, params, x_train, y_train, x_eval, y_eval, setup, blocks)
+  del blocks
+  arrays['influence_before'] = before.scores
   records = []
   for a_i, name in enumerate(attack_names):
     for e_i, eps in enumerate(epsilons):
@@ -334,14 +361,18 @@ def protocol(model, params, points: Points, attack_names, epsilons, setup: Setup
   return records, arrays
 
 
-def _blocks_distance(k: kernels.Blocks, theta) -> float:
+def _blocks_distance(k: kernels.Blocks, theta: kernels.Blocks, rows: int = 1024) -> float:
   """`‖K − Θ‖_F/‖Θ‖_F` of the full `[train; eval]` kernel K given as blocks, without
-  assembling it (at large n a second N × N array would not fit)."""
-  n = k.train.shape[0]
-  theta = kernels.split_blocks(theta, n)
-  sq = lambda a: float(np.sum(np.square(np.asarray(a, np.float64))))
-  diff = (sq(k.train - theta.train) + 2 * sq(k.eval_train - theta.eval_train)
-          + sq(k.eval - theta.eval))
+  assembling it (at large n a second N × N array would not fit) and `rows` rows at a time
+  (no n × n temporary)."""
+  def sq(a, b=None):
+    a = np.asarray(a)
+    b = None if b is None else np.asarray(b)
+    return sum(float(np.sum(np.square(np.asarray(a[s:s + rows], np.float64) - (
+        0.0 if b is None else np.asarray(b[s:s + rows], np.float64)))))
+               for s in range(0, a.shape[0], rows))
+  diff = (sq(k.train, theta.train) + 2 * sq(k.eval_train, theta.eval_train)
+          + sq(k.eval, theta.eval))
   ref = sq(theta.train) + 2 * sq(theta.eval_train) + sq(theta.eval)
   return (diff / ref) ** 0.5
 
@@ -391,6 +422,8 @@ class Hooks(NamedTuple):
   on_record(record): each record as it exists.
   on_arrays(key, arrays): seed `seeds[0]`'s kernels and influence vectors, per model and
     setting (`key` = 'model/setting').
+  kernels: False leaves the kernel blocks out of `on_arrays` (they are copies: n² doubles
+    each, kept until the callback).
   on_progress(n): n more records done.
   """
   task: str = 'all'
@@ -398,6 +431,7 @@ class Hooks(NamedTuple):
   on_record: Callable = _ignore
   on_arrays: Callable = _ignore
   on_progress: Callable = _ignore
+  kernels: bool = True
 
 
 def sweep(ds, models, width: int, seeds: Sequence[int],
@@ -448,7 +482,8 @@ def sweep(ds, models, width: int, seeds: Sequence[int],
 
     def theta_inf(x):     # analytic NTK over [x; x_eval], from the model's own kernel_fn
       if model.prefix_kind == 'fixed':
-        return blocked.analytic_ntk_blocked(model, x, x_eval, setup.max_memory_gb or None)
+        return blocked.analytic_ntk_blocked(model, x, x_eval, setup.max_memory_gb or None,
+                                            as_blocks=True)
       return kernels.analytic_kernel(model, jnp.asarray(x, jnp.float64),
                                      jnp.asarray(x_eval, jnp.float64))
 
@@ -487,7 +522,9 @@ def sweep(ds, models, width: int, seeds: Sequence[int],
         skip = lambda a, e, s=setting, sd=seed: (task, name, s, a, float(e), int(sd)) in done
         records, arrays = protocol(model, params, Points(x_s, y_s, x_eval, y_eval),
                                    attack_names, epsilons, setup, key, kind, retrain_fn,
-                                   theta_clean if x_s is x_train else theta_inf(x_s), skip)
+                                   theta_clean if x_s is x_train else theta_inf(x_s), skip,
+                                   keep_kernels=(hooks.kernels and hooks.on_arrays is not _ignore
+                                                 and seed == seeds[0]))
         if records:
           rec0 = records[0]
           training.warn_if_undertrained(rec0['test_accuracy'], ds.num_classes,

@@ -172,8 +172,11 @@ def train(model: models_lib.Model, keys, x_train, y_train, config: TrainConfig =
   if y_train.shape[1] != model.out_dim:
     raise ValueError(f'model has {model.out_dim} outputs but targets have {y_train.shape[1]}.')
   kind = loss_kind(config, y_train.shape[1])
-  keys = _shard_seeds(jnp.asarray(keys))
-  params0, params, losses = _train_seeds(model, config, kind, perturb, keys, x_train, y_train)
+  keys, replicate = _shard_seeds(jnp.asarray(keys))
+  params0, params, losses = _train_seeds(model, config, kind, perturb, keys,
+                                         replicate(x_train), replicate(y_train))
+  # Several processes: every process gets every seed's parameters (docs/method.md §13).
+  params0, params, losses = devices_lib.gather_tree((params0, params, losses))
   if not bool(jnp.all(jnp.isfinite(losses))):
     raise FloatingPointError('training loss became non-finite; lower --lr.')
   return TrainResult(params0, params, losses)
@@ -236,13 +239,16 @@ def unstack(tree, i: int):
 
 
 def _shard_seeds(keys):
-  """Shards the seed axis over the local devices when it divides evenly."""
+  """`(keys, replicate)`: the seed axis sharded over the devices (of every process) when it
+  divides evenly, and a function that places the data on the same mesh, replicated."""
   devices = jax.devices()
   if len(devices) < 2 or keys.shape[0] % len(devices):
-    return keys
+    return keys, lambda a: a
   mesh = devices_lib.mesh_1d('seeds', devices)
   spec = jax.sharding.PartitionSpec('seeds')
-  return jax.device_put(keys, jax.sharding.NamedSharding(mesh, spec))
+  everywhere = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return (jax.device_put(keys, jax.sharding.NamedSharding(mesh, spec)),
+          lambda a: jax.device_put(a, everywhere))
 
 
 __all__ = ['OPTIMIZERS', 'LOSSES', 'TrainConfig', 'TrainResult', 'validate', 'loss_kind',

@@ -193,6 +193,86 @@ def _jsonable(v):
     return str(v)
 
 
+# ------------------------------------------------------------------------------------ dry run
+
+
+def define_dry_run_flag(fv: flags.FlagValues = FLAGS):
+  flags.DEFINE_bool('dry_run', False, 'Check the flags and data, print the estimated peak '
+                    'memory and time on this machine (docs/method.md §13, §16) and any problem '
+                    'the run would stop at; write nothing, exit 0.', flag_values=fv)
+
+
+def dry_run(kind: str, config, n_train: int, n_eval: int, max_memory_gb: float,
+            checks=()) -> str:
+  """The `--dry_run` text of a part `kind` (`study.parts.<kind>`): `estimated peak memory: X GB`
+  (`blocked.influence_peak_gb` at `n_train + n_eval` points, against the budget), the time
+  (`study.plan`, after a ~1 s calibration) and one `would fail: ...` line per failing check
+  (`checks`: functions that raise ValueError). Nothing is written."""
+  from ntk_attention import blocked
+  from ntk_attention import devices
+  from ntk_attention.study import plan
+  from ntk_attention.study import progress as progress_lib
+  problems = []
+  for check in checks:
+    try:
+      check()
+    except (ValueError, app.UsageError, OSError, KeyError) as e:
+      problems.append(' '.join(str(e).split()))
+  try:
+    budget = f'{devices.memory_budget_gb(max_memory_gb or None):.3g} GB budget'
+  except ValueError as e:
+    budget = str(e)
+  lines = [f'estimated peak memory: {blocked.influence_peak_gb(n_train, n_eval):.3g} GB '
+           f'({budget}; n_train = {n_train} + {n_eval} evaluation points)']
+  try:
+    import jax
+    std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
+    jax.config.update('jax_enable_x64', True)
+    cost = plan.part_cost(kind, config)
+    seconds = plan.seconds(cost, plan.calibrate())
+    lines.append(f'estimated time: {progress_lib.format_duration(seconds)} on this machine '
+                 f'({cost.cells} cells; a factor of 2 either way)')
+  except (ValueError, OSError, KeyError) as e:
+    lines.append(f'estimated time: unknown ({" ".join(str(e).split())})')
+  return '\n'.join(lines + [f'would fail: {p}' for p in problems])
+
+
+# ------------------------------------------------------------------------------- processes
+
+
+def define_process_flags(fv: flags.FlagValues = FLAGS):
+  flags.DEFINE_string('coordinator_address', '', "Several processes (docs/method.md §13): "
+                      "'host:port' of process 0, the same in every process; 'auto' lets JAX "
+                      "detect the cluster (Slurm, Open MPI, TPU) or read JAX_COORDINATOR_ADDRESS, "
+                      "JAX_NUM_PROCESSES, JAX_PROCESS_ID; '' = one process.", flag_values=fv)
+  flags.DEFINE_integer('num_processes', 0, 'Number of processes (with --coordinator_address).',
+                       flag_values=fv)
+  flags.DEFINE_integer('process_id', -1, "This process's rank in [0, --num_processes).",
+                       flag_values=fv)
+
+
+def start_processes(fv: flags.FlagValues = FLAGS):
+  """Joins the multi-process run the flags describe (`devices.initialize`) and returns a
+  cleanup function. Every process computes; process 0 alone writes into --output_dir (the
+  others write into a temporary folder, deleted by the cleanup)."""
+  import tempfile
+  from ntk_attention import devices
+  several = fv.coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
+  for name in ('resume', 'train_cache'):
+    # Every process must do the same work in the same order (their collectives meet): state
+    # on disk that only process 0 sees (a cache hit, a record done) would desynchronise them.
+    if several and name in fv and fv[name].value:
+      raise ValueError(f'--{name} cannot be used with several processes (--coordinator_address): '
+                       'every process must compute every cell.')
+  if devices.initialize(fv.coordinator_address, fv.num_processes, fv.process_id) == 1:
+    return lambda: None
+  if devices.is_writer():
+    return lambda: None
+  scratch = tempfile.TemporaryDirectory(prefix='ntk_attention_process_')
+  fv.output_dir = scratch.name
+  return scratch.cleanup
+
+
 # ------------------------------------------------------------------------------------ start-up
 
 

@@ -15,6 +15,7 @@ appended as computed; --resume skips them), malleability.json / .csv (mean ± st
 seeds), malleability_table.md (laid out like the study, its numbers beside ours) and
 figures: flip rates by attack and model, flip rate against ε, influence before vs after.
 """
+import dataclasses
 import os
 
 from absl import flags
@@ -22,8 +23,10 @@ from absl import logging
 
 import _common
 from ntk_attention import attacks
+from ntk_attention import devices
 from ntk_attention import malleability as malleability_lib
 from ntk_attention.study import configs
+from ntk_attention.study import parts
 from ntk_attention.study.parts import malleability
 
 FLAGS = flags.FLAGS
@@ -65,6 +68,8 @@ flags.DEFINE_float('max_memory_gb', 0.0, 'Memory budget (GB) of the float64 kern
                    '0 = 80% of physical memory (docs/method.md §13).')
 _common.define_training_flags()
 _common.define_model_flags()
+_common.define_dry_run_flag()
+_common.define_process_flags()
 
 
 def config() -> configs.Malleability:
@@ -88,12 +93,26 @@ def config() -> configs.Malleability:
 def main(argv):
   del argv
   c = config()
+  if FLAGS.dry_run:
+    print(_common.dry_run(malleability.NAME, c, c.data.n_train, c.data.n_test,
+                          FLAGS.max_memory_gb, checks=(
+                              lambda: malleability.check(c),
+                              lambda: parts.check_pools(malleability.data_needs(c), c.data.seed,
+                                                        c.data.data_dir, ''))))
+    return
   malleability.check(c)
+  cleanup = _common.start_processes()
+  if not devices.is_writer() and c.save_arrays:     # process 0 alone writes
+    c = dataclasses.replace(c, save_arrays=os.path.join(FLAGS.output_dir, 'arrays.npz'))
   _common.setup()
-  malleability.run(c, FLAGS.output_dir, _common.context(), FLAGS.resume)
-  with open(os.path.join(FLAGS.output_dir, malleability.NAME + '_table.md')) as f:
-    print(f.read())
-  logging.info('results in %s', FLAGS.output_dir)
+  try:
+    malleability.run(c, FLAGS.output_dir, _common.context(), FLAGS.resume)
+    if devices.is_writer():
+      with open(os.path.join(FLAGS.output_dir, malleability.NAME + '_table.md')) as f:
+        print(f.read())
+      logging.info('results in %s', FLAGS.output_dir)
+  finally:
+    cleanup()
 
 
 if __name__ == '__main__':

@@ -17,6 +17,7 @@ import os
 from absl import flags
 
 import _common
+from ntk_attention import devices
 from ntk_attention.study import configs
 from ntk_attention.study import parts
 from ntk_attention.study.parts import scaling
@@ -38,6 +39,8 @@ flags.DEFINE_float('max_memory_gb', 0.0, 'Memory budget (GB) of kernels and exac
 flags.DEFINE_bool('resume', False, 'Skip records already in scaling.jsonl.')
 _common.define_training_flags()
 _common.define_model_flags()
+_common.define_dry_run_flag()
+_common.define_process_flags()
 
 
 def config() -> configs.Scaling:
@@ -52,12 +55,23 @@ def config() -> configs.Scaling:
 def main(argv):
   del argv
   c = config()
+  pools = lambda: parts.check_pools(scaling.data_needs(c), c.data.seed, c.data.data_dir,
+                                    '--n_grid: ')
+  if FLAGS.dry_run:
+    print(_common.dry_run(scaling.NAME, c, max(c.n_grid, default=0), c.data.n_test,
+                          FLAGS.max_memory_gb, checks=(lambda: scaling.check(c), pools)))
+    return
   scaling.check(c)
-  parts.check_pools(scaling.data_needs(c), c.data.seed, c.data.data_dir, '--n_grid: ')
+  pools()
+  cleanup = _common.start_processes()
   _common.setup()
-  scaling.run(c, FLAGS.output_dir, _common.context(), FLAGS.resume)
-  with open(os.path.join(FLAGS.output_dir, scaling.NAME + '.md')) as f:
-    print(f.read())
+  try:
+    scaling.run(c, FLAGS.output_dir, _common.context(), FLAGS.resume)
+    if devices.is_writer():
+      with open(os.path.join(FLAGS.output_dir, scaling.NAME + '.md')) as f:
+        print(f.read())
+  finally:
+    cleanup()
 
 
 if __name__ == '__main__':

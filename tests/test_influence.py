@@ -228,3 +228,47 @@ def test_large_n_uses_blocked_path_and_matches_dense_closed_form():
   out = inf.loo_influence(k, ke, y, ye, ridge=ridge)
   np.testing.assert_allclose(out.loo_residuals, r, rtol=1e-7, atol=1e-9)
   np.testing.assert_allclose(out.matrix, matrix, rtol=1e-7, atol=1e-9)
+
+
+# --- the lean, in-place influence (docs/method.md §13) ----------------------------------------------
+
+@pytest.mark.parametrize('c', [3, 1])
+@pytest.mark.parametrize('ridge', [1e-3, 1e-1])
+def test_lean_equals_jax_influence_and_bruteforce(c, ridge):
+  k, ke, y, ye = _problem(n=45, c=c, seed=10 + c)
+  k = k + 1e-13 * np.random.default_rng(c).standard_normal(k.shape)   # asymmetric last bits
+  ref = inf.loo_influence(k, ke, y, ye, ridge=ridge)
+  kk = k.copy()
+  lean = inf.loo_influence_lean(kk, ke, y, ye, ridge=ridge, overwrite=True)
+  assert lean.delta is None and lean.matrix.dtype == np.float64
+  scale = np.max(np.abs(ref.matrix))
+  for name in ('matrix', 'scores', 'loo_residuals', 'predictions'):
+    a, b = np.asarray(getattr(ref, name)), getattr(lean, name)
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-12 * max(np.max(np.abs(a)), 1.0))
+  assert scale > 1e-3
+  _, _, matrix = _brute_influence(0.5 * (k + k.T), ke, y, ye, ridge)
+  np.testing.assert_allclose(lean.matrix, matrix, rtol=1e-8, atol=1e-8)
+  # overwrite=True consumed the kernel (in place); overwrite=False leaves it untouched.
+  assert not np.allclose(kk, k)
+  kk = k.copy()
+  again = inf.loo_influence_lean(kk, ke, y, ye, ridge=ridge)
+  np.testing.assert_array_equal(kk, k)
+  np.testing.assert_array_equal(again.matrix, lean.matrix)
+
+
+def test_lean_refuses_bad_input_before_touching_the_kernel():
+  k, ke, y, ye = _problem(n=20)
+  kk = k.copy()
+  with pytest.raises(ValueError, match='ridge must be > 0'):
+    inf.loo_influence_lean(kk, ke, y, ye, ridge=0.0, overwrite=True)
+  bad = ke.copy()
+  bad[0, 0] = np.nan
+  with pytest.raises(ValueError, match='k_eval_train contains NaN'):
+    inf.loo_influence_lean(kk, bad, y, ye, overwrite=True)
+  np.testing.assert_array_equal(kk, k)
+  with pytest.raises(ValueError, match=r'shape \(t, 20\)'):
+    inf.loo_influence_lean(k, ke[:, :5], y, ye)
+  indefinite = -np.eye(20)
+  indefinite[0, 0] = 40.0          # mean(diag) > 0 but K + λI is not positive definite
+  with pytest.raises(ValueError, match='not positive definite'):
+    inf.loo_influence_lean(indefinite, ke, y, ye)

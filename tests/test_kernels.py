@@ -115,6 +115,13 @@ def test_blocked_kernels_equal_one_piece(name):
                              rtol=0, atol=1e-12)
   np.testing.assert_allclose(emp, kernels.empirical_ntk(model, params, x, xe), rtol=0, atol=1e-12)
   np.testing.assert_allclose(ana, kernels.analytic_kernel(model, x, xe), rtol=0, atol=1e-8)
+  # As separate contiguous blocks (the boundary at row 23 falls inside a block of 7).
+  for got, ref in ((blocked.empirical_ntk_blocked(model, params, x, xe, block=7, as_blocks=True),
+                    emp), (blocked.analytic_ntk_blocked(model, x, xe, block=7, as_blocks=True),
+                           ana)):
+    assert all(b.flags.c_contiguous for b in got)
+    for b, r in zip(got, kernels.split_blocks(ref, 23)):
+      np.testing.assert_array_equal(b, r)
   # The budget picks the block: a tiny budget gives one-row blocks, same numbers.
   tiny = blocked.empirical_ntk_blocked(model, params, x, xe, max_memory_gb=1e-9)
   np.testing.assert_allclose(emp, tiny, rtol=0, atol=1e-12)

@@ -38,10 +38,12 @@ def test_training_term_is_six_epochs_n_m_d_plus_c_per_seed_and_model():
 def test_malleability_cells_and_influence_count():
   cost = plan.part_cost('malleability', _mall_config())
   assert cost.cells == 2 * 2 * 2 * 3            # models × attacks × ε × seeds
-  # Influence (float64): per model and seed, the clean one and one per attack × ε,
-  # each n³/3 + 2·n²·t.
+  # Influence (float64): per model and seed, the clean one and one per attack × ε, each
+  # 2n³/3 + 2·n²·t (Cholesky and L⁻¹ in place), and one KRR with Θ∞, n³/3 + 2·n²·t.
   n, t = 100, 50
-  assert cost.flop64 == pytest.approx(2 * 3 * (1 + 4) * (n ** 3 / 3 + 2 * n * n * t), rel=1e-12)
+  assert cost.flop64 == pytest.approx(
+      2 * 3 * ((1 + 4) * (2 * n ** 3 / 3 + 2 * n * n * t) + n ** 3 / 3 + 2 * n * n * t),
+      rel=1e-12)
 
 
 def test_unknown_kind_is_refused():

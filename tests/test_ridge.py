@@ -94,3 +94,37 @@ def test_blocked_triangular_inverse(n, block):   # moved from test_influence.py
   l = np.tril(rng.standard_normal((n, n))) + 3 * np.eye(n)
   np.testing.assert_allclose(ridge.tril_inverse(jnp.asarray(l), block), np.linalg.inv(l),
                              rtol=1e-10, atol=1e-12)
+
+
+# --- in place, on the host (docs/method.md §13) -------------------------------------------------
+
+def test_in_place_factor_solve_and_inverse_diagonal_against_numpy():
+  k, noisy, y = _spd(300, rank=40, seed=3)
+  sym = 0.5 * (noisy + noisy.T)
+  a_ref = sym + 1e-3 * np.mean(np.diag(noisy)) * np.eye(300)
+  # Tiles of 128 over n = 300: the last tile is partial.
+  np.testing.assert_array_equal(ridge.symmetrize_in_place(noisy.copy(), tile=128), sym)
+  a = noisy.copy()
+  f = ridge.factor_in_place(a, 1e-3)
+  assert np.shares_memory(f.chol, a)                       # no copy: L lives in K's memory
+  low = np.tril(f.chol)
+  np.testing.assert_allclose(low @ low.T, a_ref, rtol=0, atol=1e-12 * np.max(np.abs(a_ref)))
+  x = ridge.solve_host(f, y)
+  assert np.max(np.abs(a_ref @ x - y)) <= 1e-12 * np.max(np.abs(a_ref)) * np.max(np.abs(x))
+  np.testing.assert_allclose(ridge.ridge_solve_host(noisy, y, 1e-3), x, rtol=0, atol=0)
+  ref = np.diag(np.linalg.inv(a_ref))
+  got = ridge.inverse_diagonal_in_place(f, block=64)
+  np.testing.assert_allclose(got, ref, rtol=1e-12 * np.linalg.cond(a_ref), atol=0)
+  # The jax path (symmetrised input) agrees.
+  np.testing.assert_allclose(got, np.asarray(ridge.inverse_diagonal(ridge.factor(sym, 1e-3))),
+                             rtol=1e-10, atol=0)
+
+
+def test_in_place_factor_refuses_what_it_would_have_to_copy():
+  k, _, _ = _spd(10)
+  for bad in (k[:, :9], np.asfortranarray(k + 0 * np.eye(10)), k.astype(np.float32),
+              jnp.asarray(k)):
+    with pytest.raises(ValueError, match='C-contiguous float64 square'):
+      ridge.factor_in_place(bad, 1e-3)
+  with pytest.raises(ValueError, match='not positive definite'):
+    ridge.factor_in_place(-np.eye(4), 0.0)

@@ -13,7 +13,8 @@ E epochs, S seeds:
   training, per seed:          6·E·n·m·(d + C)            (forward + backward of the head)
   empirical NTK (closed form): 2·N²·(d + m)
   analytic NTK:                2·N²·d   (float64)
-  influence (Cholesky + solve): n³/3 + 2·n²·t   (float64)
+  influence (Cholesky, L⁻¹ in place, solves): 2n³/3 + 2·n²·t   (float64)
+  KRR with Θ∞ (Cholesky + solve): n³/3 + 2·n²·t   (float64, once per trained model)
   eigendecomposition:          10·n³    (float64)
   attack step (loss gradient): 6·n·m·d, plus 6·n²·d when attention mixes the rows
 """
@@ -29,7 +30,7 @@ import numpy as np
 EFFICIENCY = {'cpu': (0.5, 0.5), 'gpu': (0.25, 0.5), 'tpu': (0.25, 0.5)}
 # Seconds a part spends whatever its size (loading data, compiling, figures).
 OVERHEAD_S = 5.0
-DIMS = {'digits': 64, 'mnist': 784, 'mnist_sample': 784, 'fashion_mnist': 784,
+DIMS = {'digits': 64, 'mnist': 784, 'mnist_sample': 784, 'mnist_real10k': 784, 'fashion_mnist': 784,
         'cifar10': 3072, 'cifar10_sample': 3072}
 STEPS = {'fgsm': 1, 'pgd': 20, 'mim': 10, 'influence': 20}
 
@@ -89,6 +90,10 @@ def _attack(name, n, d, m, attention):
 
 
 def _influence(n, t):
+  return 2 * n ** 3 / 3 + 2.0 * n * n * t
+
+
+def _krr(n, t):
   return n ** 3 / 3 + 2.0 * n * n * t
 
 
@@ -132,7 +137,7 @@ def part_cost(kind: str, config) -> Cost:
       f32 += settings * (per_attack + kernels)
       if config.retrain:
         f32 += train * len(attacks) * len(eps)
-      f64 += settings * (1 + len(attacks) * len(eps)) * seeds * _influence(n, t)
+      f64 += settings * seeds * ((1 + len(attacks) * len(eps)) * _influence(n, t) + _krr(n, t))
     cells = len(models) * settings * len(attacks) * len(eps) * seeds
     return Cost(cells, f32, f64)
   if kind == 'sensitivity':
@@ -158,7 +163,7 @@ def part_cost(kind: str, config) -> Cost:
       for attention in (False, True):
         f32 += (_train(k, d, m, c, epochs, seeds)
                 + seeds * (_attack(config.attack, k, d, m, attention) + 2 * 2.0 * kn ** 2 * (d + m)))
-        f64 += seeds * (2 * _influence(k, t) + 10.0 * k ** 3)
+        f64 += seeds * (2 * _influence(k, t) + _krr(k, t) + 10.0 * k ** 3)
     return Cost(len(config.n_grid) * 2 * seeds, f32, f64)
   if kind == 'width_threshold':   # per dataset and model: S empirical NTKs per width, training
     sizes = ([config.synthetic_n] * len(config.kappas) if 'synthetic' in config.families else [])

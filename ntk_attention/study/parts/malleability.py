@@ -98,7 +98,8 @@ def run(config: configs.Malleability, out_dir: str, context=None, resume: bool =
   malleability.sweep(ds, models_lib.factories(names, options), c.width, seeds, list(c.attacks),
                      list(c.epsilons), setup, c.train, sweep_settings,
                      malleability.Hooks(task=task, done=done, on_record=store.append,
-                                        on_arrays=on_arrays, on_progress=progress.update),
+                                        on_arrays=on_arrays, on_progress=progress.update,
+                                        kernels=bool(c.save_arrays)),
                      base_seed=c.data.seed, train_fn=_base.trainer(context))
   if c.save_arrays and arrays:
     store_lib.write_npz(c.save_arrays, **arrays)
