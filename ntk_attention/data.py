@@ -31,6 +31,7 @@ Sources:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import numbers
@@ -455,13 +456,29 @@ def _tensorflow_available() -> bool:
   return importlib.util.find_spec('tensorflow') is not None
 
 
+@contextlib.contextmanager
+def _quiet_absl():
+  """absl's logger (tfds logs through it) at ERROR: tfds warns that a dataset not yet
+  prepared has no dataset_info.json, and `_tfds_pools` says so in one line."""
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+  logger = std_logging.getLogger('absl')
+  level = logger.level
+  logger.setLevel(std_logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
 def _tfds_pools(name: str, data_dir: str | None, classes):
   """tfds train and test splits as ((x, y), (x, y)), x uint8 (N, H, W, C), y int64 (N,).
 
   Checks the requested class ids against the builder's label feature before any download.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = tfds.builder(name, data_dir=data_dir)
+  with _quiet_absl():
+    builder = tfds.builder(name, data_dir=data_dir)
+    prepared = builder.is_prepared()
   _, label_key = builder.info.supervised_keys
   num_classes = builder.info.features[label_key].num_classes
   if classes is not None and any(c >= num_classes for c in classes):
@@ -474,7 +491,7 @@ def _tfds_pools(name: str, data_dir: str | None, classes):
         'installed (the tensorflow-free install of BUILD.md leaves it out): pip install '
         "tensorflow. Or use --dataset=digits (scikit-learn's bundled 8x8 digits) or "
         '--dataset=npz:PATH (arrays x (N, H, W[, C]) and y (N,)).')
-  if not builder.is_prepared():
+  if not prepared:
     if not _network_available():
       raise RuntimeError(
           f'tensorflow-datasets {name!r} is not prepared in {builder.data_dir!r} and the '

@@ -237,10 +237,21 @@ def run(main, argv=None):
   app.run(checked_main, argv=argv, flags_parser=_parse_flags)
 
 
+def check(module, config, where: str = '', fv: flags.FlagValues = FLAGS) -> None:
+  """Before any work and before anything is written: the part's `check(config)`, every
+  load of its `data_needs` tried on the data (a class the dataset lacks, an npz without x and
+  y, sizes larger than the pool, a tfds dataset offline: one line each, prefixed by `where`),
+  and the output folder (`--output_dir` under a file)."""
+  module.check(config)
+  _base.check_output_dir(fv.output_dir)
+  parts.check_pools(module.data_needs(config), config.data.seed, config.data.data_dir, where)
+
+
 def setup(fv: flags.FlagValues = FLAGS, x64: bool = True):
   """Enables float64 (spectra, influence and analytic kernels need it), the matmul precision,
   the output folder and INFO logging."""
   from absl import logging
+  _base.check_output_dir(fv.output_dir)   # still a bad flag value: one line
   begin_work()
   import jax
   if x64:

@@ -88,7 +88,7 @@ def config() -> configs.Malleability:
 def main(argv):
   del argv
   c = config()
-  malleability.check(c)
+  _common.check(malleability, c)
   _common.setup()
   malleability.run(c, FLAGS.output_dir, _common.context(), FLAGS.resume)
   with open(os.path.join(FLAGS.output_dir, malleability.NAME + '_table.md')) as f:

@@ -18,7 +18,6 @@ from absl import flags
 
 import _common
 from ntk_attention.study import configs
-from ntk_attention.study import parts
 from ntk_attention.study.parts import scaling
 
 FLAGS = flags.FLAGS
@@ -52,8 +51,7 @@ def config() -> configs.Scaling:
 def main(argv):
   del argv
   c = config()
-  scaling.check(c)
-  parts.check_pools(scaling.data_needs(c), c.data.seed, c.data.data_dir, '--n_grid: ')
+  _common.check(scaling, c, '--n_grid: ')
   _common.setup()
   scaling.run(c, FLAGS.output_dir, _common.context(), FLAGS.resume)
   with open(os.path.join(FLAGS.output_dir, scaling.NAME + '.md')) as f:
