@@ -19,6 +19,7 @@ from ntk_attention import blocked
 from ntk_attention import malleability
 from ntk_attention import models as models_lib
 from ntk_attention import stats
+from ntk_attention import training
 from ntk_attention.study import configs
 from ntk_attention.study import store as store_lib
 from ntk_attention.study.parts import _base
@@ -104,19 +105,75 @@ def run(config: configs.Malleability, out_dir: str, context=None, resume: bool =
     store_lib.write_npz(c.save_arrays, **arrays)
     logging.info('arrays in %s', c.save_arrays)
   records = store.records()
-  summary = stats.summarize(records, GROUP, malleability.METRICS + malleability.DIAGNOSTICS)
+  summary = summarize(records, ds.num_classes)
   for row in summary:
     # The study compared mean scores; per-point flips have no published counterpart.
     row['paper_flip_rate_pct'] = paper_value(ds.name, task, row) if setup.score == 'mean' else None
   store_lib.write_json(_base.out_path(NAME + '.json', out_dir), {
-      'summary': summary, 'provenance': _base.provenance(c)})
+      'summary': summary, 'ratios': ratios(records, ds.num_classes),
+      'accuracy_floor': training.accuracy_floor(ds.num_classes),
+      'provenance': _base.provenance(c)})
   store_lib.write_csv(_base.out_path(NAME + '.csv', out_dir), summary)
   from ntk_attention.study import report
   store_lib.write_text(_base.out_path(NAME + '_table.md', out_dir),
-                       report.malleability_section({'summary': summary}, 'Influence malleability',
+                       report.malleability_section({'summary': summary, 'ratios': ratios(records, ds.num_classes)},
+                                                   'Influence malleability',
                                                    ds.name, task))
   plot(summary, arrays, names, c.data.dataset, out_dir)
   return summary
+
+
+def summarize(records, num_classes: int) -> list:
+  """Mean ± std over seeds per `GROUP` (`stats.summarize`), plus the flip rate's 95 %
+  bootstrap interval over seeds (`flip_rate_low`, `flip_rate_high`: `stats.mean_interval`,
+  None from fewer than 3 seeds with `interval_null_because`) and `undertrained`: the model's
+  mean test accuracy below `training.accuracy_floor(num_classes)` (twice chance, capped)."""
+  summary = stats.summarize(records, GROUP, malleability.METRICS + malleability.DIAGNOSTICS)
+  floor = training.accuracy_floor(num_classes)
+  groups = stats.group_by(records, GROUP)
+  for row in summary:
+    flips = [r['flip_rate'] for r in groups[stats.group_key(row, GROUP)]]
+    row['flip_rate_low'], row['flip_rate_high'] = stats.mean_interval(flips)
+    why = stats.no_interval_reason(len(flips))
+    if why:
+      row['interval_null_because'] = why
+    row['undertrained'] = bool(row['test_accuracy_mean'] < floor)
+  return summary
+
+
+def ratios(records, num_classes: int, pair=('relu_mlp', 'mlp_attn')) -> list:
+  """One row per (task, setting, attack, ε) where both models of `pair` (reference,
+  candidate) ran: `ratio = mean_s flip(candidate) / mean_s flip(reference)` over the seeds s
+  with its 95 % percentile bootstrap interval (`stats.bootstrap_ratio`, each model's seeds
+  resampled independently; `ratio_low`/`ratio_high` None from fewer than 3 seeds, with
+  `interval_null_because`, and `ratio_high` None when a resample of the reference flips
+  nothing), `seeds`, both models' mean test accuracy and `undertrained` (either model below
+  `training.accuracy_floor(num_classes)`)."""
+  reference, candidate = pair
+  floor = training.accuracy_floor(num_classes)
+  out = []
+  for (task, setting, attack, eps), cell in stats.group_by(
+      records, ('task', 'setting', 'attack', 'eps')).items():
+    by = stats.group_by(cell, ('model',))
+    ref = sorted(by.get((reference,), []), key=lambda r: r['seed'])
+    cand = sorted(by.get((candidate,), []), key=lambda r: r['seed'])
+    if not ref or not cand:
+      continue
+    ratio, low, high = stats.bootstrap_ratio([r['flip_rate'] for r in cand],
+                                             [r['flip_rate'] for r in ref])
+    acc = {m: stats.mean([r['test_accuracy'] for r in rows])
+           for m, rows in ((reference, ref), (candidate, cand))}
+    row = {'task': task, 'setting': setting, 'attack': attack, 'eps': eps,
+           'reference': reference, 'candidate': candidate, 'ratio': ratio,
+           'ratio_low': low, 'ratio_high': high, 'seeds': min(len(ref), len(cand)),
+           'reference_test_accuracy': acc[reference],
+           'candidate_test_accuracy': acc[candidate],
+           'undertrained': bool(min(acc.values()) < floor)}
+    why = stats.no_interval_reason(len(ref), len(cand))
+    if why:
+      row['interval_null_because'] = why
+    out.append(row)
+  return out
 
 
 def paper_value(dataset, task, row):
