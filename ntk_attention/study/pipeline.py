@@ -14,6 +14,7 @@ folder's `sub` (study.layout). `study.runner.run` runs them. Which config each p
   beyond                per variant (VARIANTS) Distance and Malleability (PGD, ε = 0.3), the
                         influence-targeted attack, Approximation; on the beyond_* sizes
   scaling               Scaling over scaling_n_grid (optional)
+  joint_search          JointSearch: its own CPU-sized factorial grid (optional)
 
 A size of 0 means the part's default (`configs.Data()`: 1000 / 500), shrunk to fit a small
 pool (`Data.fit_to_pool`); a size given is honoured or refused, as by the scripts.
@@ -23,6 +24,7 @@ from typing import Any, NamedTuple, Sequence
 
 from ntk_attention import data as data_lib
 from ntk_attention import malleability
+from ntk_attention import stats
 from ntk_attention import training
 from ntk_attention.study import configs
 from ntk_attention.study import layout
@@ -45,7 +47,7 @@ VARIANTS = {
 }
 assert tuple(VARIANTS) == presets.VARIANT_NAMES
 # Parts that take (reference, candidate) models.
-PAIRED = ('sensitivity', 'scaling')
+PAIRED = ('sensitivity', 'scaling', 'joint_search')
 
 
 class Part(NamedTuple):
@@ -165,6 +167,13 @@ def _part(study, name) -> list:
         data=_data(study, n_train=0), train=train, n_grid=study.scaling_n_grid,
         seeds=study.mall_seeds, width=study.mall_width, eps_units=study.eps_units,
         tau=study.tau, options=_options(study)))]
+  if name == 'joint_search':
+    # Its own CPU-sized grid (configs.JointSearch); the study's dataset, seed and training.
+    return [Part(layout.JOINT_SEARCH, 'joint_search', configs.JointSearch(
+        data=dataclasses.replace(configs.JointSearch().data, dataset=study.dataset,
+                                 seed=study.seed, data_dir=study.data_dir or None),
+        train=_train(study),
+        seeds=max(stats.MIN_SEEDS, study.mall_seeds), tau=study.tau, kernel=study.kernel))]
   raise ValueError(f'--parts: unknown part {name!r}; choose from '
                    f'{presets.PARTS + presets.OPTIONAL_PARTS}.')
 

@@ -19,7 +19,7 @@ from ntk_attention.study import overrides
 # The study's parts, in running order; OPTIONAL_PARTS run only when named in `parts`.
 PARTS = ('spectral', 'ntk_distance', 'malleability', 'binary', 'interventions',
          'adversarial_training', 'sensitivity', 'beyond')
-OPTIONAL_PARTS = ('scaling',)
+OPTIONAL_PARTS = ('scaling', 'joint_search')
 # Beyond the study: attention variants (study.pipeline.VARIANTS), the influence-targeted
 # attack, the approximation error.
 VARIANT_NAMES = ('qkv_identity', 'qkv_softmax', 'softmax', 'depth2_shared', 'depth2_recomputed',
@@ -269,8 +269,18 @@ def paper_binary() -> Study:
                binary_n_test=1000)
 
 
+def joint_search() -> Study:
+  """joint_search: only the joint reproduction search (`study.parts.joint_search`) on real
+  MNIST (`mnist_sample`), at its own CPU sizes (`configs.JointSearch`: width 256, 200 test
+  points, n_train 200 and 400, 30 and 100 epochs, ε 0.1 and 0.3 in pixels and pixel-std
+  units, init_std 0.01 and 1, PGD, 3 seeds, the 10-class and the 3 vs 8 task: 32 settings),
+  with the MLP-Attn training search and the rounding check. Its time is its own: the main
+  job (`quick`) does not run it; add it to a run with `--parts=...,joint_search`."""
+  return Study(dataset='mnist_sample', parts=('joint_search',), mall_seeds=3)
+
+
 PRESETS = {f.__name__: f for f in (quick, quick_cifar10, quick_digits, paper_mnist,
-                                   paper_cifar10, paper_binary)}
+                                   paper_cifar10, paper_binary, joint_search)}
 
 
 def preset(name: str) -> Study:
@@ -283,4 +293,4 @@ def preset(name: str) -> Study:
 __all__ = ['PARTS', 'OPTIONAL_PARTS', 'VARIANT_NAMES', 'BEYOND_PARTS', 'Study', 'help_text',
            'override',
            'quick', 'quick_cifar10', 'quick_digits', 'paper_mnist', 'paper_cifar10',
-           'paper_binary', 'PRESETS', 'preset']
+           'paper_binary', 'joint_search', 'PRESETS', 'preset']

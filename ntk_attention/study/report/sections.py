@@ -725,6 +725,10 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
         res['rows'], models=res.get('models') or scaling_lib.MODELS), '',
                                *[f'![{f}]({f})' for f in part_figs(layout.SCALING, ['scaling.png'])],
                                '']))
+  res = _load(d, layout.JOINT_SEARCH, 'joint_search')
+  if res:
+    from ntk_attention.study.parts import joint_search
+    sections.append(joint_search.section(res, part_figs(layout.JOINT_SEARCH, ['joint_search.png'])))
   sections.append(provenance_section(parts_info, flags, provenance))
   headings = [line[3:].strip() for s in sections for line in s.splitlines() if line.startswith('## ')]
   sections.insert(1, scorecard_section(rows, headings))
