@@ -18,7 +18,7 @@ Conventions (every loader, every source):
 Sources:
 - `mnist_sample`: 5,000 real MNIST images (the first 5,000 of the official test set),
   shipped in the package (`datasets/mnist_sample.npz`); the offline default of the main job.
-- `cifar10_sample`: 1,000 real CIFAR-10 training images (100 per class), shipped likewise;
+- `cifar10_sample`: 4,660 real CIFAR-10 training images (435–489 per class), shipped likewise;
   colour images are flattened channel-last to 3,072 features.
 - `digits`: scikit-learn's bundled 8x8 digits (1,797 images, values 0..16, divided by 16),
   a fast proxy for tests (docs/method.md §11).
@@ -49,7 +49,7 @@ import numpy as np
 DATASETS = ('mnist_sample', 'cifar10_sample', 'digits', 'mnist', 'fashion_mnist', 'cifar10')
 # What each of DATASETS is, in one line (the --dataset help of the scripts and of reproduce).
 DATASET_HELP = ("'mnist_sample' (5,000 real MNIST images, bundled, offline), "
-                "'cifar10_sample' (1,000 real CIFAR-10 images, bundled), 'digits' "
+                "'cifar10_sample' (4,660 real CIFAR-10 images, bundled), 'digits' "
                 "(scikit-learn 8x8, a fast proxy), 'mnist', 'fashion_mnist', 'cifar10' "
                 "(tensorflow-datasets), or 'npz:PATH' (arrays x (N,H,W[,C]), y (N,)).")
 # Real images shipped inside the package (datasets/README.md: provenance, licences).
@@ -63,7 +63,7 @@ _PROBE_TIMEOUT_S = 3.0
 # sizes are unknown, and batch_size=-1 aborts the process there).
 _TFDS_BATCH = 10_000
 _OFFLINE_HINT = ("Offline alternatives: --dataset=mnist_sample (5,000 real MNIST images, "
-                 "bundled), --dataset=cifar10_sample (1,000 real CIFAR-10 images, bundled), "
+                 "bundled), --dataset=cifar10_sample (4,660 real CIFAR-10 images, bundled), "
                  "--dataset=digits (scikit-learn's 8x8 digits) or --dataset=npz:PATH "
                  "(arrays x (N, H, W[, C]) and y (N,)).")
 
