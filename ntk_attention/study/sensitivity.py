@@ -223,8 +223,8 @@ def run(load: Callable, tasks: Sequence[str], base: Baseline, variations, attack
 def summarize(records, models=PAIR, num_classes: Optional[dict] = None) -> list:
   """One row per (task, choice, value, attack): both models' mean ± std flip rates (`relu_*`
   the reference `models[0]`, `attn_*` the candidate `models[1]`), the ratio candidate /
-  reference with its bootstrap interval (none from fewer than 3 seeds:
-  `interval_null_because`), log10 ratio, seeds, test accuracies, and `relu_undertrained` /
+  reference with its bootstrap interval and each flip rate's (`stats.mean_interval`; none
+  from fewer than 3 seeds: `interval_null_because`), log10 ratio, seeds, test accuracies, and `relu_undertrained` /
   `attn_undertrained`: the model's mean test accuracy below `training.accuracy_floor` of the
   task's `num_classes[task]` (twice chance, capped); without `num_classes`, the records' own
   per-seed `undertrained` flags, a majority of the seeds."""
@@ -258,6 +258,8 @@ def summarize(records, models=PAIR, num_classes: Optional[dict] = None) -> list:
         'n_subset': relu[0]['n_subset'],
         'relu_undertrained': weak(relu, task), 'attn_undertrained': weak(attn, task),
     })
+    for key, values in (('relu', fr), ('attn', fa)):
+      rows[-1][f'{key}_flip_rate_low'], rows[-1][f'{key}_flip_rate_high'] = stats.mean_interval(values)
     why = stats.no_interval_reason(len(fr), len(fa))
     if why:
       rows[-1]['interval_null_because'] = why

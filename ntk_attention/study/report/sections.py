@@ -435,6 +435,12 @@ def _ratio_text(row, reference: str = 'relu_mlp') -> str:
   return stats.format_ratio(row['ratio'], row['ratio_low'], row['ratio_high'], row.get('seeds'))
 
 
+def _rate(row, key: str) -> dict:
+  """A sensitivity row's `relu_*` / `attn_*` flip-rate fields as a summary row's
+  (`flip_rate_mean`, `_std`, `_low`, `_high`), for `rate_text`."""
+  return {f'flip_rate_{s}': row.get(f'{key}_flip_rate_{s}') for s in ('mean', 'std', 'low', 'high')}
+
+
 def _weak(row, key: str) -> str:
   return ' †' if row.get(f'{key}_undertrained') else ''
 
@@ -448,8 +454,8 @@ def sensitivity_rows(summary, task: str, attack: str, models=paper.PAIR) -> list
     if r['task'] != task or r['attack'] != attack:
       continue
     out.append({'variation': _variation(r), 'ε (pixels)': f"{r['eps_pixels']:.3g}",
-                f'{ref} flip %': f"{100 * r['relu_flip_rate_mean']:.1f} ± {100 * r['relu_flip_rate_std']:.1f}",
-                f'{cand} flip %': f"{100 * r['attn_flip_rate_mean']:.1f} ± {100 * r['attn_flip_rate_std']:.1f}",
+                f'{ref} flip %': rate_text({**_rate(r, 'relu'), 'flip_rate_count': r.get('seeds')}),
+                f'{cand} flip %': rate_text({**_rate(r, 'attn'), 'flip_rate_count': r.get('seeds')}),
                 'ratio [95% CI]': _ratio_text(r, models[0]),
                 f'test acc. {ref} / {cand}': f"{100 * r['relu_test_accuracy']:.0f}{_weak(r, 'relu')} / "
                                               f"{100 * r['attn_test_accuracy']:.0f}{_weak(r, 'attn')} %"})
