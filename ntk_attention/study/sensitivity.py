@@ -220,15 +220,27 @@ def run(load: Callable, tasks: Sequence[str], base: Baseline, variations, attack
   return new
 
 
+def pair_cells(records, fields, models=PAIR):
+  """`(key, reference records, candidate records)` per group of `fields` (first appearance
+  order) where both models of `models` = (reference, candidate) have records, each side
+  sorted by seed."""
+  reference, candidate = list(models)
+  for key, cell in stats.group_by(records, fields).items():
+    by_model = stats.group_by(cell, ('model',))
+    ref = sorted(by_model.get((reference,), []), key=lambda r: r['seed'])
+    cand = sorted(by_model.get((candidate,), []), key=lambda r: r['seed'])
+    if ref and cand:
+      yield key, ref, cand
+
+
 def summarize(records, models=PAIR, num_classes: Optional[dict] = None) -> list:
   """One row per (task, choice, value, attack): both models' mean ± std flip rates (`relu_*`
   the reference `models[0]`, `attn_*` the candidate `models[1]`), the ratio candidate /
   reference with its bootstrap interval and each flip rate's (`stats.mean_interval`; none
-  from fewer than 3 seeds: `interval_null_because`), log10 ratio, seeds, test accuracies, and `relu_undertrained` /
-  `attn_undertrained`: the model's mean test accuracy below `training.accuracy_floor` of the
+  from fewer than 3 seeds: `interval_null_because`), log10 ratio, seeds, test accuracies,
+  and `relu_undertrained` / `attn_undertrained`: the model's mean test accuracy below `training.accuracy_floor` of the
   task's `num_classes[task]` (twice chance, capped); without `num_classes`, the records' own
   per-seed `undertrained` flags, a majority of the seeds."""
-  reference, candidate = list(models)
 
   def weak(rows, task):
     if num_classes and task in num_classes:
@@ -237,13 +249,8 @@ def summarize(records, models=PAIR, num_classes: Optional[dict] = None) -> list:
     return 2 * sum(bool(r.get('undertrained')) for r in rows) > len(rows)
 
   rows = []
-  for (task, choice, value, attack), cell in stats.group_by(
-      records, ('task', 'choice', 'value', 'attack')).items():
-    by_model = stats.group_by(cell, ('model',))
-    relu = sorted(by_model.get((reference,), []), key=lambda r: r['seed'])
-    attn = sorted(by_model.get((candidate,), []), key=lambda r: r['seed'])
-    if not relu or not attn:
-      continue
+  for (task, choice, value, attack), relu, attn in pair_cells(
+      records, ('task', 'choice', 'value', 'attack'), models):
     fr, fa = [r['flip_rate'] for r in relu], [r['flip_rate'] for r in attn]
     ratio, low, high = stats.bootstrap_ratio(fa, fr, BOOTSTRAP)
     rows.append({
@@ -297,6 +304,6 @@ def calibration(summary, dataset: str, models=PAIR) -> list:
   return sorted(rows, key=lambda r: (r['undertrained'], r['distance']))
 
 
-__all__ = ['PAIR', 'CHOICES', 'KEY_FIELDS', 'BASELINE', 'Baseline', 'default_variations',
+__all__ = ['PAIR', 'pair_cells', 'CHOICES', 'KEY_FIELDS', 'BASELINE', 'Baseline', 'default_variations',
            'parse_variations', 'apply', 'value_label', 'validate', 'run', 'summarize',
            'calibration']

@@ -466,8 +466,10 @@ def _pp(r, key) -> str:
 
 def plot(res: dict, out_dir: str):
   """joint_search.png: each point's 10-class ratio (x) against its binary ratio (y), log
-  scales, with their 95 % intervals as error bars, and the study's pair of ratios as a star
-  inside its factor-2 box; None when a task is missing."""
+  scales, with their 95 % intervals as error bars (an unbounded upper bound drawn to 10× the
+  ratio), and the study's pair of ratios as a star inside its factor-2 box. Points whose
+  ratio is undefined or 0 on a task cannot be placed on log axes; the title counts them out.
+  None when a task is missing."""
   import matplotlib
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt
@@ -504,7 +506,8 @@ def plot(res: dict, out_dir: str):
   ax.axvline(1, color='k', lw=0.5)
   ax.set_xlabel(f"10-class {res['attack'].upper()} ratio MLP-Attn / 2L-ReLU (95% CI)")
   ax.set_ylabel(f"binary {binary} {res['attack'].upper()} ratio (95% CI)")
-  ax.set_title(f"Joint search on {res['dataset']}: {len(pts)} settings, {res['seeds']} seeds")
+  ax.set_title(f"Joint search on {res['dataset']}: the {len(pts)} of {len(res['points'])} settings "
+               f"with both ratios > 0, {res['seeds']} seeds", fontsize=10)
   ax.legend(fontsize=8, loc='best')
   fig.tight_layout()
   path = _base.out_path(NAME + '.png', out_dir)

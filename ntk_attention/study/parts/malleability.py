@@ -152,13 +152,9 @@ def ratios(records, num_classes: int, pair=('relu_mlp', 'mlp_attn')) -> list:
   reference, candidate = pair
   floor = training.accuracy_floor(num_classes)
   out = []
-  for (task, setting, attack, eps), cell in stats.group_by(
-      records, ('task', 'setting', 'attack', 'eps')).items():
-    by = stats.group_by(cell, ('model',))
-    ref = sorted(by.get((reference,), []), key=lambda r: r['seed'])
-    cand = sorted(by.get((candidate,), []), key=lambda r: r['seed'])
-    if not ref or not cand:
-      continue
+  from ntk_attention.study import sensitivity
+  for (task, setting, attack, eps), ref, cand in sensitivity.pair_cells(
+      records, ('task', 'setting', 'attack', 'eps'), pair):
     ratio, low, high = stats.bootstrap_ratio([r['flip_rate'] for r in cand],
                                              [r['flip_rate'] for r in ref])
     acc = {m: stats.mean([r['test_accuracy'] for r in rows])
