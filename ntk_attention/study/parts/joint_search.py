@@ -279,7 +279,7 @@ def summarize(records, config: configs.JointSearch, num_classes: dict, models) -
     summary += [dict(r, kind=kind) for r in rows]
   grid = [r for r in summary if r['kind'] == 'grid']
   calib = {r['value']: r for r in sensitivity.calibration(grid, config.data.dataset, models)}
-  by_point = stats.group_by(records and [r for r in attack_rows if r['kind'] == 'grid'], ('value',))
+  by_point = stats.group_by([r for r in attack_rows if r['kind'] == 'grid'], ('value',))
   main_attack = 'pgd' if 'pgd' in config.attacks else config.attacks[0]
   point_rows = []
   for (name,), recs in by_point.items():
