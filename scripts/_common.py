@@ -2,8 +2,9 @@
 
 A script defines its flags into absl's `flags.FLAGS` (the shared ones with `define_*_flags`),
 maps them onto its `study.configs` dataclass (`data_config`, `train_config`,
-`model_options`, and the list parsers `ints` / `floats` / `names`), validates it with its
-part's `check`, calls `setup(FLAGS)` and its part's `run`. It runs `main` through `run`,
+`model_options`, and the list parsers `ints` / `floats` / `names`), validates it with
+`check(part, config)` (the part's own check, its data pools tried, the output folder),
+calls `setup(FLAGS)` and its part's `run`. It runs `main` through `run`,
 which answers a bad flag value (a ValueError raised before `setup`) with one line.
 """
 import json

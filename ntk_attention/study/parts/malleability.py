@@ -8,7 +8,9 @@ task × model × setting × attack × ε × seed (`malleability.sweep`). Optiona
 `interventions`, `adversarial_training`, and the influence-targeted attack ('influence').
 
 Writes malleability.jsonl (one record per cell, appended as computed; `resume` skips them),
-malleability.json / .csv (mean ± std over seeds), malleability_table.md (laid out like the
+malleability.json / .csv (mean ± std over seeds, each flip rate's interval, undertrained
+flags; the JSON's `ratios` and malleability_ratios.csv: MLP-Attn / 2L-ReLU per cell with its
+bootstrap interval), malleability_table.md (laid out like the
 study, its numbers beside ours) and figures: flip rates by attack and model, flip rate
 against ε, the training loss, influence before vs after.
 """
@@ -109,14 +111,17 @@ def run(config: configs.Malleability, out_dir: str, context=None, resume: bool =
   for row in summary:
     # The study compared mean scores; per-point flips have no published counterpart.
     row['paper_flip_rate_pct'] = paper_value(ds.name, task, row) if setup.score == 'mean' else None
+  ratio_rows = ratios(records, ds.num_classes)
   store_lib.write_json(_base.out_path(NAME + '.json', out_dir), {
-      'summary': summary, 'ratios': ratios(records, ds.num_classes),
+      'summary': summary, 'ratios': ratio_rows,
       'accuracy_floor': training.accuracy_floor(ds.num_classes),
       'provenance': _base.provenance(c)})
   store_lib.write_csv(_base.out_path(NAME + '.csv', out_dir), summary)
+  if ratio_rows:
+    store_lib.write_csv(_base.out_path(NAME + '_ratios.csv', out_dir), ratio_rows)
   from ntk_attention.study import report
   store_lib.write_text(_base.out_path(NAME + '_table.md', out_dir),
-                       report.malleability_section({'summary': summary, 'ratios': ratios(records, ds.num_classes)},
+                       report.malleability_section({'summary': summary, 'ratios': ratio_rows},
                                                    'Influence malleability',
                                                    ds.name, task))
   plot(summary, arrays, names, c.data.dataset, out_dir)
