@@ -82,7 +82,7 @@ def format_ratio(ratio: Optional[float], low: Optional[float], high: Optional[fl
   of the reference flipped nothing); no bounds: '1.3× (no interval: 2 seeds)'; ratio None:
   'undefined'."""
   if ratio is None:
-    return 'undefined (the reference flips none)'
+    return 'undefined (the reference never flipped)'
   g = lambda v: format(v, f'.{digits}g')
   if low is None:
     why = f'{seeds} seeds' if seeds is not None and seeds < MIN_SEEDS else 'unbounded'
