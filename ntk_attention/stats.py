@@ -3,8 +3,11 @@
 - Spread: the **sample** standard deviation, `ddof = 1` (`DDOF`), `s = √(Σ (x − x̄)² / (k − 1))`
   over k values; a single value has spread 0.0 (not NaN). Every mean ± std the study reports
   uses it (`mean_std`, `summarize`).
-- A ratio of two means over seeds, `mean(a) / mean(b)`, gets a 95 % percentile bootstrap
-  interval (`bootstrap_ratio`).
+- A rate (a mean over seeds) gets a 95 % percentile bootstrap interval from
+  `scipy.stats.bootstrap` (`mean_interval`); a ratio of two means over seeds,
+  `mean(a) / mean(b)`, gets a 95 % percentile bootstrap interval (`bootstrap_ratio`). No
+  interval comes from fewer than `MIN_SEEDS` = 3 values: its bounds are None and
+  `no_interval_reason` says why. `format_ratio` prints a ratio as `1.3× [1.0, 1.7]`.
 - `summarize` groups records (dicts) by some fields and gives each metric's mean, std and
   count per group; `group_by` / `group_key` are its grouping.
 - `change` / `trend`: whether a quantity grows, shrinks or stays flat between two points,
@@ -18,7 +21,9 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 
 DDOF = 1          # the sample standard deviation, everywhere
-BOOTSTRAP = 2000  # resamples of `bootstrap_ratio`
+BOOTSTRAP = 2000  # resamples of `bootstrap_ratio` and `mean_interval`
+MIN_SEEDS = 3     # no interval from fewer values (a 2-value bootstrap has 4 resamples)
+CONFIDENCE = 0.95
 
 
 def mean(values: Sequence[float]) -> Optional[float]:
@@ -42,7 +47,51 @@ def mean_std(values: Sequence[float]):
   return mean(values), std(values)
 
 
-def bootstrap_ratio(numerator, denominator, n_boot: int = BOOTSTRAP, seed: int = 0):
+def no_interval_reason(*counts: int, min_count: int = MIN_SEEDS) -> Optional[str]:
+  """Why no interval is given for samples of these sizes ('2 seeds: an interval needs at
+  least 3'), or None when every sample has `min_count` values or more."""
+  low = min(counts) if counts else 0
+  if low >= min_count:
+    return None
+  return f'{low} seed{"" if low == 1 else "s"}: an interval needs at least {min_count}'
+
+
+def mean_interval(values: Sequence[float], n_boot: int = BOOTSTRAP, seed: int = 0,
+                  min_count: int = MIN_SEEDS):
+  """`(low, high)`: the 95 % percentile bootstrap interval of `mean(values)`
+  (`scipy.stats.bootstrap`, `n_boot` resamples, `np.random.default_rng(seed)`);
+  `(None, None)` for fewer than `min_count` values (`no_interval_reason`). Values all equal:
+  `(v, v)` (scipy would warn of a degenerate distribution)."""
+  a = np.asarray(values, np.float64)
+  if a.size < min_count:
+    return None, None
+  if not np.all(np.isfinite(a)):
+    raise ValueError(f'mean_interval: non-finite values {a.tolist()}')
+  if np.all(a == a[0]):
+    return float(a[0]), float(a[0])
+  from scipy import stats as scipy_stats  # pylint: disable=g-import-not-at-top
+  res = scipy_stats.bootstrap((a,), np.mean, n_resamples=n_boot, confidence_level=CONFIDENCE,
+                              method='percentile', vectorized=True,
+                              random_state=np.random.default_rng(seed))
+  return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def format_ratio(ratio: Optional[float], low: Optional[float], high: Optional[float],
+                 seeds: Optional[int] = None, digits: int = 2) -> str:
+  """'1.3× [1.0, 1.7]'; an upper bound None with a lower one: '5.8× [3.7, ∞)' (a resample
+  of the reference flipped nothing); no bounds: '1.3× (no interval: 2 seeds)'; ratio None:
+  'undefined'."""
+  if ratio is None:
+    return 'undefined (the reference never flipped)'
+  g = lambda v: format(v, f'.{digits}g')
+  if low is None:
+    why = f'{seeds} seeds' if seeds is not None and seeds < MIN_SEEDS else 'unbounded'
+    return f'{g(ratio)}× (no interval: {why})'
+  return f'{g(ratio)}× [{g(low)}, ' + (f'{g(high)}]' if high is not None else '∞)')
+
+
+def bootstrap_ratio(numerator, denominator, n_boot: int = BOOTSTRAP, seed: int = 0,
+                    min_count: int = MIN_SEEDS):
   """`(ratio, low, high)`: `mean(numerator) / mean(denominator)` and its 95 % percentile
   bootstrap interval.
 
@@ -54,6 +103,9 @@ def bootstrap_ratio(numerator, denominator, n_boot: int = BOOTSTRAP, seed: int =
   so a bound that lands on an infinite resample is None. `ratio` is None when
   `mean(denominator)` is 0.
 
+  With fewer than `min_count` values in either sample the bounds are None
+  (`no_interval_reason`): a 2-seed bootstrap has 4 resamples and its "interval" is noise.
+
   (Not `scipy.stats.bootstrap`: it interpolates between order statistics, so a bound next
   to an infinite resample is NaN or infinite rather than the finite order statistic; it
   does not drop 0/0 resamples, and it needs two or more values per sample.)
@@ -61,6 +113,8 @@ def bootstrap_ratio(numerator, denominator, n_boot: int = BOOTSTRAP, seed: int =
   num = np.asarray(numerator, np.float64)
   den = np.asarray(denominator, np.float64)
   ratio = float(num.mean() / den.mean()) if den.mean() > 0 else None
+  if no_interval_reason(num.size, den.size, min_count=min_count):
+    return ratio, None, None
   rng = np.random.default_rng(seed)
   a = num[rng.integers(0, len(num), (n_boot, len(num)))].mean(1)
   r = den[rng.integers(0, len(den), (n_boot, len(den)))].mean(1)
@@ -169,5 +223,6 @@ def trend(rows: Sequence[dict], key: str, low: float, high: float, x: str = 'wid
   return Trend(rows[0][x], rows[-1][x], a, b, change(a, b, low, high))
 
 
-__all__ = ['DDOF', 'BOOTSTRAP', 'mean', 'std', 'mean_std', 'bootstrap_ratio', 'group_key',
+__all__ = ['DDOF', 'BOOTSTRAP', 'MIN_SEEDS', 'CONFIDENCE', 'mean', 'std', 'mean_std',
+           'no_interval_reason', 'mean_interval', 'format_ratio', 'bootstrap_ratio', 'group_key',
            'group_by', 'summarize', 'change', 'Trend', 'trend']

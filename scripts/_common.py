@@ -2,8 +2,9 @@
 
 A script defines its flags into absl's `flags.FLAGS` (the shared ones with `define_*_flags`),
 maps them onto its `study.configs` dataclass (`data_config`, `train_config`,
-`model_options`, and the list parsers `ints` / `floats` / `names`), validates it with its
-part's `check`, calls `setup(FLAGS)` and its part's `run`. It runs `main` through `run`,
+`model_options`, and the list parsers `ints` / `floats` / `names`), validates it with
+`check(part, config)` (the part's own check, its data pools tried, the output folder),
+calls `setup(FLAGS)` and its part's `run`. It runs `main` through `run`,
 which answers a bad flag value (a ValueError raised before `setup`) with one line.
 """
 import json
@@ -317,10 +318,21 @@ def run(main, argv=None):
   app.run(checked_main, argv=argv, flags_parser=_parse_flags)
 
 
+def check(module, config, where: str = '', fv: flags.FlagValues = FLAGS) -> None:
+  """Before any work and before anything is written: the part's `check(config)`, every
+  load of its `data_needs` tried on the data (a class the dataset lacks, an npz without x and
+  y, sizes larger than the pool, a tfds dataset offline: one line each, prefixed by `where`),
+  and the output folder (`--output_dir` under a file)."""
+  module.check(config)
+  _base.check_output_dir(fv.output_dir)
+  parts.check_pools(module.data_needs(config), config.data.seed, config.data.data_dir, where)
+
+
 def setup(fv: flags.FlagValues = FLAGS, x64: bool = True):
   """Enables float64 (spectra, influence and analytic kernels need it), the matmul precision,
   the output folder and INFO logging."""
   from absl import logging
+  _base.check_output_dir(fv.output_dir)   # still a bad flag value: one line
   begin_work()
   import jax
   if x64:

@@ -33,7 +33,7 @@ def config() -> configs.Approximation:
 def main(argv):
   _common.no_arguments(argv)
   c = config()
-  approximation.check(c)
+  _common.check(approximation, c)
   _common.setup()
   result = approximation.run(c, FLAGS.output_dir)
   from ntk_attention.study.report import page

@@ -43,7 +43,7 @@ def config() -> configs.Kernels:
 def main(argv):
   _common.no_arguments(argv)
   c = config()
-  kernels.check(c)
+  _common.check(kernels, c)
   _common.setup()
   kernels.run(c, FLAGS.output_dir)
 

@@ -26,7 +26,6 @@ from ntk_attention import attacks
 from ntk_attention import devices
 from ntk_attention import malleability as malleability_lib
 from ntk_attention.study import configs
-from ntk_attention.study import parts
 from ntk_attention.study.parts import malleability
 
 FLAGS = flags.FLAGS
@@ -95,12 +94,9 @@ def main(argv):
   c = config()
   if FLAGS.dry_run:
     print(_common.dry_run(malleability.NAME, c, c.data.n_train, c.data.n_test,
-                          FLAGS.max_memory_gb, checks=(
-                              lambda: malleability.check(c),
-                              lambda: parts.check_pools(malleability.data_needs(c), c.data.seed,
-                                                        c.data.data_dir, ''))))
+                          FLAGS.max_memory_gb, checks=(lambda: _common.check(malleability, c),)))
     return
-  malleability.check(c)
+  _common.check(malleability, c)
   cleanup = _common.start_processes()
   if not devices.is_writer() and c.save_arrays:     # process 0 alone writes
     c = dataclasses.replace(c, save_arrays=os.path.join(FLAGS.output_dir, 'arrays.npz'))

@@ -37,7 +37,7 @@ def config() -> configs.Distance:
 def main(argv):
   del argv
   c = config()
-  ntk_distance.check(c)
+  _common.check(ntk_distance, c)
   _common.setup()
   summary = ntk_distance.run(c, FLAGS.output_dir, _common.context(), FLAGS.resume)
   from ntk_attention.study.report import page

@@ -19,7 +19,6 @@ from absl import flags
 import _common
 from ntk_attention import devices
 from ntk_attention.study import configs
-from ntk_attention.study import parts
 from ntk_attention.study.parts import scaling
 
 FLAGS = flags.FLAGS
@@ -55,14 +54,12 @@ def config() -> configs.Scaling:
 def main(argv):
   del argv
   c = config()
-  pools = lambda: parts.check_pools(scaling.data_needs(c), c.data.seed, c.data.data_dir,
-                                    '--n_grid: ')
   if FLAGS.dry_run:
     print(_common.dry_run(scaling.NAME, c, max(c.n_grid, default=0), c.data.n_test,
-                          FLAGS.max_memory_gb, checks=(lambda: scaling.check(c), pools)))
+                          FLAGS.max_memory_gb,
+                          checks=(lambda: _common.check(scaling, c, '--n_grid: '),)))
     return
-  scaling.check(c)
-  pools()
+  _common.check(scaling, c, '--n_grid: ')
   cleanup = _common.start_processes()
   _common.setup()
   try:

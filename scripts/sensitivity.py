@@ -25,7 +25,6 @@ from absl import logging
 
 import _common
 from ntk_attention.study import configs
-from ntk_attention.study import parts
 from ntk_attention.study.parts import sensitivity
 
 FLAGS = flags.FLAGS
@@ -69,8 +68,7 @@ def config() -> configs.Sensitivity:
 def main(argv):
   del argv
   c = config()
-  sensitivity.check(c)
-  parts.check_pools(sensitivity.data_needs(c), c.data.seed, c.data.data_dir)
+  _common.check(sensitivity, c)
   _common.setup()
   sensitivity.run(c, FLAGS.output_dir, _common.context(), FLAGS.resume)
   with open(os.path.join(FLAGS.output_dir, sensitivity.NAME + '_table.md')) as f:

@@ -36,7 +36,7 @@ def config() -> configs.Spectral:
 def main(argv):
   _common.no_arguments(argv)
   c = config()
-  spectral.check(c)
+  _common.check(spectral, c)
   _common.setup()
   spectral.run(c, FLAGS.output_dir)
 

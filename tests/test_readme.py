@@ -65,3 +65,17 @@ def test_readme_own_model_prints_distances_and_malleability(tmp_path):
   if float(rates['relu_mlp']) >= 1:     # the printed ratio is that of the printed rates
     want = float(rates['deep_softmax']) / float(rates['relu_mlp'])
     assert abs(float(ratio.group(1)) - want) <= 0.02 * want + 0.01, (ratio.group(1), rates)
+
+
+def test_readme_commands_use_the_virtualenv_of_its_install():
+  """README installs into .venv and never activates it: every command it shows that runs a
+  script or pytest calls .venv/bin/python (a bare `python scripts/...` has no jax)."""
+  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+    text = f.read()
+  commands = [line.strip() for line in text.splitlines()
+              if re.match(r'\s{4}\S', line) and re.search(r'\bpython3?\b', line)]
+  assert len(commands) >= 10, commands
+  for command in commands:
+    for call in re.findall(r'(\S*python3?) (?:scripts/|-m pytest|-c)', command):
+      assert call == '.venv/bin/python', command
+  assert re.search(r'python3 -m venv \.venv && \.venv/bin/pip install', text)

@@ -14,11 +14,22 @@ def _nd(relu, attn):
       for m, values in (('relu_mlp', relu), ('mlp_attn', attn)) for w, v in zip((16, 4096), values)]}
 
 
-def _mall(rates, task='all', eps=0.3):
-  """malleability.json with flip rates (%) attack -> (2L-ReLU, MLP-Attn)."""
-  return {'summary': [{'task': task, 'model': m, 'setting': 'standard', 'attack': a, 'eps': eps,
-                       'flip_rate_mean': v[i] / 100, 'eps_units': 'pixel'}
-                      for a, v in rates.items() for i, m in enumerate(('relu_mlp', 'mlp_attn'))]}
+def _mall(rates, task='all', eps=0.3, spread=0.2, seeds=3):
+  """malleability.json with flip rates (%) attack -> (2L-ReLU, MLP-Attn) and, per attack, the
+  ratio MLP-Attn / 2L-ReLU with the interval [ratio·(1 − spread), ratio·(1 + spread)] over
+  `seeds` seeds (None bounds for fewer than 3 seeds)."""
+  summary = [{'task': task, 'model': m, 'setting': 'standard', 'attack': a, 'eps': eps,
+              'flip_rate_mean': v[i] / 100, 'eps_units': 'pixel', 'test_accuracy_mean': 0.9,
+              'flip_rate_count': seeds}
+             for a, v in rates.items() for i, m in enumerate(('relu_mlp', 'mlp_attn'))]
+  ratios = []
+  for a, (relu, attn) in rates.items():
+    r = attn / relu
+    ratios.append({'task': task, 'setting': 'standard', 'attack': a, 'eps': eps,
+                   'reference': 'relu_mlp', 'candidate': 'mlp_attn', 'ratio': r, 'seeds': seeds,
+                   'ratio_low': r * (1 - spread) if seeds >= 3 else None,
+                   'ratio_high': r * (1 + spread) if seeds >= 3 else None})
+  return {'summary': summary, 'ratios': ratios}
 
 
 def _rows(**results):
@@ -46,9 +57,33 @@ def test_malleability_verdict_against_the_studys_ratio():
   equal = {a: (10.0, 10.0) for a in study}
   row = _rows(malleability=_mall(equal))['malleability:all']
   assert row['verdict'] == 'not reproduced'
-  assert 'PGD 1× (10.0 / 10.0 %)' in row['ours'] and 'PGD 8.8×' in row['study']
+  assert 'PGD 1× [0.8, 1.2] (10.0 / 10.0 %)' in row['ours'] and 'PGD 8.8×' in row['study']
+  assert 'intervals over 3 seeds' in row['ours']
   # Only ε = 0.3 is compared with the study.
   assert _rows(malleability=_mall(same, eps=0.1))['malleability:all']['verdict'] == 'no study value'
+
+
+def test_malleability_verdict_reads_the_interval_not_the_point():
+  """Issue 25: the same run on two machines gave PGD ratios 1.1 and 1.3 (study 8.8×). Points
+  that move within their interval give the same verdict; an interval that straddles the
+  band's edge (study / 2) is inconclusive, not 'reproduced' by luck; fewer than 3 seeds give
+  no interval and no verdict."""
+  study = paper.FLIP_RATE['mnist', 'all']
+  for factor in (1.0, 1.3):     # the two machines' points, the same wide interval around each
+    rates = {a: (10.0, 10.0 * factor) for a in study}
+    assert _rows(malleability=_mall(rates, spread=0.3))['malleability:all']['verdict'] == 'not reproduced'
+  # A point at 0.55 × the study's ratio is "within a factor 2"; with its interval at
+  # [0.33, 0.77] × the study's (not wholly inside the band [0.5, 2] ×) it is 'partly' (every
+  # interval lies above 1), and with [0.06, 1.05] × (reaching below 1) inconclusive.
+  edge = {a: (10.0, 10.0 * 0.55 * v[1] / v[0]) for a, v in study.items()}
+  assert _rows(malleability=_mall(edge, spread=0.4))['malleability:all']['verdict'] == 'partly'
+  assert _rows(malleability=_mall(edge, spread=0.9))['malleability:all']['verdict'] == 'inconclusive'
+  row = _rows(malleability=_mall(edge, seeds=2))['malleability:all']
+  assert row['verdict'] == 'inconclusive' and '(no interval: 2 seeds)' in row['ours']
+  # A model below twice chance is marked.
+  weak = _mall(edge)
+  weak['summary'][1].update(undertrained=True, test_accuracy_mean=0.07)
+  assert '† undertrained' in _rows(malleability=weak)['malleability:all']['ours']
 
 
 def test_binary_task_without_a_study_value_and_missing_parts():

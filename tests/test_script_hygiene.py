@@ -46,11 +46,32 @@ def test_bad_inputs_get_one_line_and_no_output_folder(tmp_path):
                                                         '--n_test=200', '--tasks=all'],
                                      'n_train + n_test = 2400'),
   }
+  # Issue 25's cases, each for reproduce.py and a part script: a class the dataset lacks, an
+  # npz with other arrays, more points than the bundled sample holds, an output folder under
+  # a file, and a tfds dataset that is neither prepared nor downloadable here.
+  other_keys = tmp_path / 'other_keys.npz'
+  np.savez(other_keys, images=np.zeros((4, 2, 2)), labels=np.arange(4))
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('not a folder\n')
+  issue_25 = {'class 11': (['--classes=3,11'], 'classes [11] not in mnist_sample'),
+              'npz keys': ([f'--dataset=npz:{other_keys}'], "lacks arrays ['x', 'y']"),
+              'n_train > pool': (['--n_train=6000'], 'mnist_sample has 5000 usable samples'),
+              'output under a file': ([], '--output_dir='),
+              'mnist offline': (['--dataset=mnist'], "'mnist'")}
+  from ntk_attention import data
+  if data._network_available():   # pylint: disable=protected-access
+    del issue_25['mnist offline']   # it would download MNIST
+  for script, base in (('reproduce.py', ['--preset=quick']), ('malleability.py', ['--epochs=1'])):
+    for name, (args, words) in issue_25.items():
+      cases[f'{script} {name}'] = (script, base + args, words)
   procs = {}
   for name, (script, args, _) in cases.items():
     out = tmp_path / re.sub(r'\W', '_', name)
     # benchmark.py writes one file (--output), the other scripts a folder (--output_dir).
     extra = [] if script == 'benchmark.py' else [f'--output_dir={out}']
+    if name.endswith('output under a file'):
+      out = a_file / 'results'
+      extra = [f'--output_dir={out}']
     procs[name] = (_start(script, [*args, *extra], tmp_path), out)
   answers = {}
   for name, (proc, out) in procs.items():

@@ -36,6 +36,40 @@ def test_calibration_is_mean_abs_log_ratio_to_the_study():
   assert rows[('tau', '0.05')]['distance_attn'] == pytest.approx(0, abs=1e-12)
 
 
+def test_calibration_ranks_undertrained_settings_after_trained_ones():
+  """Issue 25: init_std = 1 ranked "closest to the study" while both models sat at 6–7 %
+  test accuracy. An undertrained setting now carries `undertrained` and ranks last, however
+  close its flip rates are."""
+  exact = [dict(_row('all', a, r / 100, m / 100, 'init_std', '1.0'), attn_undertrained=True)
+           for a, (r, m) in paper.FLIP_RATE[('mnist', 'all')].items()]
+  doubled = [_row(r['task'], r['attack'], 2 * r['relu_flip_rate_mean'],
+                  2 * r['attn_flip_rate_mean']) for r in exact]
+  rows = sensitivity.calibration(exact + doubled, 'mnist_sample')
+  assert [(r['choice'], r['undertrained']) for r in rows] == [('baseline', False), ('init_std', True)]
+  assert rows[1]['distance'] < rows[0]['distance']     # closer, yet ranked after
+
+
+def test_summarize_marks_undertrained_models_and_gives_no_interval_below_three_seeds():
+  """Records of 10 classes: twice chance is 20 %. MLP-Attn at 15 % mean test accuracy is
+  undertrained, 2L-ReLU at 80 % is not; 2 seeds give a ratio but no interval."""
+  recs = []
+  for seed, (acc_attn, flip_attn, flip_relu) in enumerate([(0.1, 0.4, 0.2), (0.2, 0.6, 0.2)]):
+    base = {'task': 'all', 'choice': 'baseline', 'value': '', 'attack': 'pgd', 'seed': seed,
+            'eps_pixels': 0.3, 'n_subset': 100}
+    recs.append(dict(base, model='relu_mlp', flip_rate=flip_relu, test_accuracy=0.8))
+    recs.append(dict(base, model='mlp_attn', flip_rate=flip_attn, test_accuracy=acc_attn))
+  (row,) = sensitivity.summarize(recs, num_classes={'all': 10})
+  assert row['attn_undertrained'] and not row['relu_undertrained']
+  assert row['ratio'] == pytest.approx(2.5)
+  assert row['ratio_low'] is None and row['ratio_high'] is None
+  assert row['interval_null_because'] == '2 seeds: an interval needs at least 3'
+  # Without the class counts: the records' own per-seed flags, by majority.
+  for r in recs:
+    r['undertrained'] = r['model'] == 'mlp_attn'
+  (row,) = sensitivity.summarize(recs)
+  assert row['attn_undertrained'] and not row['relu_undertrained']
+
+
 def test_parse_variations():
   base = sensitivity.Baseline()
   assert sensitivity.parse_variations('eps=0.1,0.5;retrain=true;width=64', base) == [

@@ -59,11 +59,44 @@ def test_bootstrap_ratio_matches_exact_resampling_distribution():
 
 
 def test_bootstrap_ratio_degenerate_cases():
-  assert stats.bootstrap_ratio([0.2, 0.2], [0.1, 0.1]) == (2.0, 2.0, 2.0)
-  ratio, low, high = stats.bootstrap_ratio([0.2, 0.3], [0.0, 0.0])
+  assert stats.bootstrap_ratio([0.2, 0.2, 0.2], [0.1, 0.1, 0.1]) == (2.0, 2.0, 2.0)
+  ratio, low, high = stats.bootstrap_ratio([0.2, 0.3, 0.3], [0.0, 0.0, 0.0])
   assert ratio is None and high is None          # 2L-ReLU never flips: unbounded
-  ratio, low, high = stats.bootstrap_ratio([0.2, 0.3], [0.0, 0.1])
+  # Three seeds, one 2L-ReLU seed at 0: P(resample all 0) = 1/27 > 2.5 %, so the upper bound
+  # is unbounded; the lowest ratio is mean(attn's smallest) / mean(relu's largest) = 2.
+  ratio, low, high = stats.bootstrap_ratio([0.2, 0.3, 0.25], [0.0, 0.1, 0.05], n_boot=20000)
+  assert ratio == pytest.approx(5.0) and high is None and 2.0 <= low < 5.0
+  # The mechanics on 2 values (min_count lowered): the same order statistics as before.
+  ratio, low, high = stats.bootstrap_ratio([0.2, 0.3], [0.0, 0.1], min_count=1)
   assert ratio == pytest.approx(5.0) and high is None and low == pytest.approx(2.0)
+
+
+def test_no_interval_from_fewer_than_three_seeds():
+  """Issue 25: a 2-seed bootstrap printed "1 [0, ∞]"; now the bounds are None, with a reason,
+  and the printed ratio says so."""
+  ratio, low, high = stats.bootstrap_ratio([0.2, 0.3], [0.1, 0.2])
+  assert ratio == pytest.approx(0.25 / 0.15) and (low, high) == (None, None)
+  assert stats.no_interval_reason(2, 3) == '2 seeds: an interval needs at least 3'
+  assert stats.no_interval_reason(3, 5) is None
+  assert stats.mean_interval([0.1, 0.4]) == (None, None)
+  assert stats.format_ratio(ratio, low, high, 2) == '1.7× (no interval: 2 seeds)'
+  assert stats.format_ratio(1.31, 1.02, 1.66, 5) == '1.3× [1, 1.7]'
+  assert stats.format_ratio(5.8, 3.7, None, 3) == '5.8× [3.7, ∞)'
+  assert stats.format_ratio(None, None, None, 3).startswith('undefined')
+
+
+def test_mean_interval_matches_the_exact_resampling_distribution():
+  """Four values: every resample is one of 4⁴ equally likely index tuples; scipy's percentile
+  interval must match the exact distribution's 2.5 % / 97.5 % quantiles (Monte Carlo, 20,000
+  resamples: within 2 % of the range)."""
+  v = np.array([0.1, 0.35, 0.2, 0.6])
+  low, high = stats.mean_interval(v, n_boot=20000)
+  exact = [v[list(i)].mean() for i in itertools.product(range(4), repeat=4)]
+  q_lo, q_hi = np.percentile(exact, [2.5, 97.5])
+  span = v.max() - v.min()
+  assert abs(low - q_lo) < 0.02 * span and abs(high - q_hi) < 0.02 * span
+  assert low <= v.mean() <= high
+  assert stats.mean_interval([0.3, 0.3, 0.3]) == (0.3, 0.3)
 
 
 # --- summarize (moved from test_reporting.py) -------------------------------------------------

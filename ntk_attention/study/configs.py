@@ -193,10 +193,40 @@ class WidthThreshold:
   options: ModelOptions = ModelOptions(init_std=1.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class JointSearch:
+  """study.parts.joint_search: a factorial grid over the choices that moved the ratio (ε and
+  its units, init_std, n_train, epochs), both tasks, every point over `seeds`; the MLP-Attn
+  training search (`train_search`: (lr, batch_size, epochs), batch_size 0 = full batch); and
+  the rounding check (`rounding`: the study-convention point rerun on inputs nudged by one
+  float32 ulp). `data.n_train` is unused (the grid's `n_trains` are the sizes); `data.n_test`
+  is the evaluation set. Sized for a CPU by default (docs/method.md §12)."""
+  data: Data = Data(n_test=200)
+  train: training.TrainConfig = training.TrainConfig()
+  tasks: str = 'all+binary'
+  eps: Tuple[float, ...] = (0.1, 0.3)
+  eps_units: Tuple[str, ...] = ('pixel', 'std')
+  init_std: Tuple[float, ...] = (0.01, 1.0)
+  n_trains: Tuple[int, ...] = (200, 400)
+  epochs: Tuple[int, ...] = (30, 100)
+  attacks: Tuple[str, ...] = ('pgd',)
+  seeds: int = 3
+  width: int = 256
+  tau: float = 0.1
+  ridge: float = 1e-3
+  kernel: str = 'empirical'
+  train_search: Tuple[Tuple[float, int, int], ...] = (
+      (1e-3, 128, 100), (1e-3, 128, 500), (1e-2, 128, 500), (3e-3, 32, 200),
+      (1e-3, 0, 500), (1e-2, 0, 500), (1e-1, 0, 500))
+  rounding: bool = True
+  models: Tuple[str, ...] = MODELS
+  options: ModelOptions = ModelOptions()
+
+
 PART_CONFIGS = {'spectral': Spectral, 'kernels': Kernels, 'ntk_distance': Distance,
                 'malleability': Malleability, 'approximation': Approximation,
                 'sensitivity': Sensitivity, 'scaling': Scaling,
-                'width_threshold': WidthThreshold}
+                'width_threshold': WidthThreshold, 'joint_search': JointSearch}
 
 
 def as_dict(config) -> dict:
@@ -214,5 +244,5 @@ def as_dict(config) -> dict:
 
 
 __all__ = ['Data', 'ModelOptions', 'Spectral', 'Kernels', 'Distance', 'Malleability',
-           'Approximation', 'Sensitivity', 'Scaling', 'WidthThreshold', 'PART_CONFIGS',
-           'as_dict']
+           'Approximation', 'Sensitivity', 'Scaling', 'WidthThreshold', 'JointSearch',
+           'PART_CONFIGS', 'as_dict']

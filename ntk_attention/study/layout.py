@@ -3,8 +3,8 @@ cache, the report and its figures live. The runner (`study.pipeline`) writes thi
 the report (`study.report.sections.build`) reads it; neither spells a path itself.
 
   D/<part>/                   a part's JSON, CSV, tables and figures (`part_dir`), named by
-                              `SPECTRAL` ... `SCALING`, `WIDTH_THRESHOLD`, `binary(dataset, classes)`,
-                              `variant(name, kind)`, `INFLUENCE_ATTACK`, `APPROXIMATION`
+                              `SPECTRAL` ... `SCALING`, `WIDTH_THRESHOLD`, `JOINT_SEARCH`,
+                              `binary(dataset, classes)`, `variant(name, kind)`, `INFLUENCE_ATTACK`, `APPROXIMATION`
   D/<part>/part.json          the marker of a finished part: its kind, config, wall time
   D/<part>/log.txt            the part's log and printed output
   D/<part>/<kind>.json        its results (`results`), <kind>_settings.json the sizes as used
@@ -23,6 +23,7 @@ ADVERSARIAL_TRAINING = 'adversarial_training'
 SENSITIVITY = 'sensitivity'
 SCALING = 'scaling'
 WIDTH_THRESHOLD = 'width_threshold'
+JOINT_SEARCH = 'joint_search'
 BEYOND = 'beyond'
 INFLUENCE_ATTACK = BEYOND + '/influence_attack'
 APPROXIMATION = BEYOND + '/approximation'
@@ -91,7 +92,8 @@ def figures(d: str) -> str:
 
 
 __all__ = ['SPECTRAL', 'NTK_DISTANCE', 'MALLEABILITY', 'INTERVENTIONS', 'ADVERSARIAL_TRAINING',
-           'SENSITIVITY', 'SCALING', 'WIDTH_THRESHOLD', 'BEYOND', 'INFLUENCE_ATTACK', 'APPROXIMATION', 'MARKER',
+           'SENSITIVITY', 'SCALING', 'WIDTH_THRESHOLD', 'JOINT_SEARCH', 'BEYOND',
+           'INFLUENCE_ATTACK', 'APPROXIMATION', 'MARKER',
            'LOG', 'CACHE', 'TRAIN_CACHE', 'REPORT_MD', 'REPORT_HTML', 'FIGURES', 'binary',
            'variant', 'path', 'part_dir', 'marker', 'log', 'results', 'train_cache',
            'report_md', 'report_html', 'figures']

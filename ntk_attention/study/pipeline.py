@@ -15,6 +15,7 @@ folder's `sub` (study.layout). `study.runner.run` runs them. Which config each p
                         influence-targeted attack, Approximation; on the beyond_* sizes
   scaling               Scaling over scaling_n_grid (optional)
   width_threshold       WidthThreshold on the wt_* settings (optional)
+  joint_search          JointSearch: its own CPU-sized factorial grid (optional)
 
 A size of 0 means the part's default (`configs.Data()`: 1000 / 500), shrunk to fit a small
 pool (`Data.fit_to_pool`); a size given is honoured or refused, as by the scripts.
@@ -24,6 +25,7 @@ from typing import Any, NamedTuple, Sequence
 
 from ntk_attention import data as data_lib
 from ntk_attention import malleability
+from ntk_attention import stats
 from ntk_attention import training
 from ntk_attention.study import configs
 from ntk_attention.study import layout
@@ -46,7 +48,7 @@ VARIANTS = {
 }
 assert tuple(VARIANTS) == presets.VARIANT_NAMES
 # Parts that take (reference, candidate) models.
-PAIRED = ('sensitivity', 'scaling')
+PAIRED = ('sensitivity', 'scaling', 'joint_search')
 
 
 class Part(NamedTuple):
@@ -175,6 +177,13 @@ def _part(study, name) -> list:
         # init_std 1: the after-training check's lazy regime (docs/method.md §18); the
         # criterion at initialisation does not depend on it (§4).
         options=dataclasses.replace(_options(study), init_std=1.0)))]
+  if name == 'joint_search':
+    # Its own CPU-sized grid (configs.JointSearch); the study's dataset, seed and training.
+    return [Part(layout.JOINT_SEARCH, 'joint_search', configs.JointSearch(
+        data=dataclasses.replace(configs.JointSearch().data, dataset=study.dataset,
+                                 seed=study.seed, data_dir=study.data_dir or None),
+        train=_train(study),
+        seeds=max(stats.MIN_SEEDS, study.mall_seeds), tau=study.tau, kernel=study.kernel))]
   raise ValueError(f'--parts: unknown part {name!r}; choose from '
                    f'{presets.PARTS + presets.OPTIONAL_PARTS}.')
 

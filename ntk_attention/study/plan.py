@@ -177,6 +177,24 @@ def part_cost(kind: str, config) -> Cost:
       f32 += k * sum(_train(n_k, d_k, m, 1, epochs, s) for m in config.train_widths)
       f64 += k * (2.0 * n_k ** 2 * d_k + 10.0 * n_k ** 3 * (1 + s * len(config.widths)))
     cells = len(sizes) * k * (len(config.widths) + len(config.train_widths))
+  if kind == 'joint_search':   # every grid point (+ the rounding rerun) × tasks × both models
+    tasks = [x for x in config.tasks.split('+') if x.strip()]
+    m, seeds, attacks = config.width, config.seeds, config.attacks
+    points = (len(config.eps) * len(config.eps_units) * len(config.init_std)
+              * len(config.n_trains) * len(config.epochs) + bool(config.rounding))
+    f32 = f64 = 0.0
+    for k in config.n_trains:
+      kn = k + t
+      runs = len(tasks) * 2 * points / len(config.n_trains)
+      # ε and its units do not change training: one training per init_std × epochs.
+      f32 += len(tasks) * 2 * len(config.init_std) * sum(
+          _train(k, d, m, c, e, seeds) for e in config.epochs)
+      f32 += runs * seeds * (sum(_attack(a, k, d, m, True) for a in attacks)
+                             + (1 + len(attacks)) * 2.0 * kn ** 2 * (d + m))
+      f64 += runs * seeds * (1 + len(attacks)) * _influence(k, t)
+    k = max(config.n_trains)
+    f32 += sum(_train(k, d, m, c, e, seeds) for _, _, e in config.train_search)
+    cells = len(tasks) * 2 * seeds * len(attacks) * points + len(config.train_search) * seeds
     return Cost(cells, f32, f64)
   raise ValueError(f'no cost model for {kind!r}')
 

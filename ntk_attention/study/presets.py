@@ -19,7 +19,7 @@ from ntk_attention.study import overrides
 # The study's parts, in running order; OPTIONAL_PARTS run only when named in `parts`.
 PARTS = ('spectral', 'ntk_distance', 'malleability', 'binary', 'interventions',
          'adversarial_training', 'sensitivity', 'beyond')
-OPTIONAL_PARTS = ('scaling', 'width_threshold')
+OPTIONAL_PARTS = ('scaling', 'width_threshold', 'joint_search')
 # Beyond the study: attention variants (study.pipeline.VARIANTS), the influence-targeted
 # attack, the approximation error.
 VARIANT_NAMES = ('qkv_identity', 'qkv_softmax', 'softmax', 'depth2_shared', 'depth2_recomputed',
@@ -205,28 +205,27 @@ def quick() -> Study:
 
 
 def quick_cifar10() -> Study:
-  """quick_cifar10: the study's second dataset, real CIFAR-10 (`cifar10_sample`: 1,000
-  training images, 100 per class, bundled), sized like `quick` for a 2-core laptop CPU. Every
+  """quick_cifar10: the study's second dataset, real CIFAR-10 (`cifar10_sample`: 4,660
+  training images, 435–489 per class, bundled), sized like `quick` for a 2-core laptop CPU. Every
   convention is the study's (Adam lr 1e-3, batch 128, L2 1e-3, first layer N(0, 0.01²),
   τ = 0.1, ε ∈ {0.1, 0.2, 0.3, 0.5} on [0, 1] pixels); images are flattened to 3,072
   features and scaled to unit norm (docs/method.md §3, §11). Smaller than the study, as
   `quick` (100 epochs, widths 16/1024/4096 with 2 seeds, 3 malleability seeds, the curated
   intervention with PGD, PGD-AT on 300 points for 10 epochs, 'beyond' = approximation only),
-  and further limited by the sample's 1,000 images:
+  and:
 
     - 600 training / 400 test points (the sample has no test split; the two are disjoint);
     - the binary task is the study's automobile (1) vs airplane (0) ('same' without classes
-      takes the dataset's pair), on 140 / 60 of the 200 images of those classes;
-    - the sensitivity study on 300 training / 200 test points at width 512 (its n_train × 2
-      variation uses all 1,000 images; the binary task shrinks to its 200), FGSM and PGD.
+      takes the dataset's pair), on 600 / 300 of the 958 images of those classes;
+    - the sensitivity study on 300 training / 200 test points at width 512, FGSM and PGD.
 
   The study did not publish its sample counts.
   """
   return Study(dataset='cifar10_sample', n_train=600, n_test=400,
                n_grid=(25, 50, 100, 200, 400, 600), epochs=100, widths=(16, 1024, 4096),
                ntk_seeds=2, mall_width=1024, mall_seeds=3, attacks=('fgsm', 'pgd', 'mim'),
-               epsilons=(0.1, 0.2, 0.3, 0.5), binary_tasks=('same',), binary_n_train=140,
-               binary_n_test=60, interventions=('curated',), intervention_attacks=('pgd',),
+               epsilons=(0.1, 0.2, 0.3, 0.5), binary_tasks=('same',), binary_n_train=600,
+               binary_n_test=300, interventions=('curated',), intervention_attacks=('pgd',),
                at_epochs=10, at_n_train=300, sens_n_train=300, sens_n_test=200, sens_width=512,
                sens_seeds=3, sens_tasks='all+binary', sens_attacks=('fgsm', 'pgd'),
                beyond_parts=('approximation',))
@@ -280,8 +279,18 @@ def paper_binary() -> Study:
                binary_n_test=1000)
 
 
+def joint_search() -> Study:
+  """joint_search: only the joint reproduction search (`study.parts.joint_search`) on real
+  MNIST (`mnist_sample`), at its own CPU sizes (`configs.JointSearch`: width 256, 200 test
+  points, n_train 200 and 400, 30 and 100 epochs, ε 0.1 and 0.3 in pixels and pixel-std
+  units, init_std 0.01 and 1, PGD, 3 seeds, the 10-class and the 3 vs 8 task: 32 settings),
+  with the MLP-Attn training search and the rounding check. Its time is its own: the main
+  job (`quick`) does not run it; add it to a run with `--parts=...,joint_search`."""
+  return Study(dataset='mnist_sample', parts=('joint_search',), mall_seeds=3)
+
+
 PRESETS = {f.__name__: f for f in (quick, quick_cifar10, quick_digits, paper_mnist,
-                                   paper_cifar10, paper_binary)}
+                                   paper_cifar10, paper_binary, joint_search)}
 
 
 def preset(name: str) -> Study:
@@ -294,4 +303,4 @@ def preset(name: str) -> Study:
 __all__ = ['PARTS', 'OPTIONAL_PARTS', 'VARIANT_NAMES', 'BEYOND_PARTS', 'Study', 'help_text',
            'override',
            'quick', 'quick_cifar10', 'quick_digits', 'paper_mnist', 'paper_cifar10',
-           'paper_binary', 'PRESETS', 'preset']
+           'paper_binary', 'joint_search', 'PRESETS', 'preset']

@@ -273,6 +273,7 @@ def run(study: presets.Study, output_dir: str, *, sets: Sequence[str] = (), forc
   # JAX logs its backend probing (rocm, tpu) at INFO; it is noise on CPU machines.
   std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
   pipeline.check(study)
+  _base.check_output_dir(output_dir)
   todo = pipeline.parts_of(study, overrides.parse_set(sets, configs.PART_CONFIGS))
   problems = preflight(todo, strict=not dry_run)
   costs = [(p.sub, plan.part_cost(p.kind, p.config)) for p in todo]

@@ -6,8 +6,9 @@ write) to rows; `markdown(rows)` renders them. Each row is a dict:
   key         stable id of the claim ('kernel', 'kappa', 'ntk_distance', 'malleability:<task>',
               'approximation'), to join rows of runs on different datasets;
   claim       the study's claim in a few words;
-  verdict     'reproduced' | 'partly' | 'not reproduced' | 'not run' (the part's results are missing)
-              | 'no study value' (nothing of the study's to compare with);
+  verdict     'reproduced' | 'partly' | 'not reproduced' | 'inconclusive' (a ratio's interval over
+              seeds straddles a threshold, or there is none: fewer than 3 seeds) | 'not run' (the
+              part's results are missing) | 'no study value' (nothing of the study's to compare with);
   ours        the deciding numbers of this run;
   study       the study's numbers (`paper.py`), or 'no study value';
   conditions  dataset, sizes, seeds, ε and its units;
@@ -23,6 +24,7 @@ from ntk_attention.study import paper
 
 REPRODUCED, PARTLY, NOT, NOT_RUN, NO_STUDY = ('reproduced', 'partly', 'not reproduced', 'not run',
                                               'no study value')
+INCONCLUSIVE = 'inconclusive'   # an interval straddles a threshold, or there is none
 TOL_LOG10 = 0.05          # measured vs predicted log10 κ
 FLAT = 1.05               # a distance "changes with width" when last/first leaves [1/FLAT, FLAT]
 FACTOR = 2.0              # a ratio "agrees" with the study's within this factor
@@ -200,11 +202,53 @@ def _row_ntk_distance(nd, dataset, section) -> dict:
               f"{dataset}, widths {', '.join(map(str, widths))}, {_sizes(nd)}, f∞: {nd.get('comparison')}")
 
 
+def _ratio_rows(res, rows) -> dict:
+  """{attack: ratio row} of MLP-Attn / 2L-ReLU at the summary rows' ε and setting: the part's
+  `ratios` (with intervals over seeds) when it wrote them, else the point ratio of the means
+  with no interval (a result from before intervals)."""
+  setting, eps = rows[0]['setting'], rows[0]['eps']
+  out = {r['attack']: r for r in res.get('ratios') or []
+         if r['setting'] == setting and abs(r['eps'] - eps) < 1e-9
+         and (r.get('reference'), r.get('candidate')) == paper.PAIR}
+  if out:
+    return out
+  by = {(r['model'], r['attack']): r for r in rows}
+  for a in dict.fromkeys(r['attack'] for r in rows):
+    relu, attn = by.get(('relu_mlp', a)), by.get(('mlp_attn', a))
+    if relu is None or attn is None:
+      continue
+    fr, fa = relu['flip_rate_mean'], attn['flip_rate_mean']
+    out[a] = {'attack': a, 'ratio': fa / fr if fr > 0 else None, 'ratio_low': None,
+              'ratio_high': None, 'seeds': relu.get('flip_rate_count'),
+              'interval_null_because': 'the result has no per-seed ratios'}
+  return out
+
+
+def _place(low, high, band_low, band_high) -> str:
+  """Where the interval [low, high] (high None: unbounded) lies against the band:
+  'inside', 'outside' (wholly below or above it), 'straddles' or 'unknown' (no interval)."""
+  if low is None:
+    return 'unknown'
+  high = math.inf if high is None else high
+  if band_low <= low and high <= band_high:
+    return 'inside'
+  if high < band_low or low > band_high:
+    return 'outside'
+  return 'straddles'
+
+
 def _row_malleability(res, dataset, task, section) -> dict:
   """Claim 4 on one task, MLP-Attn's top-τ influence signs flip 6–9× more often than 2L-ReLU's
-  (the study's ratio per attack at ε = 0.3). Per attack, our ratio agrees when it is within a
-  FACTOR of the study's; reproduced when every attack agrees, partly when some agree or MLP-Attn is
-  the more malleable (ratio > 1) under every attack, not reproduced otherwise."""
+  (the study's ratio per attack at ε = 0.3). Each attack's ratio comes with its 95 % bootstrap
+  interval over seeds (`parts.malleability.ratios`), and the rules read the interval, not the
+  point, so that rounding noise between machines (which moves the point within the interval)
+  does not flip a verdict. Per attack the interval lies `inside` the band [study / FACTOR,
+  study · FACTOR], `outside` it, or `straddles` an edge (no interval, from fewer than 3 seeds:
+  `unknown`). Reproduced when every attack's interval is inside; partly when some is inside,
+  or every interval lies above 1 (MLP-Attn more malleable beyond the seed noise, though not by
+  the study's factor); not reproduced when every interval is outside; else inconclusive
+  (more seeds would decide). A model whose mean test accuracy is below twice chance
+  (`training.accuracy_floor`) is marked in `ours`."""
   label = 'all 10 classes' if task == 'all' else f'classes {task}'
   claim = f"MLP-Attn's influence signs flip several times more often than 2L-ReLU's ({label})"
   key = f'malleability:{task}'
@@ -219,29 +263,52 @@ def _row_malleability(res, dataset, task, section) -> dict:
   eps = 0.3 if any(abs(r['eps'] - 0.3) < 1e-9 for r in rows) else min(r['eps'] for r in rows)
   rows = [r for r in rows if abs(r['eps'] - eps) < 1e-9]
   by = {(r['model'], r['attack']): r for r in rows}
-  parts, agree, above = [], [], []
+  ratio_rows = _ratio_rows(res, rows) if rows else {}
+  parts, places, above, seeds, weak = [], [], [], set(), set()
   for a in dict.fromkeys(r['attack'] for r in rows):
-    relu, attn = by.get(('relu_mlp', a)), by.get(('mlp_attn', a))
-    if relu is None or attn is None:
+    relu, attn, rr = by.get(('relu_mlp', a)), by.get(('mlp_attn', a)), ratio_rows.get(a)
+    if relu is None or attn is None or rr is None:
       continue
     fr, fa = 100 * relu['flip_rate_mean'], 100 * attn['flip_rate_mean']
-    ratio = fa / fr if fr > 0 else (math.inf if fa > 0 else 1.0)
-    parts.append(f'{a.upper()} {_g(ratio, ".2g")}× ({fa:.1f} / {fr:.1f} %)')
-    above.append(ratio > 1)
+    seeds.add(rr.get('seeds'))
+    for m, r in (('relu_mlp', relu), ('mlp_attn', attn)):
+      if r.get('undertrained'):
+        weak.add(f"{paper.model_name(m)} {100 * r['test_accuracy_mean']:.0f} %")
+    if rr['ratio'] is None:
+      parts.append(f'{a.upper()} undefined ({fa:.1f} / {fr:.1f} %)')
+      above.append(False)
+      places.append('unknown')
+      continue
+    parts.append(f"{a.upper()} {stats.format_ratio(rr['ratio'], rr['ratio_low'], rr['ratio_high'], rr.get('seeds'))}"
+                 f' ({fa:.1f} / {fr:.1f} %)')
+    above.append(rr['ratio_low'] is not None and rr['ratio_low'] > 1)
     if a in study_ratio and abs(eps - 0.3) < 1e-9:
-      agree.append(math.isfinite(ratio) and ratio > 0 and abs(math.log(ratio / study_ratio[a])) <= math.log(FACTOR))
+      s = study_ratio[a]
+      places.append(_place(rr['ratio_low'], rr['ratio_high'], s / FACTOR, s * FACTOR))
   if not parts:
     verdict = NOT_RUN
-  elif not agree:
+  elif not places:
     verdict = NO_STUDY
+  elif all(p == 'inside' for p in places):
+    verdict = REPRODUCED
+  elif 'inside' in places or (above and all(above)):
+    verdict = PARTLY
+  elif all(p == 'outside' for p in places):
+    verdict = NOT
   else:
-    verdict = REPRODUCED if all(agree) else (PARTLY if any(agree) or all(above) else NOT)
+    verdict = INCONCLUSIVE
   units = rows[0].get('eps_units', 'pixel') if rows else 'pixel'
   eps_text = (f'ε = {eps:g} on [0, 1] pixels' if units == 'pixel' else
               f"ε = {eps:g} pixel std (= {rows[0].get('eps_pixels_mean', float('nan')):.3g} pixels)")
   f = _flags(res)
   pair = f"{paper.model_name('mlp_attn')} / {paper.model_name('relu_mlp')}: "
-  return _row(key, claim, section, verdict, pair + ', '.join(parts), study,
+  ours = pair + ', '.join(parts)
+  seeds.discard(None)
+  if seeds:
+    ours += f"; 95 % bootstrap intervals over {'/'.join(map(str, sorted(seeds)))} seeds"
+  if weak:
+    ours += f"; † undertrained (test accuracy below twice chance): {', '.join(sorted(weak))}"
+  return _row(key, claim, section, verdict, ours, study,
               f"{dataset} {label}, {eps_text}, τ = {f.get('tau', 0.1)}, width {f.get('width', '')}, "
               f"{_sizes(res)}")
 

@@ -12,11 +12,13 @@ Per (task, variation, attack):
   percentile bootstrap interval (`stats.bootstrap_ratio`): each model's seeds are resampled
   with replacement (independently: the two models are separate networks), B = 2000
   resamples. A resample whose 2L-ReLU mean is 0 has an infinite ratio; the bound it lands
-  on is then null. Means and stds over seeds: `stats` (std with ddof = 1).
+  on is then null. No interval from fewer than 3 seeds (null, with the reason). Means and stds over seeds: `stats` (std with ddof = 1).
 Per variation, the calibration against the study's flip rates (its Tables 2–3):
   `distance = mean over cells |ln(ours/study)|`, cells = (task, attack, model) with a
   published value; a zero flip rate counts as half a flip of the top-τ set (ln 0 is
-  undefined). `distance_relu` / `distance_attn` restrict the cells to one model.
+  undefined). `distance_relu` / `distance_attn` restrict the cells to one model. A variation
+  whose model is below twice chance accuracy in some cell is `undertrained` and ranks after
+  every trained one (its closeness to the study is that of an untrained network).
 
 The library does no I/O: records go to `on_record`, finished cells are named by `done`.
 """
@@ -218,19 +220,37 @@ def run(load: Callable, tasks: Sequence[str], base: Baseline, variations, attack
   return new
 
 
-def summarize(records, models=PAIR) -> list:
+def pair_cells(records, fields, models=PAIR):
+  """`(key, reference records, candidate records)` per group of `fields` (first appearance
+  order) where both models of `models` = (reference, candidate) have records, each side
+  sorted by seed."""
+  reference, candidate = list(models)
+  for key, cell in stats.group_by(records, fields).items():
+    by_model = stats.group_by(cell, ('model',))
+    ref = sorted(by_model.get((reference,), []), key=lambda r: r['seed'])
+    cand = sorted(by_model.get((candidate,), []), key=lambda r: r['seed'])
+    if ref and cand:
+      yield key, ref, cand
+
+
+def summarize(records, models=PAIR, num_classes: Optional[dict] = None) -> list:
   """One row per (task, choice, value, attack): both models' mean ± std flip rates (`relu_*`
   the reference `models[0]`, `attn_*` the candidate `models[1]`), the ratio candidate /
-  reference with its bootstrap interval, log10 ratio, seeds, and test accuracies."""
-  reference, candidate = list(models)
+  reference with its bootstrap interval and each flip rate's (`stats.mean_interval`; none
+  from fewer than 3 seeds: `interval_null_because`), log10 ratio, seeds, test accuracies,
+  and `relu_undertrained` / `attn_undertrained`: the model's mean test accuracy below `training.accuracy_floor` of the
+  task's `num_classes[task]` (twice chance, capped); without `num_classes`, the records' own
+  per-seed `undertrained` flags, a majority of the seeds."""
+
+  def weak(rows, task):
+    if num_classes and task in num_classes:
+      floor = training.accuracy_floor(num_classes[task])
+      return bool(stats.mean([r['test_accuracy'] for r in rows]) < floor)
+    return 2 * sum(bool(r.get('undertrained')) for r in rows) > len(rows)
+
   rows = []
-  for (task, choice, value, attack), cell in stats.group_by(
-      records, ('task', 'choice', 'value', 'attack')).items():
-    by_model = stats.group_by(cell, ('model',))
-    relu = sorted(by_model.get((reference,), []), key=lambda r: r['seed'])
-    attn = sorted(by_model.get((candidate,), []), key=lambda r: r['seed'])
-    if not relu or not attn:
-      continue
+  for (task, choice, value, attack), relu, attn in pair_cells(
+      records, ('task', 'choice', 'value', 'attack'), models):
     fr, fa = [r['flip_rate'] for r in relu], [r['flip_rate'] for r in attn]
     ratio, low, high = stats.bootstrap_ratio(fa, fr, BOOTSTRAP)
     rows.append({
@@ -243,19 +263,29 @@ def summarize(records, models=PAIR) -> list:
         'relu_test_accuracy': stats.mean([r['test_accuracy'] for r in relu]),
         'attn_test_accuracy': stats.mean([r['test_accuracy'] for r in attn]),
         'n_subset': relu[0]['n_subset'],
+        'relu_undertrained': weak(relu, task), 'attn_undertrained': weak(attn, task),
     })
+    for key, values in (('relu', fr), ('attn', fa)):
+      rows[-1][f'{key}_flip_rate_low'], rows[-1][f'{key}_flip_rate_high'] = stats.mean_interval(values)
+    why = stats.no_interval_reason(len(fr), len(fa))
+    if why:
+      rows[-1]['interval_null_because'] = why
   return rows
 
 
 def calibration(summary, dataset: str, models=PAIR) -> list:
   """One row per variation: distance of its flip rates to the study's (module docstring),
-  over all cells and per model, sorted closest first. `models`: the names of the summary's
-  (reference, candidate) pair; only the study's own models have published rates (a user's
-  model has no cells)."""
+  over all cells and per model, and `undertrained` (a model of the variation below twice
+  chance in some cell: its flip rates describe an untrained network); sorted trained rows
+  first, then closest first. `models`: the names of the summary's (reference, candidate)
+  pair; only the study's own models have published rates (a user's model has no cells)."""
   ref = paper.reference_dataset(dataset)
-  by_var = {}
+  by_var, weak = {}, {}
   reference, candidate = list(models)
   for row in summary:
+    key = (row['choice'], row['value'])
+    weak[key] = weak.get(key, False) or bool(row.get('relu_undertrained')
+                                             or row.get('attn_undertrained'))
     for model, key in ((reference, 'relu'), (candidate, 'attn')):
       study = paper.flip_rate(ref, row['task'], row['attack'], model)
       if study is None:
@@ -269,10 +299,11 @@ def calibration(summary, dataset: str, models=PAIR) -> list:
     rows.append({'choice': choice, 'value': value, 'cells': len(d),
                  'distance': stats.mean(d),
                  'distance_relu': stats.mean([c for k, c in cells if k == 'relu']),
-                 'distance_attn': stats.mean([c for k, c in cells if k == 'attn'])})
-  return sorted(rows, key=lambda r: r['distance'])
+                 'distance_attn': stats.mean([c for k, c in cells if k == 'attn']),
+                 'undertrained': weak.get((choice, value), False)})
+  return sorted(rows, key=lambda r: (r['undertrained'], r['distance']))
 
 
-__all__ = ['PAIR', 'CHOICES', 'KEY_FIELDS', 'BASELINE', 'Baseline', 'default_variations',
+__all__ = ['PAIR', 'pair_cells', 'CHOICES', 'KEY_FIELDS', 'BASELINE', 'Baseline', 'default_variations',
            'parse_variations', 'apply', 'value_label', 'validate', 'run', 'summarize',
            'calibration']

@@ -26,7 +26,7 @@ from ntk_attention.study.parts._base import provenance
 from ntk_attention.study.parts._base import trainer
 
 NAMES = ('spectral', 'kernels', 'ntk_distance', 'malleability', 'approximation', 'sensitivity',
-         'scaling', 'width_threshold')
+         'scaling', 'width_threshold', 'joint_search')
 
 
 def part(name: str):

@@ -74,6 +74,22 @@ def check_data(config: configs.Data) -> Optional[Tuple[int, ...]]:
   return classes
 
 
+def check_output_dir(path: str, flag: str = 'output_dir') -> None:
+  """ValueError naming --flag unless `path` is a folder, or can be made one: the nearest
+  existing folder above it must be a writable folder (not a file). Creates nothing."""
+  if not path:
+    raise ValueError(f'--{flag} is empty.')
+  full = os.path.abspath(os.path.expanduser(path))
+  here = full
+  while not os.path.exists(here):
+    here = os.path.dirname(here)
+  if not os.path.isdir(here):
+    what = 'is a file' if here == full else f'lies under the file {here}'
+    raise ValueError(f'--{flag}={path} {what}; give a folder.')
+  if not os.access(here, os.W_OK | os.X_OK):
+    raise ValueError(f'--{flag}={path}: the folder {here} is not writable.')
+
+
 def check_ints(values: Sequence[int], field: str, positive: bool = True) -> list:
   """`values` as a list; ValueError naming --field when empty (or, with `positive`, < 1)."""
   values = list(values)

@@ -8,7 +8,9 @@ task × model × setting × attack × ε × seed (`malleability.sweep`). Optiona
 `interventions`, `adversarial_training`, and the influence-targeted attack ('influence').
 
 Writes malleability.jsonl (one record per cell, appended as computed; `resume` skips them),
-malleability.json / .csv (mean ± std over seeds), malleability_table.md (laid out like the
+malleability.json / .csv (mean ± std over seeds, each flip rate's interval, undertrained
+flags; the JSON's `ratios` and malleability_ratios.csv: MLP-Attn / 2L-ReLU per cell with its
+bootstrap interval), malleability_table.md (laid out like the
 study, its numbers beside ours) and figures: flip rates by attack and model, flip rate
 against ε, the training loss, influence before vs after.
 """
@@ -19,6 +21,7 @@ from ntk_attention import blocked
 from ntk_attention import malleability
 from ntk_attention import models as models_lib
 from ntk_attention import stats
+from ntk_attention import training
 from ntk_attention.study import configs
 from ntk_attention.study import store as store_lib
 from ntk_attention.study.parts import _base
@@ -105,19 +108,74 @@ def run(config: configs.Malleability, out_dir: str, context=None, resume: bool =
     store_lib.write_npz(c.save_arrays, **arrays)
     logging.info('arrays in %s', c.save_arrays)
   records = store.records()
-  summary = stats.summarize(records, GROUP, malleability.METRICS + malleability.DIAGNOSTICS)
+  summary = summarize(records, ds.num_classes)
   for row in summary:
     # The study compared mean scores; per-point flips have no published counterpart.
     row['paper_flip_rate_pct'] = paper_value(ds.name, task, row) if setup.score == 'mean' else None
+  ratio_rows = ratios(records, ds.num_classes)
   store_lib.write_json(_base.out_path(NAME + '.json', out_dir), {
-      'summary': summary, 'provenance': _base.provenance(c)})
+      'summary': summary, 'ratios': ratio_rows,
+      'accuracy_floor': training.accuracy_floor(ds.num_classes),
+      'provenance': _base.provenance(c)})
   store_lib.write_csv(_base.out_path(NAME + '.csv', out_dir), summary)
+  if ratio_rows:
+    store_lib.write_csv(_base.out_path(NAME + '_ratios.csv', out_dir), ratio_rows)
   from ntk_attention.study import report
   store_lib.write_text(_base.out_path(NAME + '_table.md', out_dir),
-                       report.malleability_section({'summary': summary}, 'Influence malleability',
+                       report.malleability_section({'summary': summary, 'ratios': ratio_rows},
+                                                   'Influence malleability',
                                                    ds.name, task))
   plot(summary, arrays, names, c.data.dataset, out_dir)
   return summary
+
+
+def summarize(records, num_classes: int) -> list:
+  """Mean ± std over seeds per `GROUP` (`stats.summarize`), plus the flip rate's 95 %
+  bootstrap interval over seeds (`flip_rate_low`, `flip_rate_high`: `stats.mean_interval`,
+  None from fewer than 3 seeds with `interval_null_because`) and `undertrained`: the model's
+  mean test accuracy below `training.accuracy_floor(num_classes)` (twice chance, capped)."""
+  summary = stats.summarize(records, GROUP, malleability.METRICS + malleability.DIAGNOSTICS)
+  floor = training.accuracy_floor(num_classes)
+  groups = stats.group_by(records, GROUP)
+  for row in summary:
+    flips = [r['flip_rate'] for r in groups[stats.group_key(row, GROUP)]]
+    row['flip_rate_low'], row['flip_rate_high'] = stats.mean_interval(flips)
+    why = stats.no_interval_reason(len(flips))
+    if why:
+      row['interval_null_because'] = why
+    row['undertrained'] = bool(row['test_accuracy_mean'] < floor)
+  return summary
+
+
+def ratios(records, num_classes: int, pair=('relu_mlp', 'mlp_attn')) -> list:
+  """One row per (task, setting, attack, ε) where both models of `pair` (reference,
+  candidate) ran: `ratio = mean_s flip(candidate) / mean_s flip(reference)` over the seeds s
+  with its 95 % percentile bootstrap interval (`stats.bootstrap_ratio`, each model's seeds
+  resampled independently; `ratio_low`/`ratio_high` None from fewer than 3 seeds, with
+  `interval_null_because`, and `ratio_high` None when a resample of the reference flips
+  nothing), `seeds`, both models' mean test accuracy and `undertrained` (either model below
+  `training.accuracy_floor(num_classes)`)."""
+  reference, candidate = pair
+  floor = training.accuracy_floor(num_classes)
+  out = []
+  from ntk_attention.study import sensitivity
+  for (task, setting, attack, eps), ref, cand in sensitivity.pair_cells(
+      records, ('task', 'setting', 'attack', 'eps'), pair):
+    ratio, low, high = stats.bootstrap_ratio([r['flip_rate'] for r in cand],
+                                             [r['flip_rate'] for r in ref])
+    acc = {m: stats.mean([r['test_accuracy'] for r in rows])
+           for m, rows in ((reference, ref), (candidate, cand))}
+    row = {'task': task, 'setting': setting, 'attack': attack, 'eps': eps,
+           'reference': reference, 'candidate': candidate, 'ratio': ratio,
+           'ratio_low': low, 'ratio_high': high, 'seeds': min(len(ref), len(cand)),
+           'reference_test_accuracy': acc[reference],
+           'candidate_test_accuracy': acc[candidate],
+           'undertrained': bool(min(acc.values()) < floor)}
+    why = stats.no_interval_reason(len(ref), len(cand))
+    if why:
+      row['interval_null_because'] = why
+    out.append(row)
+  return out
 
 
 def paper_value(dataset, task, row):

@@ -134,11 +134,13 @@ def run(config: configs.Sensitivity, out_dir: str, context=None, resume: bool = 
   progress = _base.progress(NAME, total, context)
   if done:
     progress.skip(min(len(done), total))
-  sensitivity.run(loader(c.data), tasks, base, variations, attack_names, seeds, c.train,
+  load = loader(c.data)
+  sensitivity.run(load, tasks, base, variations, attack_names, seeds, c.train,
                   malleability.Hooks(done=done, on_record=store.append,
                                      on_progress=progress.update),
                   base_seed=c.data.seed, models=list(models), train_fn=_base.trainer(context))
-  summary = sensitivity.summarize(store.records(), models=models)
+  classes = {task: load(task, base.n_train).num_classes for task in tasks}
+  summary = sensitivity.summarize(store.records(), models=models, num_classes=classes)
   calib = sensitivity.calibration(summary, c.data.dataset, models=models)
   result = {'summary': summary, 'calibration': calib, 'dataset': c.data.dataset,
             'models': list(models),

@@ -207,8 +207,9 @@ def approximation_figure(res: dict, out_dir) -> list:
 
 def sensitivity_figures(res: dict, out_dir) -> list:
   """sensitivity_tornado_<task>.png: log10 of the candidate / reference (by default MLP-Attn /
-  2L-ReLU) flip-rate ratio per variation with its 95% interval, and, for the study's pair,
-  the study's range of ratios as a band."""
+  2L-ReLU) flip-rate ratio per variation with its 95% interval (none from fewer than 3 seeds),
+  a variation whose model is below twice chance labelled '† undertrained', and, for the
+  study's pair, the study's range of ratios as a band."""
   summary = res['summary']
   models = tuple(res.get('models') or paper.PAIR)
   ratio_name = f'{model_name(models[1])} / {model_name(models[0])}'
@@ -224,7 +225,10 @@ def sensitivity_figures(res: dict, out_dir) -> list:
     base = next((r for r in rows if r['choice'] == 'baseline'), None)
     if base is None or not base['ratio']:
       continue
-    bars = [{'label': f"{r['choice']} = {r['value']}", 'value': log(r['ratio']),
+    bars = [{'label': f"{r['choice']} = {r['value']}"
+                      + (' † undertrained' if r.get('relu_undertrained') or r.get('attn_undertrained')
+                         else ''),
+             'value': log(r['ratio']),
              'low': log(r['ratio_low']), 'high': log(r['ratio_high'])}
             for r in rows if r['choice'] != 'baseline']
     ratios = ([a / b for b, a in paper.FLIP_RATE.get((ref, task), {}).values() if b > 0]

@@ -174,22 +174,45 @@ def malleability_section(res: dict, title: str, dataset: str, task: str,
         r = next((r for r in rows if r['model'] == m and r['attack'] == attack), None)
         if r is None:
           continue
-        line[f'{_name(m)} flip %'] = f"{100 * r['flip_rate_mean']:.1f} ± {100 * r['flip_rate_std']:.1f}"
+        line[f'{_name(m)} flip %'] = rate_text(r)
         ref = r.get('paper_flip_rate_pct')
         line[f'{_name(m)} paper ({ref_name}) %'] = '' if ref is None else f'{ref:.1f}'
         line[f'{_name(m)} Spearman'] = f"{r['spearman_mean']:.2f}"
         line[f'{_name(m)} top-k'] = f"{r['topk_overlap_mean']:.2f}"
+      rr = next((x for x in res.get('ratios') or [] if (x['setting'], x['attack']) == (sett, attack)
+                 and abs(x['eps'] - eps) < 1e-9), None)
+      if rr is not None:
+        line[f"ratio {_name(rr['candidate'])} / {_name(rr['reference'])}"] = stats.format_ratio(
+            rr['ratio'], rr['ratio_low'], rr['ratio_high'], rr['seeds'])
       table.append(line)
     cols = list(dict.fromkeys(k for line in table for k in line))
     units = rows[0].get('eps_units', 'pixel')
     eps_text = (f'ε = {eps:g}' if units == 'pixel' else
                 f"ε = {eps:g} pixel std (= {rows[0].get('eps_pixels_mean', float('nan')):.3g} "
                 'on [0, 1] pixels)')
+    seeds = sorted({r.get('flip_rate_count') for r in rows} - {None})
+    note = (f"Flip % is the mean over {'/'.join(map(str, seeds))} seeds with its 95 % bootstrap "
+            'interval (none from fewer than 3 seeds); † marks a model whose mean test accuracy '
+            'is below twice chance (undertrained).') if seeds else ''
     text += [f'### {dataset}, task {task}, setting {sett}, {eps_text}', '',
-             page.markdown_table(table, cols), '',
+             page.markdown_table(table, cols), '', note, '',
              accuracy_sentence(rows, models) + ' ' + malleability_reading(rows), '']
   text += [f'![{f}]({f})' for f in figures]
   return '\n'.join(text) + '\n'
+
+
+def rate_text(r: dict, key: str = 'flip_rate') -> str:
+  """A summary row's rate in %: 'mean [low, high]' over seeds (its 95 % bootstrap interval),
+  'mean ± std (k seeds: no interval)' below 3 seeds, with '†' when the row's model is
+  undertrained (below twice chance)."""
+  mean, low = 100 * r[f'{key}_mean'], r.get(f'{key}_low')
+  if low is not None:
+    text = f"{mean:.1f} [{100 * low:.1f}, {100 * r[f'{key}_high']:.1f}]"
+  else:
+    text = f"{mean:.1f} ± {100 * r[f'{key}_std']:.1f}"
+    if r.get(f'{key}_count') is not None and r[f'{key}_count'] < stats.MIN_SEEDS:
+      text += f" ({r[f'{key}_count']} seeds: no interval)"
+  return text + (' †' if r.get('undertrained') else '')
 
 
 def accuracy_sentence(rows, models) -> str:
@@ -256,7 +279,7 @@ def variants_table(variants: dict) -> list:
              'test acc.': f"{100 * s[-1]['test_accuracy_mean']:.1f}%"}
       r = _summary_row((mall or {}).get('summary', []), model=m, attack='pgd')
       if r:
-        row['PGD flip % (ε=0.3)'] = f"{100 * r['flip_rate_mean']:.1f} ± {100 * r['flip_rate_std']:.1f}"
+        row['PGD flip % (ε=0.3)'] = rate_text(r)
         row['Spearman'] = f"{r['spearman_mean']:.2f}"
       rows.append(row)
   return rows
@@ -409,9 +432,17 @@ def _pair(res: dict):
 def _ratio_text(row, reference: str = 'relu_mlp') -> str:
   if row['ratio'] is None:
     return f'undefined ({_name(reference)} flips none)'
-  low = '?' if row['ratio_low'] is None else f"{row['ratio_low']:.2g}"
-  high = '∞' if row['ratio_high'] is None else f"{row['ratio_high']:.2g}"
-  return f"{row['ratio']:.2g} [{low}, {high}]"
+  return stats.format_ratio(row['ratio'], row['ratio_low'], row['ratio_high'], row.get('seeds'))
+
+
+def _rate(row, key: str) -> dict:
+  """A sensitivity row's `relu_*` / `attn_*` flip-rate fields as a summary row's
+  (`flip_rate_mean`, `_std`, `_low`, `_high`), for `rate_text`."""
+  return {f'flip_rate_{s}': row.get(f'{key}_flip_rate_{s}') for s in ('mean', 'std', 'low', 'high')}
+
+
+def _weak(row, key: str) -> str:
+  return ' †' if row.get(f'{key}_undertrained') else ''
 
 
 def sensitivity_rows(summary, task: str, attack: str, models=paper.PAIR) -> list:
@@ -423,11 +454,11 @@ def sensitivity_rows(summary, task: str, attack: str, models=paper.PAIR) -> list
     if r['task'] != task or r['attack'] != attack:
       continue
     out.append({'variation': _variation(r), 'ε (pixels)': f"{r['eps_pixels']:.3g}",
-                f'{ref} flip %': f"{100 * r['relu_flip_rate_mean']:.1f} ± {100 * r['relu_flip_rate_std']:.1f}",
-                f'{cand} flip %': f"{100 * r['attn_flip_rate_mean']:.1f} ± {100 * r['attn_flip_rate_std']:.1f}",
+                f'{ref} flip %': rate_text({**_rate(r, 'relu'), 'flip_rate_count': r.get('seeds')}),
+                f'{cand} flip %': rate_text({**_rate(r, 'attn'), 'flip_rate_count': r.get('seeds')}),
                 'ratio [95% CI]': _ratio_text(r, models[0]),
-                f'test acc. {ref} / {cand}': f"{100 * r['relu_test_accuracy']:.0f} / "
-                                              f"{100 * r['attn_test_accuracy']:.0f} %"})
+                f'test acc. {ref} / {cand}': f"{100 * r['relu_test_accuracy']:.0f}{_weak(r, 'relu')} / "
+                                              f"{100 * r['attn_test_accuracy']:.0f}{_weak(r, 'attn')} %"})
   return out
 
 
@@ -444,21 +475,24 @@ def sensitivity_section(res: dict, figures: Sequence[str] = ()) -> str:
           f"(init_std {res['baseline']['init_std']}, ε = {res['baseline']['eps']} in "
           f"{res['baseline']['eps_units']} units, τ = {res['baseline']['tau']}). Ratio = mean "
           f'{cand} flip rate / mean {ref} flip rate, with a 95% bootstrap interval over '
-          'seeds.', '']
+          'seeds (none from fewer than 3 seeds). † marks a model whose mean test accuracy is '
+          'below twice chance: its flip rates are those of an undertrained network.', '']
   for task in dict.fromkeys(r['task'] for r in summary):
     rows = sensitivity_rows(summary, task, attack, models)
     text += [f'### Task {task}, {attack.upper()}', '',
              page.markdown_table(rows, list(rows[0]) if rows else []), '']
   text += [f'![{f}]({f})' for f in figures] + ['']
   best = calib[:5] + [r for r in calib[5:] if r['choice'] == 'baseline']
-  crow = [{'variation': _variation(r), 'cells': r['cells'],
+  crow = [{'variation': _variation(r) + (' (undertrained †)' if r.get('undertrained') else ''),
+           'cells': r['cells'],
            'mean |ln(ours/study)|': f"{r['distance']:.2f}",
            f'{ref} only': _fmt(r['distance_relu'], '.2f'),
            f'{cand} only': _fmt(r['distance_attn'], '.2f')} for r in best]
   text += ['### Calibration against the study\'s flip rates', '',
            'Mean over the study\'s Table 2 cells (task × attack × model) of |ln(ours/study)|: '
            '0 is a perfect match, ln 2 ≈ 0.69 is "a factor of 2 off". The five closest '
-           'settings and the baseline:', '',
+           'settings and the baseline; undertrained settings rank after every trained one:',
+           '',
            page.markdown_table(crow, list(crow[0])) if crow else
            'The study published no flip rates for these models.', '',
            sensitivity_reading(res, attack), '']
@@ -502,20 +536,21 @@ def sensitivity_reading(res: dict, attack: str = 'pgd') -> str:
       inside = [r for r in rows if r['ratio_low'] is not None and r['ratio_low'] <= target
                 and (r['ratio_high'] is None or target <= r['ratio_high'])]
       s += (f". The study's {target:.1f}× lies inside the 95% interval of {len(inside)} of "
-            f"{len(rows)} settings" + (f" ({', '.join(_variation(r) for r in inside)})"
+            f"{len(rows)} settings" + (f" ({', '.join(_variation(r) + _weak(r, 'attn') + _weak(r, 'relu') for r in inside)})"
                                         if inside else ''))
     out.append(s + '.')
   if calib:
     top = calib[0]
     base = next((r for r in calib if r['choice'] == 'baseline'), None)
     s = (f"Closest to the study overall: {_variation(top)} (mean |ln| {top['distance']:.2f}, "
-         f"typically a factor {math.exp(top['distance']):.1f} off)")
+         f"typically a factor {math.exp(top['distance']):.1f} off"
+         + ('; but every setting is undertrained †' if top.get('undertrained') else '') + ')')
     if base is not None:
       s += f"; the baseline is {base['distance']:.2f} (factor {math.exp(base['distance']):.1f})"
     out.append(s + '.')
     relu = [r for r in calib if r['distance_relu'] is not None]
     if relu and models[0] == 'relu_mlp':
-      best = min(relu, key=lambda r: r['distance_relu'])
+      best = min(relu, key=lambda r: (bool(r.get('undertrained')), r['distance_relu']))
       rows = [r for r in summary if (r['choice'], r['value']) == (best['choice'], best['value'])
               and r['attack'] == attack]
       rates = ', '.join(f"{100 * r['relu_flip_rate_mean']:.1f}% ({r['task']})" for r in rows)
@@ -704,6 +739,10 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
     from ntk_attention.study.parts import width_threshold as wt_part
     sections.append('\n'.join([wt_part.section(wt_res['models'], wt_res['eps']), *[
         f'![{f}]({f})' for f in part_figs(layout.WIDTH_THRESHOLD, ['width_threshold.png'])], '']))
+  res = _load(d, layout.JOINT_SEARCH, 'joint_search')
+  if res:
+    from ntk_attention.study.parts import joint_search
+    sections.append(joint_search.section(res, part_figs(layout.JOINT_SEARCH, ['joint_search.png'])))
   sections.append(provenance_section(parts_info, flags, provenance))
   headings = [line[3:].strip() for s in sections for line in s.splitlines() if line.startswith('## ')]
   sections.insert(1, scorecard_section(rows, headings))
