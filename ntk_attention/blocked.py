@@ -24,11 +24,12 @@ from ntk_attention import models as models_lib
 from ntk_attention import ntk_closed_form
 
 # Peak of a malleability cell in float64 N × N arrays (N = n_train + n_eval): the kernel
-# (whose train block `influence.loo_influence_lean` factors in place), Θ∞, and one work
-# block — Θ∞'s train block copied for its KRR, or a kernel row block, capped at one N × N
-# array (`block_rows`); plus a fixed `INFLUENCE_BASE_GB` (Python, JAX, data, training,
-# attacks). docs/method.md §13 has the measurements the constants are fitted to.
-INFLUENCE_PEAK_KERNELS = 3.0
+# (whose train block `influence.loo_influence_lean` factors in place), Θ∞, one work block
+# — Θ∞'s train block copied for its KRR, or a kernel row block, capped at one N × N array
+# (`block_rows`) — and one more measured with an attention model (its closed-form eNTK's
+# float64 Gram products; 2L-ReLU alone peaks near three); plus a fixed `INFLUENCE_BASE_GB`
+# (Python, JAX, data, training, attacks). docs/method.md §13 has the measurements.
+INFLUENCE_PEAK_KERNELS = 4.0
 INFLUENCE_BASE_GB = 0.9
 
 

@@ -318,14 +318,23 @@ def run(main, argv=None):
   app.run(checked_main, argv=argv, flags_parser=_parse_flags)
 
 
+def checks(module, config, where: str = '', fv: flags.FlagValues = FLAGS) -> tuple:
+  """The checks `check` runs, one function each (each raises ValueError in one line): the
+  part's `check(config)`, the output folder (`--output_dir` under a file), and every load of
+  its `data_needs` tried on the data (a class the dataset lacks, an npz without x and y, sizes
+  larger than the pool, a tfds dataset offline; prefixed by `where`). `--dry_run` runs them
+  all and lists every failure."""
+  return (lambda: module.check(config),
+          lambda: _base.check_output_dir(fv.output_dir),
+          lambda: parts.check_pools(module.data_needs(config), config.data.seed,
+                                    config.data.data_dir, where))
+
+
 def check(module, config, where: str = '', fv: flags.FlagValues = FLAGS) -> None:
-  """Before any work and before anything is written: the part's `check(config)`, every
-  load of its `data_needs` tried on the data (a class the dataset lacks, an npz without x and
-  y, sizes larger than the pool, a tfds dataset offline: one line each, prefixed by `where`),
-  and the output folder (`--output_dir` under a file)."""
-  module.check(config)
-  _base.check_output_dir(fv.output_dir)
-  parts.check_pools(module.data_needs(config), config.data.seed, config.data.data_dir, where)
+  """Before any work and before anything is written: every one of `checks(...)`; the first
+  failure raises."""
+  for one in checks(module, config, where, fv):
+    one()
 
 
 def setup(fv: flags.FlagValues = FLAGS, x64: bool = True):

@@ -94,7 +94,7 @@ def main(argv):
   c = config()
   if FLAGS.dry_run:
     print(_common.dry_run(malleability.NAME, c, c.data.n_train, c.data.n_test,
-                          FLAGS.max_memory_gb, checks=(lambda: _common.check(malleability, c),)))
+                          FLAGS.max_memory_gb, checks=_common.checks(malleability, c)))
     return
   _common.check(malleability, c)
   cleanup = _common.start_processes()

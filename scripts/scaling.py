@@ -57,7 +57,7 @@ def main(argv):
   if FLAGS.dry_run:
     print(_common.dry_run(scaling.NAME, c, max(c.n_grid, default=0), c.data.n_test,
                           FLAGS.max_memory_gb,
-                          checks=(lambda: _common.check(scaling, c, '--n_grid: '),)))
+                          checks=_common.checks(scaling, c, '--n_grid: ')))
     return
   _common.check(scaling, c, '--n_grid: ')
   cleanup = _common.start_processes()

@@ -1,4 +1,28 @@
-"""Tests run in float64: kernels and spectra are compared to 1e-10."""
-import jax
+"""Tests run in float64: kernels and spectra are compared to 1e-10.
+
+XLA compiles the tests' programs at LLVM optimisation level 0 (`XLA_FLAGS`, set before JAX
+loads, so the scripts the tests start inherit it): most test programs are tiny and run once,
+compiling is most of their time, and level 0 halves it. The operations and their order are
+XLA's (HLO optimisations are unchanged), so numbers agree with level 2 to float rounding
+(measured: kernel distances to 1e-9 relative); every test compares numbers with a tolerance or
+against a run under the same flags. BUILD.md, "Tests".
+
+Compiled programs are kept in one persistent compilation cache (below)."""
+import os
+import tempfile
+
+# What the user had, for the runs that must see a user's flags (`oracles.user_env`).
+os.environ.setdefault('NTK_ATTENTION_USER_XLA_FLAGS', os.environ.get('XLA_FLAGS', ''))
+if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                             ' --xla_backend_optimization_level=0').strip()
+# One persistent compilation cache for the tests and the scripts they start (both xdist
+# workers, every subprocess): many tests run the same tiny programs (digits, 60 points, width
+# 16) in separate processes. A test that counts compilations passes its own cache folder.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
+    tempfile.gettempdir(), f'ntk_attention-tests-jax-{os.getuid()}'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
+
+import jax  # noqa: E402  (after XLA_FLAGS: XLA reads it once, when the backend starts)
 
 jax.config.update('jax_enable_x64', True)

@@ -4,6 +4,8 @@ every number of a results file (not part of the package).
 tests/ is on sys.path under pytest's default (prepend) import mode, so a test imports these
 as `from oracles import loo_predictions_bruteforce`.
 """
+import os
+
 import numpy as np
 
 
@@ -43,3 +45,12 @@ def json_numbers(obj, skip=('provenance', 'seconds', 'wall_time_s'), path='') ->
   if isinstance(obj, (int, float)) and not isinstance(obj, bool):
     return {path: obj}
   return {}
+
+
+def user_env(**extra) -> dict:
+  """The environment for a subprocess that must run as a user's would: the XLA flags the user
+  had before tests/conftest.py set its compile-time ones (README's examples as written, peak
+  memory of a real run)."""
+  env = dict(os.environ, **extra)
+  env['XLA_FLAGS'] = os.environ.get('NTK_ATTENTION_USER_XLA_FLAGS', '')
+  return env

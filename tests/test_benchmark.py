@@ -24,7 +24,7 @@ def _start(args):
 def runs(tmp_path_factory):
   """The quick benchmark and a bad --only, run concurrently to share start-up time."""
   out = tmp_path_factory.mktemp('bench') / 'b.json'
-  procs = {'quick': _start(['--quick', '--only=ntk,ntk_head,influence,training',
+  procs = {'quick': _start(['--quick', '--repeats=1', '--only=ntk,ntk_head,influence,training',
                             f'--output={out}']),
            'bad': _start(['--quick', '--only=ntk,nope', f'--output={out}.bad.json'])}
   logs = {k: (p.communicate(timeout=300)[0], p.returncode) for k, p in procs.items()}

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from ntk_attention import blocked
+from oracles import user_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'scripts', 'malleability.py')
@@ -18,7 +19,7 @@ FLAGS = ['--dataset=mnist_sample', '--n_test=500', '--width=64', '--seeds=1', '-
 
 
 def _run(args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  env = user_env(TF_CPP_MIN_LOG_LEVEL='3')
   return subprocess.run([sys.executable, SCRIPT, *FLAGS, *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=1800)
 
@@ -28,7 +29,7 @@ def _peak_rss_gb(args) -> float:
   maximum over this process's waited-for children, so each run gets its own parent."""
   code = ('import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); '
           'print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(p.returncode)')
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  env = user_env(TF_CPP_MIN_LOG_LEVEL='3')
   proc = subprocess.run([sys.executable, '-c', code, sys.executable, SCRIPT, *FLAGS, *args],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -57,7 +58,7 @@ def test_dry_run_prints_the_estimate_and_problems_and_writes_nothing(tmp_path):
   assert any('mnist_sample has 5000 usable samples' in l for l in fails), lines
   assert not out.exists()
   # scripts/scaling.py: the estimate at the largest n of the grid.
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  env = user_env(TF_CPP_MIN_LOG_LEVEL='3')
   proc = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'scaling.py'),
                          '--n_grid=500,9000', '--n_test=500', f'--output_dir={out}', '--dry_run'],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

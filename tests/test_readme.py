@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+from oracles import user_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = '<!-- readme-example:'
 
@@ -24,7 +26,7 @@ def _examples() -> list:
 
 def _run(code, tmp_path):
   out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=600, check=False)
+                       text=True, timeout=600, check=False, env=user_env())
   assert out.returncode == 0, out.stderr[-3000:]
   return out
 

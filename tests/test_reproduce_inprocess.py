@@ -30,8 +30,11 @@ COMPILED = re.compile(r'compilations: (\d+) new, (\d+) loaded from')
 
 
 def _run(out, *extra):
+  # One compilation cache for the three runs: the isolated run's spawned parts load the
+  # in-process run's programs instead of compiling them again (what is compared is the
+  # numbers and the trainings, not where a program came from).
   cmd = [sys.executable, SCRIPT, *TINY, f'--output_dir={out}',
-         f'--compilation_cache={out}_xla', *extra]
+         f'--compilation_cache={out.parent / "xla"}', *extra]
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-4000:]
   return proc

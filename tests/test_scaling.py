@@ -62,11 +62,22 @@ def _run(args):
                         text=True, timeout=600)
 
 
-def test_script_end_to_end_and_resume(tmp_path):
-  args = ['--dataset=digits', '--n_grid=40,80', '--n_test=30', '--seeds=2', '--epochs=1',
-          '--width=8', f'--output_dir={tmp_path}']
-  proc = _run(args)
+COMMON = ['--dataset=digits', '--n_test=30', '--epochs=1']
+ARGS = [*COMMON, '--n_grid=40,80', '--seeds=2', '--width=8']
+
+
+@pytest.fixture(scope='module')
+def script_dir(tmp_path_factory):
+  """One run of the script (two tests read it: run once, a module fixture)."""
+  out = tmp_path_factory.mktemp('scaling')
+  proc = _run([*ARGS, f'--output_dir={out}'])
   assert proc.returncode == 0, proc.stderr[-3000:]
+  return out
+
+
+def test_script_end_to_end_and_resume(script_dir):
+  tmp_path = script_dir
+  args = [*ARGS, f'--output_dir={tmp_path}']
   rows = store_lib.read_json(tmp_path / 'scaling.json')['rows']
   assert [r['n_train'] for r in rows] == [40, 80]
   records = store_lib.JsonlStore(str(tmp_path / 'scaling.jsonl')).records()
@@ -106,22 +117,18 @@ def test_script_fails_before_any_output(tmp_path, args, message):
   assert not (tmp_path / 'out').exists()
 
 
-def test_reproduce_scaling_part_matches_the_script_and_reports_it(tmp_path):
+def test_reproduce_scaling_part_matches_the_script_and_reports_it(tmp_path, script_dir):
   """The optional `scaling` part of reproduce.py runs scaling.py in-process: the same
   records as the script alone (shared training cache or not), and its section in the report."""
-  common = ['--dataset=digits', '--n_test=30', '--epochs=1']
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   proc = subprocess.run(
-      [sys.executable, os.path.join(ROOT, 'scripts', 'reproduce.py'), *common,
+      [sys.executable, os.path.join(ROOT, 'scripts', 'reproduce.py'), *COMMON,
        '--parts=scaling', '--scaling_n_grid=40,80', '--mall_seeds=2', '--mall_width=8',
        '--compilation_cache=', f'--output_dir={tmp_path / "run"}'],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  alone = _run([*common, '--n_grid=40,80', '--seeds=2', '--width=8',
-                f'--output_dir={tmp_path / "alone"}'])
-  assert alone.returncode == 0, alone.stderr[-3000:]
   rows = store_lib.read_json(tmp_path / 'run' / 'scaling' / 'scaling.json')['rows']
-  assert rows == store_lib.read_json(tmp_path / 'alone' / 'scaling.json')['rows']
+  assert rows == store_lib.read_json(script_dir / 'scaling.json')['rows']
   md = (tmp_path / 'run' / 'report.md').read_text()
   assert scaling.scaling_section(rows) in md
   assert '![scaling/scaling.png](scaling/scaling.png)' in md

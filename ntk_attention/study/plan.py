@@ -177,6 +177,7 @@ def part_cost(kind: str, config) -> Cost:
       f32 += k * sum(_train(n_k, d_k, m, 1, epochs, s) for m in config.train_widths)
       f64 += k * (2.0 * n_k ** 2 * d_k + 10.0 * n_k ** 3 * (1 + s * len(config.widths)))
     cells = len(sizes) * k * (len(config.widths) + len(config.train_widths))
+    return Cost(cells, f32, f64)
   if kind == 'joint_search':   # every grid point (+ the rounding rerun) × tasks × both models
     tasks = [x for x in config.tasks.split('+') if x.strip()]
     m, seeds, attacks = config.width, config.seeds, config.attacks
