@@ -9,7 +9,8 @@ feasible set is
 
 The functions are plain JAX with ``lax.fori_loop`` loops, so they trace once; the caller jits
 them with ``loss_fn`` closed over (``eps``, ``steps`` and ``step_size`` may be Python numbers or
-closed-over constants). A NaN in the gradient of an attacked row propagates into the returned
+traced scalars: a traced step count makes the loop a ``while_loop``, which is not
+reverse-differentiable and need not be). A NaN in the gradient of an attacked row propagates into the returned
 array (``sign``, ``clip`` and the ℓ1 normalisation all keep NaN); ``attack`` raises on it when
 called eagerly, and callers under ``jit`` can test ``jnp.isfinite`` on the result.
 """
@@ -56,6 +57,8 @@ def validate(name: str, config: AttackConfig) -> None:
     raise ValueError(f'eps must lie in [0, 1] for [0, 1] pixels, got {config.eps!r}.')
   for field in ('pgd_steps', 'mim_steps'):
     v = getattr(config, field)
+    if isinstance(v, jax.core.Tracer):   # traced (one compiled attack for every count)
+      continue
     if not _is_int(v) or v <= 0:
       raise ValueError(f'{field} must be a positive int, got {v!r}.')
   _positive_or_none('pgd_step_size', config.pgd_step_size)

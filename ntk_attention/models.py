@@ -420,13 +420,36 @@ def instantiate(name: str, factory: Callable, width: int, out_dim: int, **option
   return dataclasses.replace(model, name=name, width=int(width))
 
 
-def init_params(model: Model, key, n_features: int, dtype=jnp.float32):
+def init_params(model: Model, key, n_features: int, dtype=jnp.float32, init_std=None):
   """Parameters for sequences of `n_features` channels, cast to `dtype`.
 
   Shapes do not depend on the sequence length. Returns `(prefix_params, head_params)`.
+  `init_std` (a number or a traced scalar, with a `unit_init` model): the head's first-layer
+  weights are multiplied by it before the cast, as `layers.ScaledDense` does.
   """
   _, params = model.init_fn(key, (1, 1, n_features))
+  if init_std is not None:
+    prefix, head = params
+    (w, b), rest = head[0], list(head[1:])
+    params = type(params)([prefix, type(head)([(w * init_std, b)] + rest)])
   return jax.tree_util.tree_map(lambda p: jnp.asarray(p, dtype), params)
+
+
+def unit_init(model: Model):
+  """`(model', init_std)`: for a study model built by `build`, the same model with
+  `init_std = 1` and its `init_std`, so that one compiled program serves every init_std
+  (`init_params(model', ..., init_std=init_std)` draws the same weights as the model);
+  `(model, None)` for any other model."""
+  if model.name not in MODELS or model.init_std is None or model.head_kind != 'relu_head':
+    return model, None
+  args = (model.name, model.width, model.out_dim, model.W_std)
+  options = dict(model.options)
+  try:
+    if model is not build(*args, init_std=model.init_std, **options):
+      return model, None
+  except (TypeError, ValueError):
+    return model, None
+  return build(*args, init_std=1.0, **options), model.init_std
 
 
 def trainable_mask(model: Model, params):
@@ -474,5 +497,6 @@ def _check_width(width):
 
 __all__ = ['MODELS', 'DEFAULT_INIT_STD', 'Model', 'compose', 'head_trained', 'load_factory',
            'factories', 'instantiate', 'build', 'relu_head', 'attention_prefix', 'qkv_prefix',
-           'relu_mlp', 'mlp_attn', 'mlp_attn_qkv', 'init_params', 'trainable_mask',
+           'relu_mlp', 'mlp_attn', 'mlp_attn_qkv', 'init_params', 'unit_init',
+           'trainable_mask',
            'features', 'head_apply']

@@ -47,7 +47,7 @@ class TrainConfig(NamedTuple):
 
 class TrainResult(NamedTuple):
   """Stacked over seeds `S`: `params` and `init_params` pytrees with a leading S axis;
-  `losses (S, epochs)`, the mean training loss of each epoch."""
+  `losses (S, epochs)` (a numpy array), the mean training loss of each epoch."""
   init_params: object
   params: object
   losses: jnp.ndarray
@@ -173,25 +173,81 @@ def train(model: models_lib.Model, keys, x_train, y_train, config: TrainConfig =
     raise ValueError(f'model has {model.out_dim} outputs but targets have {y_train.shape[1]}.')
   kind = loss_kind(config, y_train.shape[1])
   keys, replicate = _shard_seeds(jnp.asarray(keys))
-  params0, params, losses = _train_seeds(model, config, kind, perturb, keys,
-                                         replicate(x_train), replicate(y_train))
+  x_train, y_train = replicate(x_train), replicate(y_train)
+  # One program per shape: lr, weight decay and the study head's init_std are arguments,
+  # the epochs run in chunks of CHUNK_EPOCHS (docs/method.md §6).
+  program_model, init_std = models_lib.unit_init(model)
+  static = config._replace(lr=0.0, weight_decay=0.0, epochs=0)
+  # numpy values, not jnp: a jnp conversion is one more eager program.
+  hyper = np.asarray([config.lr, config.weight_decay], dtype)
+  # init_std multiplies the weights in the precision they are drawn in, before the cast.
+  scale = np.asarray(1.0 if init_std is None else init_std, jnp.result_type(float))
+  feats = None if model.prefix_trainable else _features(program_model, x_train)
+  params0, carry, shuffle_keys = _init_seeds(program_model, static, init_std is not None,
+                                             keys, x_train.shape[1], hyper, scale)
+  chunks = []
+  for start in range(0, config.epochs, CHUNK_EPOCHS):   # the last chunk may be shorter
+    carry, losses = _train_chunk(program_model, static, kind, perturb,
+                                 min(CHUNK_EPOCHS, config.epochs - start), carry, shuffle_keys,
+                                 np.asarray(start, np.int32), x_train, y_train, feats, hyper)
+    chunks.append(losses)
   # Several processes: every process gets every seed's parameters (docs/method.md §13).
-  params0, params, losses = devices_lib.gather_tree((params0, params, losses))
-  if not bool(jnp.all(jnp.isfinite(losses))):
+  params0, params, chunks = devices_lib.gather_tree((params0, carry[0], chunks))
+  losses = np.concatenate([np.asarray(c) for c in chunks], axis=1)   # (S, epochs), on the host
+  if not np.all(np.isfinite(losses)):
     raise FloatingPointError('training loss became non-finite; lower --lr.')
   return TrainResult(params0, params, losses)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _train_seeds(model, config, kind, perturb, keys, x_train, y_train):
-  """The compiled program of `train`; cached per (model, config, loss, perturb, shapes)."""
-  n, d = x_train.shape
-  dtype = x_train.dtype
+# Epochs per call of the compiled chunk (`_train_chunk`): one program serves every epoch
+# count that is a multiple of it, and one more every other remainder. Not a masked fixed
+# length: the select it needs changes XLA's fusion and the float32 rounding of a step.
+CHUNK_EPOCHS = 10
+
+
+def _optimizer(model, config, hyper, params):
+  """`make_optimizer` with the traced lr and weight decay of `hyper = [lr, wd]`."""
+  config = config._replace(lr=hyper[0], weight_decay=hyper[1])
+  return make_optimizer(config, models_lib.trainable_mask(model, params))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 4))
+def _init_seeds(model, config, scaled, keys, d, hyper, init_std):
+  """Per seed (vmapped): the initial parameters (the study head's first layer scaled by the
+  traced `init_std` when `scaled`: `models.unit_init`), the optimiser state and the
+  shuffling key: seed key -> (init key, shuffle key)."""
+  dtype = hyper.dtype
+
+  def one_seed(key):
+    k_init, k_shuffle = jax.random.split(key)
+    params0 = models_lib.init_params(model, k_init, d, dtype, init_std if scaled else None)
+    opt = _optimizer(model, config, hyper, params0)
+    return params0, (params0, opt.init(params0)), k_shuffle
+
+  return jax.vmap(one_seed)(keys)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _features(model, x_train):
+  """A fixed prefix's features of the training sequence, `(n, d')`; its parameters from any
+  key (it has none that train)."""
   seq, _ = layers.as_sequence(x_train)
-  feats = None
-  if not model.prefix_trainable:   # a fixed prefix: its (frozen) params from any key
-    any_params = models_lib.init_params(model, jax.random.PRNGKey(0), d, dtype)
-    feats = models_lib.features(model, any_params, seq)[0]
+  any_params = models_lib.init_params(model, jax.random.PRNGKey(0), x_train.shape[1],
+                                      x_train.dtype)
+  return models_lib.features(model, any_params, seq)[0]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _train_chunk(model, config, kind, perturb, length, carry, shuffle_keys, start, x_train,
+                 y_train, feats, hyper):
+  """Epochs `start … start + length − 1` of every seed, vmapped over the leading axis of
+  `carry` and `shuffle_keys (S, 2)`; returns the carry and each epoch's mean loss
+  `(S, length)`. Epoch e shuffles with `fold_in(shuffle key, e)` (= `split(shuffle key,
+  epochs)[e]` under JAX's default partitionable threefry). One program per (model, static
+  config, loss, perturb, length, shapes): `start`, lr and weight decay (`hyper = [lr, wd]`)
+  are traced."""
+  n = x_train.shape[0]
+  seq, _ = layers.as_sequence(x_train)
 
   def batch_outputs(params, idx, x=None):
     if x is not None:
@@ -200,10 +256,10 @@ def _train_seeds(model, config, kind, perturb, keys, x_train, y_train):
       return models_lib.head_apply(model, params[1], feats[idx])
     return model.apply_fn(params, seq)[0][idx]
 
-  def one_seed(key):
-    k_init, k_shuffle = jax.random.split(key)
-    params0 = models_lib.init_params(model, k_init, d, dtype)
-    opt = make_optimizer(config, models_lib.trainable_mask(model, params0))
+  def one_seed(carry, k_shuffle):
+    opt = _optimizer(model, config, hyper, carry[0])
+    keys = jax.vmap(lambda e: jax.random.fold_in(k_shuffle, e))(
+        start + jnp.arange(length, dtype=jnp.int32))
 
     def step(carry, batch):
       params, state = carry
@@ -221,11 +277,9 @@ def _train_seeds(model, config, kind, perturb, keys, x_train, y_train):
       carry, losses = jax.lax.scan(step, carry, (idx, step_keys))
       return carry, jnp.mean(losses)
 
-    epoch_keys = jax.random.split(k_shuffle, config.epochs)
-    (params, _), losses = jax.lax.scan(epoch, (params0, opt.init(params0)), epoch_keys)
-    return params0, params, losses
+    return jax.lax.scan(epoch, carry, keys)
 
-  return jax.vmap(one_seed)(keys)
+  return jax.vmap(one_seed)(carry, shuffle_keys)
 
 
 def seed_keys(seeds, base_seed: int = 0):

@@ -61,11 +61,20 @@ def cached_train(cache: Optional[dict] = None, directory: Optional[str] = None) 
         cache[entries[i]] = training.unstack(result, j)
         if directory:
           _save_entry(_entry_path(directory, entries[i]), cache[entries[i]])
-    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[cache[k] for k in entries])
+    return _stack([cache[k] for k in entries])
 
   fn.cache = cache
   fn.stats = stats
   return fn
+
+
+def _stack(results) -> training.TrainResult:
+  """Seeds' `TrainResult`s stacked: parameters on the device, the loss curves (numpy, as
+  `training.train` returns them) on the host, so that a new number of epochs compiles
+  nothing."""
+  params = jax.tree_util.tree_map(lambda *a: jnp.stack(a),
+                                  *[(r.init_params, r.params) for r in results])
+  return training.TrainResult(*params, np.stack([np.asarray(r.losses) for r in results]))
 
 
 def _entry_path(directory: str, key: tuple) -> str:
@@ -90,7 +99,8 @@ def _load_entry(path: str, model: models_lib.Model, d: int, dtype) -> training.T
     raise ValueError(f'{path}: {len(leaves)} arrays, expected {2 * k + 1} for {model.name}; '
                      'delete the file (a stale training cache).')
   return training.TrainResult(jax.tree_util.tree_unflatten(params_def, leaves[:k]),
-                     jax.tree_util.tree_unflatten(params_def, leaves[k:2 * k]), leaves[-1])
+                     jax.tree_util.tree_unflatten(params_def, leaves[k:2 * k]),
+                     np.asarray(leaves[-1]))
 
 
 def _digest(a) -> tuple:

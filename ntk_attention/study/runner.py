@@ -115,23 +115,6 @@ def configure_jax(matmul_precision: str, compilation_cache: str = '') -> None:
     jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
-def count_compilations() -> dict:
-  """{'new': programs compiled, 'cached': programs loaded from the persistent compilation
-  cache}, counted from JAX's monitoring events for the rest of this process."""
-  import jax
-  counts = {'new': 0, 'cached': 0}
-  names = {'/jax/compilation_cache/cache_misses': 'new',
-           '/jax/compilation_cache/cache_hits': 'cached'}
-
-  def listener(event, **kwargs):
-    del kwargs
-    if event in names:
-      counts[names[event]] += 1
-
-  jax.monitoring.register_event_listener(listener)
-  return counts
-
-
 # ------------------------------------------------------------------------------ one part
 
 def _in_process(part, out, resume, context, log_path) -> None:
@@ -289,33 +272,34 @@ def run(study: presets.Study, output_dir: str, *, sets: Sequence[str] = (), forc
   train_cache = (layout.train_cache(output_dir) if train_cache == ''
                  else train_cache and os.path.expanduser(train_cache))
   configure_jax(study.matmul_precision, compilation_cache)
-  compilations = count_compilations()
-  t0 = time.time()
-  from ntk_attention.study import cache
-  progress = plan.RunProgress({p.sub: plan.seconds(cost, rates)
-                               for p, (_, cost) in zip(todo, costs)})
-  parts = importlib.import_module('ntk_attention.study.parts')
-  context = parts.Context(train_fn=cache.cached_train(directory=train_cache),
-                          on_progress=progress.cell)
-  isolated = (dict(train_cache=train_cache, study=study, compilation_cache=compilation_cache)
-              if isolate else None)
-  info = {}
-  for part in todo:
-    progress.begin(part.sub)
-    info[part.sub] = run_part(part, output_dir, context, force, isolated)
-    progress.end(part.sub, cached=info[part.sub]['status'] == 'cached')
+  from ntk_attention import compiles
+  with compiles.count() as compilations:   # programs compiled / loaded by this run
+    t0 = time.time()
+    from ntk_attention.study import cache
+    progress = plan.RunProgress({p.sub: plan.seconds(cost, rates)
+                                 for p, (_, cost) in zip(todo, costs)})
+    parts = importlib.import_module('ntk_attention.study.parts')
+    context = parts.Context(train_fn=cache.cached_train(directory=train_cache),
+                            on_progress=progress.cell)
+    isolated = (dict(train_cache=train_cache, study=study, compilation_cache=compilation_cache)
+                if isolate else None)
+    info = {}
+    for part in todo:
+      progress.begin(part.sub)
+      info[part.sub] = run_part(part, output_dir, context, force, isolated)
+      progress.end(part.sub, cached=info[part.sub]['status'] == 'cached')
   progress.close()
   stats = context.train_fn.stats
   logging.info('trainings: %d seeds trained, %d loaded from %s, %d reused in memory',
                stats['trained'], stats['loaded'], train_cache or 'nowhere', stats['hits'])
   if compilation_cache:
-    logging.info('compilations: %d new, %d loaded from %s', compilations['new'],
-                 compilations['cached'], os.path.expanduser(compilation_cache))
+    logging.info('compilations: %d new, %d loaded from %s', compilations.compiled,
+                 compilations.cached, os.path.expanduser(compilation_cache))
   text = build_report(study, output_dir, info, time.time() - t0, flags)
   logging.info('report: %s (and %s)', layout.report_md(output_dir), layout.REPORT_HTML)
   return text
 
 
 __all__ = ['COMPILATION_CACHE', 'part_module', 'preflight', 'group_problems',
-           'dry_run_text', 'configure_jax', 'count_compilations', 'run_part',
+           'dry_run_text', 'configure_jax', 'run_part',
            'study_flags', 'build_report', 'run']

@@ -6,6 +6,7 @@
   influence   exact leave-one-out influence vs brute-force KRR refits
   training    vmapped seeds vs a sequential loop over seeds
   reproduce   scripts/reproduce.py with isolated parts vs one process and caches
+  compiles    cells that vary values: a program per value vs one per shape
   table       the printed table
 
 Importable as `benchmarks.<name>` because Python puts a script's folder (scripts/) on
@@ -14,6 +15,7 @@ order `--only=` (all) runs them.
 """
 from typing import Callable, Dict, List
 
+from benchmarks import compiles
 from benchmarks import harness
 from benchmarks import influence
 from benchmarks import ntk
@@ -27,4 +29,5 @@ REGISTRY: Dict[str, Callable[[harness.Args], List[dict]]] = {
     'influence': influence.run,
     'training': training.run,
     'reproduce': reproduce.run,
+    'compiles': compiles.run,
 }

@@ -1,0 +1,135 @@
+"""Entry `compiles`: cells of a sensitivity-style grid, one program per value vs per shape.
+
+A cell trains a model (2 seeds) and attacks it with PGD; the cells vary what a sensitivity
+study varies without changing a shape: lr, weight decay, init_std, epochs, ε and the PGD
+steps. The baseline is the previous code path, kept here: every value a compile-time
+constant (the whole training one scan of `epochs` steps with the optimiser's constants and
+the model's init_std baked in; the attack with its step count static). The new path is the
+library's (`training.train`, `malleability.perturb`): the values are arguments, the epochs
+run in chunks of `training.CHUNK_EPOCHS`. Both count the programs compiled
+(`ntk_attention.compiles`) and must give the same parameters and attacked pixels.
+"""
+import functools
+import itertools
+import time
+from typing import List
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from benchmarks import harness
+from ntk_attention import attacks
+from ntk_attention import compiles
+from ntk_attention import data
+from ntk_attention import layers
+from ntk_attention import malleability
+from ntk_attention import models
+from ntk_attention import training
+
+SIZES = {
+    'quick': dict(n=64, width=16, lr=(1e-3, 3e-3), init_std=(0.01,), epochs=(10, 20),
+                  eps=(0.3,), pgd_steps=(5, 10)),
+    'full': dict(n=400, width=512, lr=(1e-3, 3e-3), init_std=(0.01, 1.0), epochs=(50, 100),
+                 eps=(0.1, 0.3), pgd_steps=(5, 20)),
+}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _old_train(model, config, kind, keys, x_train, y_train):
+  """The previous `training._train_seeds`: every setting a constant, one scan of all epochs."""
+  n, d = x_train.shape
+  seq, _ = layers.as_sequence(x_train)
+  feats = None
+  if not model.prefix_trainable:
+    any_params = models.init_params(model, jax.random.PRNGKey(0), d, x_train.dtype)
+    feats = models.features(model, any_params, seq)[0]
+
+  def one_seed(key):
+    k_init, k_shuffle = jax.random.split(key)
+    params0 = models.init_params(model, k_init, d, x_train.dtype)
+    opt = training.make_optimizer(config, models.trainable_mask(model, params0))
+
+    def step(carry, idx):
+      params, state = carry
+      loss, grads = jax.value_and_grad(lambda p: training.loss_value(
+          kind, models.head_apply(model, p[1], feats[idx]) if feats is not None
+          else model.apply_fn(p, seq)[0][idx], y_train[idx]))(params)
+      updates, state = opt.update(grads, state, params)
+      return (optax.apply_updates(params, updates), state), loss
+
+    def epoch(carry, k):
+      k_perm, _ = jax.random.split(k)
+      idx = training._batches(k_perm, n, config.batch_size)   # pylint: disable=protected-access
+      carry, losses = jax.lax.scan(step, carry, idx)
+      return carry, jnp.mean(losses)
+
+    (params, _), losses = jax.lax.scan(epoch, (params0, opt.init(params0)),
+                                       jax.random.split(k_shuffle, config.epochs))
+    return params, losses
+
+  return jax.vmap(one_seed)(keys)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _old_attack(model, kind, attack, params, x, y, subset, key):
+  """The previous `malleability._loss_attack` for PGD: ε and the steps are constants."""
+  loss_fn = malleability.loss_objective(model, params, y, subset, kind)
+  mask = jnp.zeros(x.shape[0], bool).at[subset].set(True)
+  return attacks.pgd(loss_fn, x, attack.eps, key, steps=attack.pgd_steps, mask=mask)
+
+
+def run(args: harness.Args) -> List[dict]:
+  """Every cell of the grid, old path then new, each in a cold JAX cache; programs compiled,
+  wall time (compilation included: it is what the change removes) and agreement."""
+  size = SIZES['quick' if args.quick else 'full']
+  ds = data.load('mnist_sample', n_train=size['n'], n_test=10, seed=args.seed)
+  x = jnp.asarray(ds.x_train, jnp.float32)
+  y = jnp.asarray(data.targets(ds.y_train, ds.num_classes), jnp.float32)
+  keys = training.seed_keys([0, 1])
+  subset = jnp.arange(size['n'] // 10)
+  grid = list(itertools.product(size['lr'], size['init_std'], size['epochs'], size['eps'],
+                                size['pgd_steps']))
+  rows = []
+  for name in ('relu_mlp', 'mlp_attn'):
+    # Built (and analysed: models.compose's probes) before the cold caches: both paths use
+    # the same Model objects, and their eager probes are not what is compared.
+    for init_std in size['init_std'] + (1.0,):
+      models.unit_init(models.build(name, size['width'], ds.num_classes, init_std=init_std))
+    results, timings, counts = {}, {}, {}
+    for path in ('old', 'new'):
+      jax.clear_caches()
+      out = []
+      t0 = time.perf_counter()
+      with compiles.count() as count:
+        for lr, init_std, epochs, eps, steps in grid:
+          model = models.build(name, size['width'], ds.num_classes, init_std=init_std)
+          config = training.TrainConfig(epochs=epochs, lr=lr, batch_size=32)
+          setup = malleability.Setup(attack=attacks.AttackConfig(eps=eps, pgd_steps=steps))
+          if path == 'old':
+            params = _old_train(model, config, 'xent', keys, x, y)[0]
+          else:
+            params = training.train(model, keys, x, y, config).params
+          one = training.unstack(params, 0)
+          if path == 'old':
+            x_adv = _old_attack(model, 'xent', setup.attack, one, x, y, subset, keys[0])
+          else:
+            x_adv = malleability.perturb(model, one, 'pgd', x, y, subset, setup, keys[0],
+                                         'xent')
+          out.append((np.asarray(one[1][0][0]), np.asarray(x_adv)))
+      seconds = time.perf_counter() - t0
+      results[path], counts[path] = out, count
+      timings[path] = harness.Timing(seconds, count.seconds, [seconds], None)
+    diff = max(max(harness.max_rel_diff(a[0], b[0]), harness.max_rel_diff(a[1], b[1]))
+               for a, b in zip(results['new'], results['old']))
+    rows.append(harness.make_row(
+        'compiles', f'{name}: {len(grid)} cells (train 2 seeds + PGD), values varied',
+        f"n={size['n']} m={size['width']} lr={size['lr']} init_std={size['init_std']} "
+        f"epochs={size['epochs']} eps={size['eps']} pgd_steps={size['pgd_steps']}",
+        'a program per value', timings['old'], 'a program per shape', timings['new'],
+        max_rel_diff=diff, programs_old=counts['old'].programs,
+        programs_new=counts['new'].programs,
+        note=f"programs compiled {counts['old'].programs} -> {counts['new'].programs}; "
+             'each path timed once from a cold cache, compilation included'))
+  return rows

@@ -1,0 +1,121 @@
+"""One compiled program per cell shape (docs/method.md §6, §9): a cell with new values and
+the same shapes compiles nothing, and what the traced values compute is checked against
+independent references."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ntk_attention import attacks
+from ntk_attention import compiles
+from ntk_attention import data
+from ntk_attention import malleability
+from ntk_attention import models
+from ntk_attention import training
+from ntk_attention.study import sensitivity
+
+
+@pytest.fixture(scope='module')
+def small():
+  return data.load('digits', n_train=48, n_test=24, seed=0)
+
+
+@pytest.mark.parametrize('name', ['relu_mlp', 'mlp_attn'])
+def test_new_training_values_compile_nothing(small, name):
+  y = data.targets(small.y_train, small.num_classes)
+  keys = training.seed_keys([0, 1])
+  config = training.TrainConfig(epochs=20, batch_size=16)
+  training.train(models.build(name, 16, small.num_classes), keys, small.x_train, y, config)
+  other = models.build(name, 16, small.num_classes, init_std=0.5)   # built outside the count
+  changed = config._replace(epochs=30, lr=3e-3, weight_decay=0.0)
+  with compiles.count() as c:
+    result = training.train(other, keys, small.x_train, y, changed)
+  assert c.programs == 0, dict(c.by_name)
+  # init_std: the weights `other` itself draws (ScaledDense scales them in float64).
+  for s, key in enumerate(keys):
+    direct = models.init_params(other, jax.random.split(key)[0], small.x_train.shape[1])
+    for a, b in zip(jax.tree_util.tree_leaves(training.unstack(result.init_params, s)),
+                    jax.tree_util.tree_leaves(direct)):
+      np.testing.assert_array_equal(a, b)
+  # Epochs in chunks: the first 20 epochs of 30 are a 20-epoch run, bit for bit.
+  shorter = training.train(other, keys, small.x_train, y, changed._replace(epochs=20))
+  np.testing.assert_array_equal(result.losses[:, :20], shorter.losses)
+  assert result.losses.shape == (2, 30)
+
+
+def test_traced_lr_and_weight_decay_match_a_plain_optax_loop(small):
+  """Full-batch Adam with coupled L2 decay written out with optax and Python constants."""
+  y = jnp.asarray(data.targets(small.y_train, small.num_classes), jnp.float32)
+  x = jnp.asarray(small.x_train, jnp.float32)
+  model = models.build('relu_mlp', 16, small.num_classes)
+  key = training.seed_keys([3])
+  config = training.TrainConfig(epochs=4, batch_size=len(x), lr=0.02, weight_decay=0.05)
+  result = training.train(model, key, x, y, config)
+  params = training.unstack(result.init_params, 0)
+  mask = models.trainable_mask(model, params)
+  opt = optax.multi_transform(
+      {'t': optax.chain(optax.add_decayed_weights(0.05), optax.scale_by_adam(),
+                        optax.scale(-0.02)), 'f': optax.set_to_zero()},
+      jax.tree_util.tree_map(lambda m: 't' if m else 'f', mask))
+  state = opt.init(params)
+
+  def loss(p):      # full batch: the minibatch is every row (its order does not matter)
+    out = model.apply_fn(p, x[None])[0]
+    return jnp.mean(optax.softmax_cross_entropy(out, y))
+
+  for _ in range(config.epochs):
+    grads = jax.grad(loss)(params)
+    updates, state = opt.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  for a, b in zip(jax.tree_util.tree_leaves(training.unstack(result.params, 0)),
+                  jax.tree_util.tree_leaves(params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)   # float32, rows summed in another order
+  moved = training.unstack(result.params, 0)[1][0][0] - training.unstack(result.init_params, 0)[1][0][0]
+  assert float(jnp.max(jnp.abs(moved))) > 0.01
+
+
+def test_new_attack_budget_and_steps_compile_nothing(small):
+  model = models.build('mlp_attn', 16, small.num_classes)
+  y = jnp.asarray(data.targets(small.y_train, small.num_classes), jnp.float32)
+  x = jnp.asarray(small.x_train, jnp.float32)
+  params = models.init_params(model, jax.random.PRNGKey(0), x.shape[1])
+  subset = np.arange(5)
+  key = jax.random.PRNGKey(1)
+  setup = malleability.Setup()
+  malleability.perturb(model, params, 'pgd', x, y, subset, setup, key, 'xent')
+  changed = setup._replace(attack=setup.attack._replace(eps=0.1, pgd_steps=7))
+  with compiles.count() as c:
+    x_adv = malleability.perturb(model, params, 'pgd', x, y, subset, changed, key, 'xent')
+  assert c.programs == 0, dict(c.by_name)
+  # The reference: PGD with the step count and budget as Python constants.
+  loss_fn = malleability.loss_objective(model, params, y, subset, 'xent')
+  mask = jnp.zeros(len(x), bool).at[subset].set(True)
+  ref = jax.jit(lambda x: attacks.pgd(loss_fn, x, 0.1, key, steps=7, mask=mask))(x)
+  np.testing.assert_allclose(x_adv, ref, atol=1e-6)
+  assert float(jnp.max(jnp.abs(x_adv - x))) == pytest.approx(0.1, abs=1e-6)
+  assert float(jnp.max(jnp.abs(x_adv[5:] - x[5:]))) == 0.0
+
+
+def test_sensitivity_variations_of_values_compile_nothing(small):
+  """After the baseline cell, variations that change values and not shapes (ε, its units,
+  init_std, epochs, the ridge, PGD steps) compile no program: the run's count is the
+  baseline's, bounded by its distinct shapes."""
+  base = sensitivity.Baseline(eps=0.3, tau=0.25, width=16, n_train=len(small.x_train),
+                              epochs=10, init_std=0.01)
+  variations = [('eps', 0.1), ('eps_units', 'std'), ('init_std', 1.0), ('epochs', 20),
+                ('ridge', 0.01), ('pgd_steps', 5)]
+  load = lambda task, n: small
+  config = training.TrainConfig(batch_size=16)
+  with compiles.count() as first:
+    sensitivity.run(load, ['all'], base, [], ['fgsm', 'pgd'], [0, 1, 2], config)
+  with compiles.count() as rest:
+    records = sensitivity.run(load, ['all'], base, variations, ['fgsm', 'pgd'], [0, 1, 2],
+                              config)
+  assert first.programs > 0
+  assert rest.programs == 0, dict(rest.by_name)
+  # Every variation ran, and the values took effect.
+  by = {(r['choice'], r['value'], r['model'], r['attack'], r['seed']): r for r in records}
+  assert len(records) == (1 + len(variations)) * 2 * 2 * 3   # the baseline again, too
+  assert by[('eps', '0.1', 'mlp_attn', 'pgd', 0)]['linf'] == pytest.approx(0.1, abs=1e-6)
+  assert by[('init_std', '1.0', 'relu_mlp', 'pgd', 0)]['init_std'] == 1.0
