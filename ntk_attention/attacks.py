@@ -10,9 +10,10 @@ feasible set is
 The functions are plain JAX with ``lax.fori_loop`` loops, so they trace once; the caller jits
 them with ``loss_fn`` closed over (``eps``, ``steps`` and ``step_size`` may be Python numbers or
 traced scalars: a traced step count makes the loop a ``while_loop``, which is not
-reverse-differentiable and need not be). A NaN in the gradient of an attacked row propagates into the returned
-array (``sign``, ``clip`` and the ℓ1 normalisation all keep NaN); ``attack`` raises on it when
-called eagerly, and callers under ``jit`` can test ``jnp.isfinite`` on the result.
+reverse-differentiable and need not be). A NaN in the gradient of an attacked row propagates
+into the returned array (``sign``, ``clip`` and the ℓ1 normalisation all keep NaN); ``attack``
+raises on it when called eagerly, and callers under ``jit`` can test ``jnp.isfinite`` on the
+result.
 """
 from typing import Callable, NamedTuple, Optional
 

@@ -1,4 +1,4 @@
-"""Training with optax, every seed of a width in one compiled, vmapped program.
+"""Training with optax, every seed of a width vmapped in one compiled program per shape.
 
 Defaults follow the study (docs/method.md §6): Adam, lr 1e-3, batch 128, 500 epochs, L2 weight
 decay 1e-3 on the trained weights (added to the gradient, as PyTorch's Adam does), the ±1
@@ -149,7 +149,9 @@ def _batches(key, n: int, batch_size: int):
 
 def train(model: models_lib.Model, keys, x_train, y_train, config: TrainConfig = TrainConfig(),
           dtype=jnp.float32, perturb: Optional[Callable] = None) -> TrainResult:
-  """Trains one network per key, all seeds in one jitted, vmapped program.
+  """Trains one network per key, all seeds vmapped: one compiled initialisation, then the
+  epochs in calls of CHUNK_EPOCHS to one compiled chunk program, in which lr and weight decay
+  are arguments (a new value compiles nothing; docs/method.md §6).
 
   Args:
     model: a `models.Model`.
