@@ -224,13 +224,13 @@ def _mask(n: int, subset):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _loss_attack(model, name, kind, attack, params, x, y, subset, key, eps, steps):
-  """Attack `name` maximising the model's loss on rows `subset`. `eps` and the step count
-  `steps` (PGD's or MIM's) are traced: one compilation serves every budget and count;
-  `attack`'s step sizes, random start and momentum are static."""
+def _loss_attack(model, name, kind, attack, params, x, y, subset, key, eps, pgd_steps):
+  """Attack `name` maximising the model's loss on rows `subset`. `eps` and PGD's step count
+  are traced: one compilation serves every budget and count; `attack`'s step sizes, random
+  start, MIM's steps and momentum are static (MIM's loop with a traced count rounded
+  differently in XLA: docs/method.md §9)."""
   loss_fn = loss_objective(model, params, y, subset, kind)
-  return attacks_lib.attack(name, loss_fn, x, attack._replace(eps=eps, pgd_steps=steps,
-                                                              mim_steps=steps),
+  return attacks_lib.attack(name, loss_fn, x, attack._replace(eps=eps, pgd_steps=pgd_steps),
                             key=key, mask=_mask(x.shape[0], subset))
 
 
@@ -255,13 +255,12 @@ def perturb(model, params, name: str, x_train, y_train, subset, setup: Setup, ke
                               jnp.asarray(scores), key)
   else:
     attacks_lib.validate(name, setup.attack)
-    steps = setup.attack.mim_steps if name == 'mim' else setup.attack.pgd_steps
     # The study head's apply does not depend on init_std: one program for every init_std.
     x_adv = _loss_attack(models_lib.unit_init(model)[0], name, kind,
-                         setup.attack._replace(eps=0.0, pgd_steps=1, mim_steps=1),
-                         params, x_train, y_train, subset, key,
+                         setup.attack._replace(eps=0.0, pgd_steps=1), params, x_train, y_train,
+                         subset, key,
                          np.asarray(setup.attack.eps, x_train.dtype),   # numpy: no program
-                         np.asarray(0 if name == 'fgsm' else steps, np.int32))
+                         np.asarray(setup.attack.pgd_steps if name == 'pgd' else 0, np.int32))
   if not np.all(np.isfinite(np.asarray(x_adv))):
     raise FloatingPointError(f'{name} attack produced non-finite pixels.')
   return x_adv

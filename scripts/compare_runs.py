@@ -7,7 +7,6 @@ keys only one side has; exits 1 when some difference exceeds --rtol.
 
   python scripts/compare_runs.py --before=results/quick_old --after=results/quick
 """
-import json
 import os
 import sys
 
@@ -38,10 +37,8 @@ def main(argv):
   summary = compare.compare(FLAGS.before, FLAGS.after)
   print(compare.table(summary))
   if FLAGS.output:
-    tmp = FLAGS.output + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(summary, f, indent=1)
-    os.replace(tmp, FLAGS.output)
+    from ntk_attention.study import store
+    store.write_json(FLAGS.output, summary)
   t = summary['total']
   ok = (t['max_rel_diff'] <= FLAGS.rtol and not t['changed'] and not summary['only_before']
         and not summary['only_after'])
