@@ -7,7 +7,7 @@ import time
 from typing import List
 
 from benchmarks import harness
-from ntk_attention.study import store as store_lib
+from ntk_attention.study import compare
 
 SIZES = {   # reproduce.py flags on the digits proxy (quick: seconds; full: minutes)
     'quick': ['--preset=quick_digits', '--n_train=60', '--n_test=30', '--n_grid=10,20',
@@ -21,36 +21,12 @@ SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
                       'reproduce.py')
 
 
-def _part_results(d: str) -> dict:
-  """{part/file: JSON without provenance} of a reproduction folder's results."""
-  out = {}
-  for root, _, files in os.walk(d):
-    for f in files:
-      if f.endswith('.json') and f != 'part.json' and not f.endswith('_settings.json'):
-        obj = store_lib.read_json(os.path.join(root, f))
-        if isinstance(obj, dict):
-          obj.pop('provenance', None)
-        out[os.path.relpath(os.path.join(root, f), d)] = obj
-  return out
-
-
-def _numbers(obj, path=''):
-  """{path: float} of every number in a JSON tree (None/strings skipped)."""
-  if isinstance(obj, dict):
-    return {p: v for k, x in obj.items() for p, v in _numbers(x, f'{path}.{k}').items()}
-  if isinstance(obj, list):
-    return {p: v for i, x in enumerate(obj) for p, v in _numbers(x, f'{path}[{i}]').items()}
-  if isinstance(obj, (int, float)) and not isinstance(obj, bool):
-    return {path: float(obj)}
-  return {}
-
-
 def run(args: harness.Args) -> List[dict]:
   """scripts/reproduce.py the old way (every part a subprocess that trains its own models,
   no compilation cache: `--isolate_parts --train_cache=none`) against the new one
   (one process, one training cache, a cold persistent compilation cache), each in a fresh
   folder and timed once (a run is minutes, not a kernel call); `max_rel_diff` over every
-  number of every part's results (wall-time fields excluded)."""
+  number of every part's results (`study.compare.numbers`: wall times excluded)."""
   flags_ = SIZES['quick' if args.quick else 'full']
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   with tempfile.TemporaryDirectory() as tmp:
@@ -68,13 +44,11 @@ def run(args: harness.Args) -> List[dict]:
       if proc.returncode != 0:
         raise RuntimeError(f'reproduce.py ({name}) failed: {proc.stderr[-2000:]}')
       timings[name] = harness.Timing(seconds, None, [seconds], None)
-      results[name] = _numbers(_part_results(f'{tmp}/{name}'))
+      # Every number of the results (wall times, provenance, configuration left out).
+      results[name] = {k: v for k, v in compare.numbers(f'{tmp}/{name}').items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
   old, new = results['old'], results['new']
-  def is_timing(key):     # wall times differ between runs; everything else must not
-    last = key.rsplit('.', 1)[-1]
-    return last.endswith(('_s', 'seconds')) or last in ('wall', 'time', 'elapsed')
-
-  keys = [k for k in old if not is_timing(k)]
+  keys = list(old)
   if set(keys) - set(new):
     raise RuntimeError(f'new run lacks results: {sorted(set(keys) - set(new))[:5]}')
   scale = max(max(abs(old[k]) for k in keys), 1e-300)
