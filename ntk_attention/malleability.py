@@ -23,7 +23,7 @@ Interventions (each retrained from the same seed, then measured with the protoco
   its PGD examples against the current parameters.
 """
 import functools
-from typing import Callable, Collection, NamedTuple, Sequence, Tuple
+from typing import Callable, Collection, MutableMapping, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,7 @@ from ntk_attention import blocked
 from ntk_attention import influence as influence_lib
 from ntk_attention import kernels
 from ntk_attention import layers
+from ntk_attention import memo as memo_lib
 from ntk_attention import models as models_lib
 from ntk_attention import ridge as ridge_lib
 from ntk_attention import spectral
@@ -306,7 +307,7 @@ class Points(NamedTuple):
 
 def protocol(model, params, points: Points, attack_names, epsilons, setup: Setup, key,
              kind: str, retrain_fn=None, theta_inf=None, skip=lambda attack, eps: False,
-             keep_kernels: bool = True):
+             keep_kernels: bool = True, memo: Optional[MutableMapping] = None):
   """The whole protocol on one trained model: `(records, arrays)`, one record per attack × ε.
 
   `points`: the training and evaluation data (`Points`); `kind`: the loss the attacks
@@ -317,37 +318,68 @@ def protocol(model, params, points: Points, attack_names, epsilons, setup: Setup
   `kernels.Blocks`). `retrain_fn(x_adv) -> params'` retrains on the perturbed
   set first (`--retrain`). `arrays` holds the targets, `I`, `I'` per attack × ε and, with
   `keep_kernels`, copies of the clean kernel blocks (n² more doubles), for `--save_arrays`.
+  `memo` (`ntk_attention.memo`): what depends only on the trained model and its clean data
+  — accuracies, `trainability`, the kernel distance, the KRR accuracy (per ridge) and the
+  clean influence `I` (per kernel and ridge) — is taken from it when a call with the same
+  inputs (by content) stored it, and stored there otherwise; the numbers are the same.
   """
   x_train = jnp.asarray(points.x_train, jnp.float32)
   x_eval = jnp.asarray(points.x_eval, jnp.float32)
   y_train, y_eval = points.y_train, points.y_eval
   n = x_train.shape[0]
   labels_eval = training.labels_from_targets(y_eval)
+  inputs = None if memo is None else (
+      model, memo_lib.tree_digest(params), memo_lib.digest(x_train), memo_lib.digest(x_eval),
+      memo_lib.digest(y_train), memo_lib.digest(y_eval), setup.max_memory_gb)
+
+  def memo_key(*what):      # what is computed, from these inputs
+    return None if memo is None else what + inputs
+
   # Memory (docs/method.md §13): at most three N × N arrays at once — the kernel, Θ∞ and
   # Θ∞'s train block while its KRR is solved; the influence factors the kernel in place.
-  blocks = kernel_blocks(model, params, x_train, x_eval, setup.kernel, setup.max_memory_gb)
-  f_train, f_eval = training.outputs(model, params, x_train, x_eval)
-  common = {'test_accuracy': float(training.accuracy(f_eval, labels_eval)),
-            'train_accuracy': float(training.accuracy(
-                f_train, training.labels_from_targets(y_train))),
-            'eps_units': setup.eps_units}
-  common.update(trainability(model, params, x_train, x_eval))
+  clean = {}
+
+  def clean_kernel():   # the clean kernel, built at most once per call
+    if 'k' not in clean:
+      clean['k'] = kernel_blocks(model, params, x_train, x_eval, setup.kernel,
+                                 setup.max_memory_gb)
+    return clean['k']
+
+  def diagnostics():
+    f_train, f_eval = training.outputs(model, params, x_train, x_eval)
+    return ({'test_accuracy': float(training.accuracy(f_eval, labels_eval)),
+             'train_accuracy': float(training.accuracy(
+                 f_train, training.labels_from_targets(y_train)))},
+            trainability(model, params, x_train, x_eval))
+
+  accuracies, features = memo_lib.get(memo, memo_key('diagnostics'), diagnostics)
+  common = dict(accuracies, eps_units=setup.eps_units, **features)
   if theta_inf is not None:
     theta = theta_inf if isinstance(theta_inf, kernels.Blocks) else kernels.split_blocks(
         theta_inf, n)
-    k = (blocks if setup.kernel == 'empirical' else
-         kernel_blocks(model, params, x_train, x_eval, 'empirical', setup.max_memory_gb))
-    common['kernel_distance'] = _blocks_distance(k, theta)
-    del k
-    # KRR with Θ∞ (`kernels.ntk_predictor`'s formula), from a copy of its train block.
-    alpha = ridge_lib.ridge_solve_host(theta.train, np.asarray(y_train, np.float64), setup.ridge)
-    common['krr_test_accuracy'] = float(training.accuracy(
-        np.asarray(theta.eval_train) @ alpha, labels_eval))
+    theta_key = None if memo is None else memo_lib.tree_digest(theta)
+
+    def distance():
+      k = (clean_kernel() if setup.kernel == 'empirical' else
+           kernel_blocks(model, params, x_train, x_eval, 'empirical', setup.max_memory_gb))
+      return _blocks_distance(k, theta)
+
+    def krr():   # KRR with Θ∞ (`kernels.ntk_predictor`'s formula), on a copy of its train block
+      alpha = ridge_lib.ridge_solve_host(theta.train, np.asarray(y_train, np.float64),
+                                         setup.ridge)
+      return float(training.accuracy(np.asarray(theta.eval_train) @ alpha, labels_eval))
+
+    common['kernel_distance'] = memo_lib.get(memo, memo_key('distance', theta_key), distance)
+    common['krr_test_accuracy'] = memo_lib.get(memo, memo_key('krr', theta_key, setup.ridge),
+                                               krr)
   arrays = {'y_train': y_train, 'y_eval': y_eval}
   if keep_kernels:                     # a copy: the influence overwrites the train block
-    arrays.update(k_train=np.array(blocks.train), k_eval_train=np.array(blocks.eval_train))
-  before = influence(model, params, x_train, y_train, x_eval, y_eval, setup, blocks)
-  del blocks
+    arrays.update(k_train=np.array(clean_kernel().train),
+                  k_eval_train=np.array(clean_kernel().eval_train))
+  before = memo_lib.get(
+      memo, memo_key('influence', setup.kernel, setup.ridge),
+      lambda: influence(model, params, x_train, y_train, x_eval, y_eval, setup, clean_kernel()))
+  clean.clear()
   arrays['influence_before'] = before.scores
   records = []
   for a_i, name in enumerate(attack_names):
@@ -444,7 +476,7 @@ def sweep(ds, models, width: int, seeds: Sequence[int],
           attack_names: Sequence[str], epsilons: Sequence[float], setup: Setup = Setup(),
           train_config: training.TrainConfig = training.TrainConfig(),
           settings: Settings = Settings(), hooks: Hooks = Hooks(), base_seed: int = 0,
-          train_fn=training.train) -> list:
+          train_fn=training.train, memo: Optional[MutableMapping] = None) -> list:
   """Malleability of every model × setting × attack × ε × seed; returns the new records.
 
   Args:
@@ -461,6 +493,9 @@ def sweep(ds, models, width: int, seeds: Sequence[int],
     hooks: the task label, the records to skip, and the callbacks (`Hooks`).
     train_fn: `training.train` or any function with its signature (e.g. the study's
       `study.cache.cached_train`).
+    memo: a mapping shared between sweeps (`ntk_attention.memo`): each model's Θ∞ on the
+      clean data and what `protocol` memoises per trained model are computed once per
+      distinct inputs (by content), e.g. across sweeps that vary only ε, τ or the attack.
   """
   from ntk_attention import data as data_lib
   validate(attack_names, epsilons, setup, len(ds.x_train), settings.interventions)
@@ -493,7 +528,10 @@ def sweep(ds, models, width: int, seeds: Sequence[int],
       return kernels.analytic_kernel(model, jnp.asarray(x, jnp.float64),
                                      jnp.asarray(x_eval, jnp.float64))
 
-    theta_clean = theta_inf(x_train)    # shared by every setting that keeps the data
+    # Shared by every setting that keeps the data (and by every sweep with the memo).
+    theta_clean = memo_lib.get(memo, None if memo is None else (
+        'theta', model, memo_lib.digest(x_train), memo_lib.digest(x_eval), setup.max_memory_gb),
+        lambda: theta_inf(x_train))
 
     def train(x, y, keys, perturb_fn=None):
       return train_fn(model, keys, x, y, train_config, perturb=perturb_fn)
@@ -530,7 +568,7 @@ def sweep(ds, models, width: int, seeds: Sequence[int],
                                    attack_names, epsilons, setup, key, kind, retrain_fn,
                                    theta_clean if x_s is x_train else theta_inf(x_s), skip,
                                    keep_kernels=(hooks.kernels and hooks.on_arrays is not _ignore
-                                                 and seed == seeds[0]))
+                                                 and seed == seeds[0]), memo=memo)
         if records:
           rec0 = records[0]
           training.warn_if_undertrained(rec0['test_accuracy'], ds.num_classes,

@@ -39,7 +39,6 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats as scipy_stats
 
 from ntk_attention import kernels
 from ntk_attention import models as models_lib
@@ -76,6 +75,7 @@ def synthetic_inputs(n: int, d: int, kappa: float, seed: int = 0) -> np.ndarray:
   d ≥ n is needed (refused otherwise)."""
   if d < n:
     raise ValueError(f'synthetic inputs need d >= n (a full-rank Gram matrix), got n={n}, d={d}.')
+  from scipy import stats as scipy_stats  # pylint: disable=g-import-not-at-top  (1 s to import)
   rng = np.random.default_rng(seed)
   g = scipy_stats.random_correlation.rvs(geometric_spectrum(n, kappa), random_state=rng,
                                          tol=1e-8)
@@ -252,6 +252,7 @@ def _interval(values, statistic, seed=0):
   k = len(values)
   if k < 3:
     return None, None
+  from scipy import stats as scipy_stats  # pylint: disable=g-import-not-at-top
   res = scipy_stats.bootstrap((np.arange(k, dtype=np.float64),), statistic, vectorized=False,
                               n_resamples=N_RESAMPLES, confidence_level=CONFIDENCE,
                               method='percentile', random_state=np.random.default_rng(seed))

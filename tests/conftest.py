@@ -21,7 +21,9 @@ if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
 # 16) in separate processes. A test that counts compilations passes its own cache folder.
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
     tempfile.gettempdir(), f'ntk_attention-tests-jax-{os.getuid()}'))
-os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
+# Every program, however quick to compile (as reproduce.py does): most of a script's programs
+# are eager operations compiled in a few ms each, and each subprocess would compile them again.
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 import jax  # noqa: E402  (after XLA_FLAGS: XLA reads it once, when the backend starts)
 

@@ -193,6 +193,24 @@ def test_plots_write_readable_pngs(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['bars.png', 'lines.png', 'scatter.png', 'spectra.png']
 
 
+def test_tornado_marks_an_open_interval_bound_with_an_arrow_at_the_axis_edge(tmp_path, monkeypatch):
+  """A None bound (a bootstrap resample with an infinite ratio) runs to the axis edge and
+  ends in an arrow there; a finite interval gets no arrow."""
+  figs = []
+  real_save = plots._save   # pylint: disable=protected-access
+  monkeypatch.setattr(plots, '_save', lambda fig, path: figs.append(fig) or real_save(fig, path))
+  rows = [{'label': 'eps = 0.1', 'value': 0.5, 'low': 0.2, 'high': None},
+          {'label': 'tau = 0.2', 'value': 0.3, 'low': 0.1, 'high': 0.4},
+          {'label': 'width = 4', 'value': -0.2, 'low': None, 'high': 0.0}]
+  _assert_png(tmp_path / 't.png', plots.plot_tornado(tmp_path / 't.png', 0.4, rows, 't', 'x'))
+  ax = figs[0].axes[0]
+  arrows = [(l.get_marker(), l.get_xdata()[0], l.get_ydata()[0]) for l in ax.get_lines()
+            if l.get_marker() in ('<', '>')]
+  lo, hi = ax.get_xlim()
+  assert sorted(arrows) == sorted([('>', hi, 0), ('<', lo, 2)])
+  assert 'interval unbounded (arrow)' in [t.get_text() for t in figs[0].legends[0].get_texts()]
+
+
 def test_plots_reject_nan(tmp_path):
   with pytest.raises(ValueError):
     plots.plot_lines(tmp_path / 'x.png', {'a': ([1, 2], [1.0, np.nan], None)}, 'x', 'y', 't')

@@ -169,3 +169,38 @@ def test_bad_flags_fail_before_any_output(tmp_path, flag, message):
   assert proc.returncode != 0
   assert message in proc.stderr
   assert not out.exists()
+
+
+def test_variations_reuse_the_baselines_clean_side_and_change_no_number(monkeypatch):
+  """The memo (`malleability.sweep`'s, filled by the baseline) against the same run with
+  every memo lookup recomputed: equal records, bit for bit; with the memo, each trained
+  model's feature SVD (`trainability`) runs once across the variations that keep the
+  trained model (ε, τ, ridge, kernel), instead of once per variation."""
+  from ntk_attention import data
+  from ntk_attention import malleability
+  from ntk_attention import memo
+  from ntk_attention import training
+  small = data.load('digits', n_train=40, n_test=20, seed=3)
+  base = sensitivity.Baseline(eps=0.3, tau=0.25, width=16, n_train=40, epochs=5, pgd_steps=3)
+  variations = [('eps', 0.1), ('tau', 0.5), ('ridge', 0.01), ('kernel', 'analytic')]
+  calls = []
+  real = malleability.trainability
+  monkeypatch.setattr(malleability, 'trainability', lambda *a: calls.append(1) or real(*a))
+
+  def run():
+    calls.clear()
+    recs = sensitivity.run(lambda task, n: small, ['all'], base, variations, ['fgsm', 'pgd'],
+                           [0, 1], training.TrainConfig(batch_size=16))
+    return {tuple(r[k] for k in sensitivity.KEY_FIELDS): r for r in recs}, len(calls)
+
+  with_memo, svds = run()
+  monkeypatch.setattr(memo, 'get', lambda m, key, compute: compute())
+  without, svds_without = run()
+  assert svds == 2 * 2 and svds_without == 2 * 2 * (1 + len(variations))   # models × seeds
+  assert len(with_memo) == (1 + len(variations)) * 2 * 2 * 2
+  assert with_memo.keys() == without.keys()
+  for k, rec in with_memo.items():
+    assert rec == without[k], k
+  # τ took effect (|S| = τn), and the ridge reached the KRR the memo keys by ridge.
+  assert {r['n_subset'] for k, r in with_memo.items() if k[1] == 'tau'} == {20}
+  assert {r['n_subset'] for k, r in with_memo.items() if k[1] == 'baseline'} == {10}

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntk_attention import memo
 from ntk_attention import models as models_lib
 from ntk_attention import training
 from ntk_attention.study import store
@@ -42,8 +43,9 @@ def cached_train(cache: Optional[dict] = None, directory: Optional[str] = None) 
       stats['trained'] += len(keys)
       return training.train(model, keys, x_train, y_train, config, dtype, perturb)
     base = (model.name, model.width, model.out_dim, model.W_std, model.init_std, model.options,
-            model.signature, tuple(config), np.dtype(dtype).str, _digest(x_train), _digest(y_train))
-    entries = [base + (_digest(k),) for k in np.asarray(keys)]
+            model.signature, tuple(config), np.dtype(dtype).str, memo.digest(x_train),
+            memo.digest(y_train))
+    entries = [base + (memo.digest(k),) for k in np.asarray(keys)]
     missing = []
     for i, key in enumerate(entries):
       if key in cache:
@@ -101,11 +103,6 @@ def _load_entry(path: str, model: models_lib.Model, d: int, dtype) -> training.T
   return training.TrainResult(jax.tree_util.tree_unflatten(params_def, leaves[:k]),
                      jax.tree_util.tree_unflatten(params_def, leaves[k:2 * k]),
                      np.asarray(leaves[-1]))
-
-
-def _digest(a) -> tuple:
-  a = np.ascontiguousarray(np.asarray(a))
-  return a.shape, a.dtype.str, hashlib.sha1(a.tobytes()).hexdigest()
 
 
 __all__ = ['cached_train']

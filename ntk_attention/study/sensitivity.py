@@ -5,7 +5,10 @@ did not), each *variation* changes one choice — ε, its units, τ, init_std, e
 n_train, ridge, score, kernel, retrain, PGD steps — and reruns the malleability protocol
 (`malleability.sweep`) for both models, every task and attack, over the same seeds.
 Trained models are shared between variations that do not change training (`train_fn`, e.g.
-`cache.cached_train`), so a variation of ε or of the ridge costs only the attacks.
+`cache.cached_train`), and so is what the protocol computes from a trained model and its
+clean data (Θ∞, accuracies, feature concentration, kernel distance, the clean influence:
+`malleability.sweep`'s memo, filled by the baseline), so a variation of ε, τ or the PGD
+steps costs only the attacks and the perturbed influence.
 
 Per (task, variation, attack):
   `ratio = mean_s flip(MLP-Attn) / mean_s flip(2L-ReLU)` over the seeds s, with a 95%
@@ -22,6 +25,7 @@ Per variation, the calibration against the study's flip rates (its Tables 2–3)
 
 The library does no I/O: records go to `on_record`, finished cells are named by `done`.
 """
+import collections
 import functools
 import inspect
 import math
@@ -190,6 +194,7 @@ def run(load: Callable, tasks: Sequence[str], base: Baseline, variations, attack
   train_fn = train_fn or cache.cached_train()
   new = []
   for task in tasks:
+    shared = {}   # the baseline's Θ∞, diagnostics, clean influence: `malleability.sweep`'s memo
     for choice, value in [BASELINE] + list(variations):
       b = apply(base, choice, value)
       label = value_label(value)
@@ -216,7 +221,9 @@ def run(load: Callable, tasks: Sequence[str], base: Baseline, variations, attack
                          malleability.Settings(retrain=b.retrain),
                          malleability.Hooks(task=task, on_record=record,
                                             on_progress=hooks.on_progress),
-                         base_seed=base_seed, train_fn=train_fn)
+                         base_seed=base_seed, train_fn=train_fn,
+                         # a variation reads the baseline's entries and keeps none of its own
+                         memo=shared if choice == 'baseline' else collections.ChainMap({}, shared))
   return new
 
 

@@ -7,6 +7,7 @@
   training    vmapped seeds vs a sequential loop over seeds
   reproduce   scripts/reproduce.py with isolated parts vs one process and caches
   compiles    cells that vary values: a program per value vs one per shape
+  sensitivity variations that keep the trained model: the clean side recomputed vs memoised
   table       the printed table
 
 Importable as `benchmarks.<name>` because Python puts a script's folder (scripts/) on
@@ -21,6 +22,7 @@ from benchmarks import influence
 from benchmarks import ntk
 from benchmarks import ntk_head
 from benchmarks import reproduce
+from benchmarks import sensitivity
 from benchmarks import training
 
 REGISTRY: Dict[str, Callable[[harness.Args], List[dict]]] = {
@@ -30,4 +32,5 @@ REGISTRY: Dict[str, Callable[[harness.Args], List[dict]]] = {
     'training': training.run,
     'reproduce': reproduce.run,
     'compiles': compiles.run,
+    'sensitivity': sensitivity.run,
 }

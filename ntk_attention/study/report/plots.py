@@ -252,7 +252,8 @@ def plot_tornado(path, baseline: float, rows: Sequence[dict], title, xlabel,
                  reference=None, reference_label='',
                  reference_model=paper.model_name('relu_mlp')) -> str:
   """Tornado chart: one horizontal line per row from `baseline` to the row's `value`, with
-  its interval `[low, high]` as a bar (a None bound is drawn to the axis edge).
+  its interval `[low, high]` as a bar (a None bound: the bar reaches the axis edge and ends in
+  an arrow, 'interval unbounded').
 
   `rows`: dicts with 'label', 'value' (None: not drawn, labelled 'undefined'), 'low',
   'high'. `reference=(lo, hi)`: a shaded band (e.g. the study's range), drawn unlike data.
@@ -271,7 +272,7 @@ def plot_tornado(path, baseline: float, rows: Sequence[dict], title, xlabel,
   if reference:
     ax.axvspan(reference[0], reference[1], color='gold', alpha=0.3, lw=0, label=reference_label)
   ax.axvline(baseline, color='k', lw=1, ls='--', label='baseline (measured)')
-  first = True
+  first, unbounded = True, False
   for i, r in enumerate(rows):
     if r['value'] is None:
       ax.text(baseline, i, f'  undefined (no {reference_model} flips)', va='center', fontsize=8)
@@ -280,6 +281,11 @@ def plot_tornado(path, baseline: float, rows: Sequence[dict], title, xlabel,
     high = hi_edge if r['high'] is None else r['high']
     ax.plot([low, high], [i, i], color='tab:blue', lw=5, alpha=0.35, solid_capstyle='butt',
             label='95% interval' if first else None)
+    for bound, edge, marker in ((r['low'], lo_edge, '<'), (r['high'], hi_edge, '>')):
+      if bound is None:        # an open bound: an arrow at the axis edge, not a cut bar
+        ax.plot([edge], [i], marker, color='tab:blue', ms=7, clip_on=False,
+                label=None if unbounded else 'interval unbounded (arrow)')
+        unbounded = True
     ax.plot([baseline, r['value']], [i, i], color='tab:blue', lw=1.5)
     ax.plot([r['value']], [i], 'o', color='tab:blue', ms=5,
             label='measured (mean over seeds)' if first else None)
