@@ -13,6 +13,8 @@ import tempfile
 
 # What the user had, for the runs that must see a user's flags (`oracles.user_env`).
 os.environ.setdefault('NTK_ATTENTION_USER_XLA_FLAGS', os.environ.get('XLA_FLAGS', ''))
+for _name in ('JAX_COMPILATION_CACHE_DIR', 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'):
+  os.environ.setdefault('NTK_ATTENTION_USER_' + _name, os.environ.get(_name, ''))
 if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              ' --xla_backend_optimization_level=0').strip()
