@@ -374,8 +374,8 @@ def protocol(model, params, points: Points, attack_names, epsilons, setup: Setup
                                                krr)
   arrays = {'y_train': y_train, 'y_eval': y_eval}
   if keep_kernels:                     # a copy: the influence overwrites the train block
-    arrays.update(k_train=np.array(clean_kernel().train),
-                  k_eval_train=np.array(clean_kernel().eval_train))
+    k = clean_kernel()
+    arrays.update(k_train=np.array(k.train), k_eval_train=np.array(k.eval_train))
   before = memo_lib.get(
       memo, memo_key('influence', setup.kernel, setup.ridge),
       lambda: influence(model, params, x_train, y_train, x_eval, y_eval, setup, clean_kernel()))

@@ -249,3 +249,22 @@ def test_html_report_self_contained(tmp_path):
 def test_html_report_missing_image_raises(tmp_path):
   with pytest.raises(FileNotFoundError):
     page.html_report('![x](nope.png)', tmp_path)
+
+
+def test_compare_numbers_pairs_keys_and_measures_each_difference():
+  """`study.compare`: NaN equals NaN, a boolean flip or number-to-null is `changed`, the
+  relative difference is |a − b| / max(|a|, |b|) (hand-computed), run-specific fields
+  (wall times) are left out, keys only one side has are listed."""
+  from ntk_attention.study import compare
+  before = compare.flatten({'r': [{'x': 1.0, 'y': float('nan'), 'ok': True, 'wall_s': 3.0},
+                                  {'x': 4.0, 'z': 2.0}], 'gone': 1}, 'f.json:')
+  after = compare.flatten({'r': [{'x': 1.0, 'y': float('nan'), 'ok': False, 'wall_s': 9.0},
+                                 {'x': 5.0, 'z': None}], 'new': 1}, 'f.json:')
+  assert 'f.json:.r[0].wall_s' not in before
+  s = compare.compare_numbers(before, after)
+  t = s['total']
+  assert (t['values'], t['equal'], t['changed']) == (5, 2, 2)
+  assert t['max_rel_diff'] == pytest.approx(1 / 5) and t['max_abs_diff'] == pytest.approx(1.0)
+  assert t['worst'] == {'key': 'f.json:.r[1].x', 'before': 4.0, 'after': 5.0}
+  assert s['only_before'] == ['f.json:.gone'] and s['only_after'] == ['f.json:.new']
+  assert list(s['files']) == ['f.json']

@@ -6,7 +6,9 @@ number, boolean or null of the JSON trees (a `.jsonl` file's records are `[i]` i
 order). Provenance, wall times and compile counts are left out: they differ between runs
 of the same code (`is_run_specific`).
 
-`compare(before, after)` pairs the entries by key. Per number, the relative difference is
+`flatten(obj)` does the same for one JSON-like tree (e.g. records in memory).
+`compare(before, after)` pairs the entries of two folders by key (`compare_numbers`: of two
+such dicts). Per number, the relative difference is
 `|a − b| / max(|a|, |b|)` (0 when both are 0); a key whose value changes kind (a number
 becomes null, a boolean flips) counts as `changed`. The summary gives, overall and per
 file: how many values, how many bit-equal, the largest relative and absolute difference
@@ -28,6 +30,14 @@ def is_run_specific(key: str) -> bool:
   if any(f'.{name}' in key or key.startswith(name) for name in RUN_SPECIFIC):
     return True
   return last.endswith(('_s', 'seconds', '_time')) or last in ('wall', 'time', 'elapsed')
+
+
+def flatten(obj, prefix: str = '') -> Dict[str, object]:
+  """`{prefix + '.path': value}` of every number, boolean and null of a JSON-like tree,
+  run-specific fields left out (`is_run_specific`)."""
+  out = {}
+  _flatten(obj, prefix, out)
+  return out
 
 
 def _flatten(obj, path: str, out: dict) -> None:
@@ -54,11 +64,10 @@ def numbers(folder: str) -> Dict[str, object]:
       rel = os.path.relpath(path, folder)
       if name.endswith('.json'):
         with open(path) as f:
-          _flatten(json.load(f), f'{rel}:', out)
+          out.update(flatten(json.load(f), f'{rel}:'))
       elif name.endswith('.jsonl'):
         with open(path) as f:
-          records = [json.loads(line) for line in f if line.strip()]
-        _flatten(records, f'{rel}:', out)
+          out.update(flatten([json.loads(line) for line in f if line.strip()], f'{rel}:'))
   return out
 
 
@@ -71,7 +80,13 @@ def _rel(a: float, b: float) -> float:
 
 def compare(before: str, after: str) -> dict:
   """The summary of module docstring, for the result folders `before` and `after`."""
-  a, b = numbers(before), numbers(after)
+  return dict(before=before, after=after, **compare_numbers(numbers(before), numbers(after)))
+
+
+def compare_numbers(a: Dict[str, object], b: Dict[str, object]) -> dict:
+  """The summary of module docstring (`total`, per-file `files`, `only_before`,
+  `only_after`) of two `{key: value}` dicts as `numbers` or `flatten` make them; a key's
+  file is the part before its first ':'."""
   files: Dict[str, dict] = {}
   total = {'values': 0, 'equal': 0, 'changed': 0, 'max_rel_diff': 0.0, 'max_abs_diff': 0.0,
            'worst': None}
@@ -99,8 +114,8 @@ def compare(before: str, after: str) -> dict:
       acc['max_abs_diff'] = max(acc['max_abs_diff'], diff)
       if rel >= acc['max_rel_diff']:
         acc['max_rel_diff'], acc['worst'] = rel, {'key': key, 'before': u, 'after': v}
-  return {'before': before, 'after': after, 'total': total, 'files': files,
-          'only_before': sorted(set(a) - set(b)), 'only_after': sorted(set(b) - set(a))}
+  return {'total': total, 'files': files, 'only_before': sorted(set(a) - set(b)),
+          'only_after': sorted(set(b) - set(a))}
 
 
 def table(summary: dict, limit: Optional[int] = None) -> str:
@@ -123,4 +138,5 @@ def table(summary: dict, limit: Optional[int] = None) -> str:
   return '\n'.join(lines)
 
 
-__all__ = ['numbers', 'compare', 'table', 'is_run_specific']
+__all__ = ['flatten', 'numbers', 'compare', 'compare_numbers', 'table',
+           'is_run_specific']

@@ -1,7 +1,8 @@
 """Entry `compiles`: cells of a sensitivity-style grid, one program per value vs per shape.
 
 A cell trains a model (2 seeds) and attacks it with PGD; the cells vary what a sensitivity
-study varies without changing a shape: lr, init_std, epochs, ε and the PGD steps. The baseline is the previous code path, kept here: every value a compile-time
+study varies without changing a shape: lr, init_std, epochs, ε and the PGD steps. The
+baseline is the previous code path, kept here: every value a compile-time
 constant (the whole training one scan of `epochs` steps with the optimiser's constants and
 the model's init_std baked in; the attack with its step count static). The new path is the
 library's (`training.train`, `malleability.perturb`): the values are arguments, the epochs
