@@ -311,10 +311,10 @@ def variants_reading(variants: dict) -> str:
   return ' '.join(out)
 
 
-def variant_checks_table(spec: dict) -> list:
+def variant_checks_table(spectral_res: dict) -> list:
   """Depth-k and rank-r kernels: measured against predicted log10 κ (spectral.json)."""
   rows = []
-  for c in spec.get('variant_checks', []):
+  for c in spectral_res.get('variant_checks', []):
     what = (f"depth {c['depth']}, {c['pattern']} pattern (G^{c['power']})" if 'depth' in c
             else f"rank {c['rank']} truncation ((λ₁/λ_r)³)")
     rows.append({'kernel': what, 'predicted log10 κ': _fmt(c['log10_kappa_predicted'], '.2f'),
@@ -621,7 +621,7 @@ def _with_settings(d, sub, kind, res):
   return dict(res, settings=settings) if res and settings else res
 
 
-def _beyond_section(d, dataset, task, variants_names, sizes, spec) -> str:
+def _beyond_section(d, dataset, task, variants_names, sizes, spectral_res) -> str:
   """'Beyond the study': attention variants, depth / truncation checks, the influence-targeted
   attack, from whatever of the 'beyond' part is on disk."""
   out, variants = [], {}
@@ -638,10 +638,10 @@ def _beyond_section(d, dataset, task, variants_names, sizes, spec) -> str:
             f"at width {sizes.get('width')}.", '',
             page.markdown_table(rows, list(dict.fromkeys(k for r in rows for k in r))), '',
             variants_reading(variants), '']
-  if spec and spec.get('variant_checks'):
-    rows = variant_checks_table(spec)
+  if spectral_res and spectral_res.get('variant_checks'):
+    rows = variant_checks_table(spectral_res)
     out += ['### Depth and truncation: measured against predicted condition numbers', '',
-            f"On the first {spec.get('variant_checks_n')} training points (float64).", '',
+            f"On the first {spectral_res.get('variant_checks_n')} training points (float64).", '',
             page.markdown_table(rows, list(rows[0])), '']
   res = _load(d, layout.INFLUENCE_ATTACK, 'malleability')
   if res:
@@ -675,7 +675,7 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
   def part_figs(sub, names):
     return [f'{sub}/{n}' for n in names if os.path.exists(layout.path(d, sub, n))]
 
-  spec = _load(d, layout.SPECTRAL, 'spectral')
+  spectral_res = _load(d, layout.SPECTRAL, 'spectral')
   nd = _load(d, layout.NTK_DISTANCE, 'ntk_distance')
   mall = _load(d, layout.MALLEABILITY, 'malleability')
   binaries = {}      # (dataset, classes) -> (folder, results)
@@ -684,7 +684,7 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
     if res:
       binaries[ds, cls] = (layout.binary(ds, cls), res)
   approx = _load(d, layout.APPROXIMATION, 'approximation')
-  card = {'spectral': spec, 'ntk_distance': _with_settings(d, layout.NTK_DISTANCE, 'ntk_distance', nd),
+  card = {'spectral': spectral_res, 'ntk_distance': _with_settings(d, layout.NTK_DISTANCE, 'ntk_distance', nd),
           'malleability': _with_settings(d, layout.MALLEABILITY, 'malleability', mall),
           'binary': {task: _with_settings(d, sub, 'malleability', res)
                      for task, (sub, res) in binaries.items()}}
@@ -695,10 +695,10 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
   sections = [f'# ntk_attention: reproduction of arXiv 2603.13085 on `{dataset}`\n\n'
               f'Paper: {paper.CITATION}. Numbers labelled *paper* or *study* are the study\'s; every '
               f'other number is computed by this run (total wall time {progress_lib.format_duration(wall)}).\n']
-  if spec:
+  if spectral_res:
     npz = layout.results(d, layout.SPECTRAL, 'spectral', '_spectra.npz')
     spectra = dict(np.load(npz)) if os.path.exists(npz) else {}
-    sections.append(spectral_section(spec, rel(report_figures.spectral_figures(spec, spectra, dataset, fig_dir))))
+    sections.append(spectral_section(spectral_res, rel(report_figures.spectral_figures(spectral_res, spectra, dataset, fig_dir))))
   if nd:
     sections.append(ntk_distance_section(nd, dataset, rel(report_figures.ntk_distance_figures(nd, dataset, fig_dir))))
   if mall:
@@ -728,7 +728,7 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
     sections.append('\n'.join(['## Approximation error', '', approximation_section(approx),
                                *[f'![{f}]({f})' for f in rel(report_figures.approximation_figure(approx, fig_dir))],
                                '']) + '\n')
-  sections.append(_beyond_section(d, dataset, task, beyond_variants, beyond_sizes or {}, spec))
+  sections.append(_beyond_section(d, dataset, task, beyond_variants, beyond_sizes or {}, spectral_res))
   res = _load(d, layout.SCALING, 'scaling') if scaling else None
   if res:
     sections.append('\n'.join([scaling_lib.scaling_section(
