@@ -12,11 +12,18 @@ every load from that cache (`/jax/compilation_cache/cache_hits`) through `jax.mo
 A program found in JAX's in-memory caches (the same jitted function called again with the
 same static arguments and shapes) is neither: it costs nothing. One set of listeners is
 registered once per process; counters nest.
+
+`fast_cpu_compile()` makes each of those programs cheaper to compile on a CPU
+(docs/method.md §16): the scripts call it before JAX starts its backend.
 """
 import collections
 import contextlib
 import dataclasses
-from typing import Counter, List
+import importlib.metadata
+import os
+import re
+import sys
+from typing import Counter, List, Optional
 
 BACKEND_COMPILE = '/jax/core/compile/backend_compile_duration'
 CACHE_HIT = '/jax/compilation_cache/cache_hits'
@@ -78,4 +85,55 @@ def count():
     _ACTIVE.remove(c)
 
 
-__all__ = ['Count', 'count', 'BACKEND_COMPILE', 'CACHE_HIT']
+# XLA:CPU emits fused loops with its MLIR fusion emitters by default; this flag keeps its
+# LLVM-IR elemental emitters, which compile the same HLO about a third faster.
+FUSION_EMITTERS_OFF = '--xla_cpu_use_fusion_emitters=false'
+# jaxlib releases tested to know the flag (XLA aborts on an unknown one, and XLA is retiring
+# the elemental emitters, openxla/xla#48001): the oldest supported and the newest tested.
+FUSION_EMITTERS_FLAG_JAXLIB = ((0, 5, 3), (0, 10, 2))
+
+
+def _release(version: str) -> tuple:
+  return tuple(int(p) for p in re.findall(r'\d+', version)[:3])
+
+
+def _jaxlib_release() -> Optional[tuple]:
+  """jaxlib's (major, minor, patch), read without importing it; None if not installed."""
+  try:
+    return _release(importlib.metadata.version('jaxlib'))
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def _backend_started() -> bool:
+  """Whether JAX has created a backend in this process (then XLA_FLAGS was already read)."""
+  bridge = sys.modules.get('jax._src.xla_bridge')
+  started = getattr(bridge, 'backends_are_initialized', None)
+  return bool(started and started())
+
+
+def fast_cpu_compile(environ: Optional[dict] = None) -> bool:
+  """Adds `FUSION_EMITTERS_OFF` to `XLA_FLAGS` in `environ` (default `os.environ`, which
+  processes started later inherit) and returns True, or changes nothing and returns False
+  when XLA would not see it or might not know it: the flags already name
+  `xla_cpu_use_fusion_emitters` (the user's choice stands), jaxlib is outside
+  `FUSION_EMITTERS_FLAG_JAXLIB`, or JAX's backend has already started (XLA reads XLA_FLAGS
+  once, when it starts). Call it before the first computation.
+
+  Measured (docs/method.md §16, JAX 0.10.2, 2 CPU cores): 560 small eager programs compile in
+  24.0 s → 15.9 s, 20 jitted MLP gradients in 4.1 s → 3.2 s. The HLO and its operation order
+  are XLA's in both; only the machine code of fused loops differs, so results agree to float
+  rounding (tests/test_compiles.py). GPU and TPU backends ignore the flag."""
+  environ = os.environ if environ is None else environ
+  flags = environ.get('XLA_FLAGS', '')
+  release = _jaxlib_release()
+  low, high = FUSION_EMITTERS_FLAG_JAXLIB
+  if ('xla_cpu_use_fusion_emitters' in flags or release is None
+      or not low <= release <= high or _backend_started()):
+    return False
+  environ['XLA_FLAGS'] = f'{flags} {FUSION_EMITTERS_OFF}'.strip()
+  return True
+
+
+__all__ = ['Count', 'count', 'BACKEND_COMPILE', 'CACHE_HIT', 'FUSION_EMITTERS_OFF',
+           'fast_cpu_compile']

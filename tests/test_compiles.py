@@ -119,3 +119,74 @@ def test_sensitivity_variations_of_values_compile_nothing(small):
   assert len(records) == (1 + len(variations)) * 2 * 2 * 3   # the baseline again, too
   assert by[('eps', '0.1', 'mlp_attn', 'pgd', 0)]['linf'] == pytest.approx(0.1, abs=1e-6)
   assert by[('init_std', '1.0', 'relu_mlp', 'pgd', 0)]['init_std'] == 1.0
+
+
+def test_fast_cpu_compile_adds_its_flag_once_and_leaves_a_users_choice(monkeypatch):
+  monkeypatch.setattr(compiles, '_jaxlib_release', lambda: (0, 7, 0))
+  monkeypatch.setattr(compiles, '_backend_started', lambda: False)
+  env = {'XLA_FLAGS': '--xla_backend_optimization_level=0'}
+  assert compiles.fast_cpu_compile(env)
+  assert env['XLA_FLAGS'] == '--xla_backend_optimization_level=0 ' + compiles.FUSION_EMITTERS_OFF
+  assert not compiles.fast_cpu_compile(env)            # named already: unchanged
+  assert env['XLA_FLAGS'].count('fusion_emitters') == 1
+  mine = {'XLA_FLAGS': '--xla_cpu_use_fusion_emitters=true'}
+  assert not compiles.fast_cpu_compile(mine) and mine['XLA_FLAGS'].endswith('=true')
+  empty = {}
+  assert compiles.fast_cpu_compile(empty) and empty['XLA_FLAGS'] == compiles.FUSION_EMITTERS_OFF
+  # An untested jaxlib (XLA aborts on a flag it does not know), or a started backend
+  # (XLA has read its flags): nothing changes.
+  for release, started in (((0, 11, 0), False), ((0, 5, 2), False), (None, False),
+                           ((0, 7, 0), True)):
+    monkeypatch.setattr(compiles, '_jaxlib_release', lambda r=release: r)
+    monkeypatch.setattr(compiles, '_backend_started', lambda s=started: s)
+    env = {}
+    assert not compiles.fast_cpu_compile(env) and env == {}, (release, started)
+  monkeypatch.undo()
+  jax.devices()                                        # this process's backend has started
+  assert compiles._backend_started() and not compiles.fast_cpu_compile({})
+
+
+_EMITTER_PROBE = '''
+import sys, jax, numpy as np
+jax.config.update('jax_enable_x64', True)
+from ntk_attention import data, kernels, models, training
+ds = data.load('digits', n_train=40, n_test=20, seed=0)
+y = data.targets(ds.y_train, ds.num_classes)
+out = {}
+for name in ('relu_mlp', 'mlp_attn'):
+  model = models.build(name, 32, ds.num_classes)
+  result = training.train(model, training.seed_keys([0]), ds.x_train, y,
+                          training.TrainConfig(epochs=3, batch_size=20))
+  params = training.unstack(result.params, 0)
+  out[name + '_losses'] = np.asarray(result.losses)                          # float32
+  out[name + '_entk'] = np.asarray(kernels.empirical_ntk(model, params, ds.x_train))
+  out[name + '_ntk'] = np.asarray(kernels.analytic_kernel(model, ds.x_train.astype(np.float64)))
+np.savez(sys.argv[1], **out)
+'''
+
+
+def test_fusion_emitters_off_gives_the_same_numbers_to_rounding(tmp_path):
+  """The same training, empirical and analytic kernels in two processes, one with XLA's
+  fusion emitters and one without: float32 values agree to float32 rounding of a few
+  hundred operations, float64 ones to 1e-12."""
+  release, (low, high) = compiles._jaxlib_release(), compiles.FUSION_EMITTERS_FLAG_JAXLIB
+  if not low <= release <= high:
+    pytest.skip(f'jaxlib {release} is outside the releases tested to know the flag')
+  import os
+  import subprocess
+  import sys
+  results = []
+  for extra in ('', ' ' + compiles.FUSION_EMITTERS_OFF):
+    flags = os.environ['XLA_FLAGS'].replace(compiles.FUSION_EMITTERS_OFF, '').strip()
+    path = tmp_path / f'{len(results)}.npz'
+    proc = subprocess.run([sys.executable, '-c', _EMITTER_PROBE, str(path)], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, XLA_FLAGS=flags + extra))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results.append(dict(np.load(path)))
+  fused, elemental = results
+  assert fused.keys() == elemental.keys() and len(fused) == 6
+  for k in fused:
+    if fused[k].dtype == np.float32:
+      np.testing.assert_allclose(elemental[k], fused[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    else:
+      np.testing.assert_allclose(elemental[k], fused[k], rtol=1e-12, atol=1e-14, err_msg=k)
