@@ -50,8 +50,8 @@ def json_numbers(obj, skip=('provenance', 'seconds', 'wall_time_s'), path='') ->
 def user_env(**extra) -> dict:
   """The environment for a subprocess that must run as a user's would: the XLA flags and the
   JAX compilation cache settings the user had before tests/conftest.py set the tests' own
-  (README's examples as written, peak memory of a real run: loading programs from the tests'
-  cache instead of compiling them took 0.1 GB off a measured peak)."""
+  (the peak memory of a real run: loading programs from the tests' cache instead of compiling
+  them took 0.1 GB off a measured peak)."""
   env = dict(os.environ, **extra)
   env['XLA_FLAGS'] = os.environ.get('NTK_ATTENTION_USER_XLA_FLAGS', '')
   for name in ('JAX_COMPILATION_CACHE_DIR', 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'):
