@@ -153,7 +153,7 @@ from ntk_attention import data, kernels, models, training
 ds = data.load('digits', n_train=40, n_test=20, seed=0)
 y = data.targets(ds.y_train, ds.num_classes)
 out = {}
-for name in ('relu_mlp', 'mlp_attn'):
+for name in ('mlp_attn',):                       # attention across samples, then a ReLU MLP
   model = models.build(name, 32, ds.num_classes)
   result = training.train(model, training.seed_keys([0]), ds.x_train, y,
                           training.TrainConfig(epochs=3, batch_size=20))
@@ -184,7 +184,7 @@ def test_fusion_emitters_off_gives_the_same_numbers_to_rounding(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results.append(dict(np.load(path)))
   fused, elemental = results
-  assert fused.keys() == elemental.keys() and len(fused) == 6
+  assert fused.keys() == elemental.keys() and len(fused) == 3
   for k in fused:
     if fused[k].dtype == np.float32:
       np.testing.assert_allclose(elemental[k], fused[k], rtol=1e-5, atol=1e-6, err_msg=k)

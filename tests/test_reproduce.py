@@ -9,7 +9,13 @@ malleability, binary) sized to take about a minute on a 2-core CPU. Then, in ord
   sentinel  a number in ntk_distance.json and one in malleability.json are overwritten, the same
             command is run: the report must show the new numbers (it is rendered from the JSON
             on disk) while nothing is recomputed; the JSON files are then restored;
-  forced    `--force --parts=spectral`: only spectral is recomputed.
+  forced    `--force --parts=spectral,malleability`: only those two parts are recomputed; the
+            run trains nothing (its models come from D/cache/train) and compiles nothing (its
+            programs come from the run's compilation cache).
+
+Beside them, `isolated` runs spectral and malleability with --isolate_parts (each part in a
+fresh spawned process) into another folder: the same numbers as the in-process first run,
+whose malleability part reused the models ntk_distance trained (docs/method.md §16).
 
 Each stage is a module fixture depending on the one before, so the stages run in this order
 whatever the order of the tests, and each keeps a snapshot (report text, markers, file hashes and
@@ -30,6 +36,7 @@ import time
 
 import pytest
 
+from oracles import json_numbers
 from ntk_attention import stats
 from ntk_attention.study import paper
 from ntk_attention.study import progress as progress_lib
@@ -47,6 +54,8 @@ OVERRIDES = ['--n_train=60', '--n_test=30', '--n_grid=10,20', '--widths=16,32', 
              '--at_n_train=40', '--epsilons=0.1,0.3', '--binary_n_train=40',
              '--binary_n_test=20', '--parts=spectral,ntk_distance,malleability,binary']
 TINY = ['--preset=quick_digits'] + OVERRIDES
+TRAINED = re.compile(r'trainings: (\d+) seeds trained, (\d+) loaded from .*, (\d+) reused')
+COMPILED = re.compile(r'compilations: (\d+) new, (\d+) loaded from')
 NTK_SENTINEL = 4.56e7          # prints as '4.56e+07' (.3g): no computed distance looks like it.
 FLIP_SENTINEL = 0.777          # prints as '77.7' (%).
 
@@ -91,17 +100,31 @@ def _snapshot(d, proc, seconds):
           'figures': {f: _sha(os.path.join(d, 'figures', f)) for f in sorted(os.listdir(os.path.join(d, 'figures')))}}
 
 
+def _cache(d):
+  """The module's own compilation cache, beside D: the first run compiles, later ones load."""
+  return f'--compilation_cache={os.path.join(os.path.dirname(d), "xla")}'
+
+
 @pytest.fixture(scope='module')
 def first(tmp_path_factory):
   d = str(tmp_path_factory.mktemp('reproduce') / 'D')
-  proc, seconds = _run(d)
+  proc, seconds = _run(d, _cache(d))
   _ok(proc)
   return _snapshot(d, proc, seconds)
 
 
 @pytest.fixture(scope='module')
+def isolated(first):
+  """spectral and malleability, each in a spawned process, into D/../iso."""
+  d = os.path.join(os.path.dirname(first['dir']), 'iso')
+  proc, _ = _run(d, _cache(first['dir']), '--isolate_parts', '--parts=spectral,malleability')
+  _ok(proc)
+  return d
+
+
+@pytest.fixture(scope='module')
 def rerun(first):
-  proc, seconds = _run(first['dir'])
+  proc, seconds = _run(first['dir'], _cache(first['dir']))
   _ok(proc)
   return _snapshot(first['dir'], proc, seconds)
 
@@ -140,7 +163,7 @@ def sentinel(rerun):
   stats = {p: os.stat(p) for p in (nd_path, ml_path)}
   originals = {nd_path: _edit_json(nd_path, set_nd), ml_path: _edit_json(ml_path, set_ml)}
   try:
-    proc, seconds = _run(d)
+    proc, seconds = _run(d, _cache(d))
     _ok(proc)
     snap = _snapshot(d, proc, seconds)
   finally:
@@ -155,7 +178,8 @@ def sentinel(rerun):
 
 @pytest.fixture(scope='module')
 def forced(sentinel):
-  proc, seconds = _run(sentinel['dir'], '--force', '--parts=spectral')
+  proc, seconds = _run(sentinel['dir'], _cache(sentinel['dir']), '--force',
+                       '--parts=spectral,malleability')
   _ok(proc)
   return _snapshot(sentinel['dir'], proc, seconds)
 
@@ -589,26 +613,69 @@ def test_html_is_one_file_with_every_figure_inlined(first):
 
 
 def test_force_recomputes_only_the_parts_asked_for(first, forced):
-  assert '[spectral] cached' not in forced['proc'].stderr
-  assert '[spectral] running' in forced['proc'].stderr
-  old, new = first['markers']['spectral'], forced['markers']['spectral']
-  assert (new['kind'], new['config'], new['call']) == (old['kind'], old['config'], old['call'])
-  assert new['finished'] != old['finished'] and new['seconds'] != old['seconds']
-  assert forced['results']['spectral']['provenance']['time'] != \
-      first['results']['spectral']['provenance']['time']
+  redone = ('spectral', 'malleability')
+  for sub in redone:
+    assert f'[{sub}] cached' not in forced['proc'].stderr
+    assert f'[{sub}] running' in forced['proc'].stderr
+    old, new = first['markers'][sub], forced['markers'][sub]
+    assert (new['kind'], new['config'], new['call']) == (old['kind'], old['config'], old['call'])
+    assert new['finished'] != old['finished']
+    assert forced['results'][sub]['provenance']['time'] != \
+        first['results'][sub]['provenance']['time']
   for key, (mtime, sha) in first['files'].items():
-    if key.startswith('spectral/'):
+    if key.startswith('spectral/') or key == 'malleability/part.json':
       assert forced['files'][key][0] != mtime, key          # rewritten ...
-    else:
+    elif not key.startswith('malleability/'):
       assert forced['files'][key][0] == mtime, key          # ... the other parts untouched
-  for sub in SUBS[1:]:
-    assert forced['markers'][sub] == first['markers'][sub]
+  for sub in SUBS:
+    if sub not in redone:
+      assert forced['markers'][sub] == first['markers'][sub]
   rows = _provenance_rows(forced['md'])
-  assert [(r['part'], r['status']) for r in rows] == [('spectral', 'computed')]
-  # Same data, same numbers: the recomputed spectral part and the restored JSON give the first
-  # run's report (so the sentinel edit was undone and the report still reads every part).
+  assert [(r['part'], r['status']) for r in rows] == [(s, 'computed') for s in redone]
+  # Same data, same models, same programs, same numbers: the recomputed parts and the restored
+  # JSON give the first run's report (so the sentinel edit was undone and the report still
+  # reads every part).
   assert forced['results']['spectral']['kappa_eff'] == first['results']['spectral']['kappa_eff']
+  assert json_numbers(forced['results']['malleability']) == json_numbers(
+      first['results']['malleability'])
   assert _after_provenance(forced['md']) == _after_provenance(first['md'])
+
+
+def test_a_forced_rerun_trains_nothing_and_compiles_nothing_new(first, forced):
+  """Counted from the run's log (the training cache's counts, and JAX's persistent-cache
+  events): the first run compiles, the forced rerun of spectral and malleability loads every
+  model from D/cache/train and every program from the compilation cache."""
+  trained, loaded, _ = map(int, TRAINED.search(forced['proc'].stderr).groups())
+  assert (trained, loaded) == (0, 4)          # malleability: 2 models × 2 seeds, from disk
+  new_first, _ = map(int, COMPILED.search(first['proc'].stderr).groups())
+  new_again, cached_again = map(int, COMPILED.search(forced['proc'].stderr).groups())
+  assert new_first > 0
+  assert (new_again, cached_again > 0) == (0, True)
+
+
+def test_a_model_trained_by_one_part_is_not_trained_again(first):
+  """ntk_distance trains 2 models × widths 16, 32 × 2 seeds, binary its own 2 × 2; the
+  malleability part's models (width 16, the same data and training) are ntk_distance's."""
+  trained, loaded, reused = map(int, TRAINED.search(first['proc'].stderr).groups())
+  assert (trained, loaded) == (12, 0)
+  assert reused >= 4
+
+
+def test_in_process_and_isolated_parts_give_the_same_numbers(first, isolated):
+  for sub, name in (('spectral', 'spectral.json'), ('malleability', 'malleability.json')):
+    a = json_numbers(json.load(open(os.path.join(first['dir'], sub, name))))
+    b = json_numbers(json.load(open(os.path.join(isolated, sub, name))))
+    assert a.keys() == b.keys() and a, sub
+    for k in a:
+      assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-9, nan_ok=True), f'{sub}{k}'
+
+
+def test_every_part_logs_to_its_folder_and_the_terminal_gets_one_progress_line(first):
+  for sub in SUBS:
+    assert open(os.path.join(first['dir'], sub, 'log.txt')).read().strip(), sub
+  lines = [l for l in first['proc'].stderr.splitlines() if l.startswith('[reproduce]')]
+  assert lines and f'parts {len(SUBS)}/{len(SUBS)}' in lines[-1]
+  assert '[malleability] 1/' not in first['proc'].stderr    # per-cell lines stay in part logs
 
 
 @pytest.mark.parametrize('arg, words', [
