@@ -9,6 +9,7 @@ import pytest
 
 from ntk_attention import data
 from ntk_attention import training
+from ntk_attention.study import cache
 from ntk_attention.study import configs
 from ntk_attention.study import parts
 from ntk_attention.study import scaling
@@ -68,9 +69,10 @@ ARGS = [*COMMON, '--n_grid=40,80', '--seeds=2', '--width=8']
 
 @pytest.fixture(scope='module')
 def script_dir(tmp_path_factory):
-  """One run of the script (two tests read it: run once, a module fixture)."""
+  """One run of the script (two tests read it: run once, a module fixture); its trainings go
+  to out/train_cache."""
   out = tmp_path_factory.mktemp('scaling')
-  proc = _run([*ARGS, f'--output_dir={out}'])
+  proc = _run([*ARGS, f'--output_dir={out}', f'--train_cache={out / "train_cache"}'])
   assert proc.returncode == 0, proc.stderr[-3000:]
   return out
 
@@ -88,12 +90,16 @@ def test_script_end_to_end_and_resume(script_dir):
   proc = _run(args + ['--resume'])          # nothing left to do: same records
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert len(store_lib.JsonlStore(str(tmp_path / 'scaling.jsonl')).records()) == 8
-  # study.parts.scaling on the config the flags map to: the same rows and records.
+  # study.parts.scaling on the config the flags map to: the same rows and records. Its models
+  # are the script's, read from the script's training cache: the config asks for the very
+  # trainings the flags did (same model, training, data and keys), so nothing is trained.
   config = configs.Scaling(data=configs.Data(dataset='digits', n_test=30, fit_to_pool=False),
                            train=training.TrainConfig(epochs=1), n_grid=(40, 80), seeds=2,
                            width=8)
+  context = parts.Context(train_fn=cache.cached_train(directory=str(tmp_path / 'train_cache')))
   # (Up to the summation order of OpenBLAS's threads: one in the script, more here.)
-  part_rows = parts.part('scaling').run(config, str(tmp_path / 'part'))
+  part_rows = parts.part('scaling').run(config, str(tmp_path / 'part'), context=context)
+  assert (context.train_fn.stats['trained'], context.train_fn.stats['loaded']) == (0, 8)
   assert store_lib.read_json(tmp_path / 'scaling.json')['provenance']['config'] == \
       configs.as_dict(config)
   for mine, theirs in ((part_rows, rows),
