@@ -150,45 +150,51 @@ _EMITTER_PROBE = '''
 import sys, jax, numpy as np
 jax.config.update('jax_enable_x64', True)
 from ntk_attention import data, kernels, models, training
-ds = data.load('digits', n_train=40, n_test=20, seed=0)
-y = data.targets(ds.y_train, ds.num_classes)
-out = {}
-for name in ('mlp_attn',):                       # attention across samples, then a ReLU MLP
-  model = models.build(name, 32, ds.num_classes)
+
+def probe():
+  ds = data.load('digits', n_train=40, n_test=20, seed=0)
+  y = data.targets(ds.y_train, ds.num_classes)
+  model = models.build('mlp_attn', 32, ds.num_classes)  # attention across samples, a ReLU MLP
   result = training.train(model, training.seed_keys([0]), ds.x_train, y,
                           training.TrainConfig(epochs=3, batch_size=20))
   params = training.unstack(result.params, 0)
-  out[name + '_losses'] = np.asarray(result.losses)                          # float32
-  out[name + '_entk'] = np.asarray(kernels.empirical_ntk(model, params, ds.x_train))
-  out[name + '_ntk'] = np.asarray(kernels.analytic_kernel(model, ds.x_train.astype(np.float64)))
-np.savez(sys.argv[1], **out)
+  return {'losses': np.asarray(result.losses),                                # float32
+          'entk': np.asarray(kernels.empirical_ntk(model, params, ds.x_train)),
+          'ntk': np.asarray(kernels.analytic_kernel(model, ds.x_train.astype(np.float64)))}
+
+if __name__ == '__main__':
+  np.savez(sys.argv[1], **probe())
 '''
 
 
 def test_fusion_emitters_off_gives_the_same_numbers_to_rounding(tmp_path):
-  """The same training, empirical and analytic kernels in two processes, one with XLA's
-  fusion emitters and one without: float32 values agree to float32 rounding of a few
-  hundred operations, float64 ones to 1e-12 (measured: bit-identical at this size; the quick
-  preset's attacks and influences differ at rounding, docs/method.md §16)."""
+  """The same training, empirical and analytic kernels with XLA's fusion emitters (a child
+  process) and without (this process: the tests run with `fast_cpu_compile`): float32 values
+  agree to float32 rounding of a few hundred operations, float64 ones to 1e-12 (measured:
+  bit-identical at this size; the quick preset's attacks and influences differ at rounding,
+  docs/method.md §16)."""
   release, (low, high) = compiles._jaxlib_release(), compiles.FUSION_EMITTERS_FLAG_JAXLIB
   if not low <= release <= high:
     pytest.skip(f'jaxlib {release} is outside the releases tested to know the flag')
   import os
   import subprocess
   import sys
-  results = []
+  if compiles.FUSION_EMITTERS_OFF not in os.environ.get('XLA_FLAGS', ''):
+    pytest.skip('XLA_FLAGS names the fusion emitters: this process runs with the user\'s choice')
   flags = os.environ['XLA_FLAGS'].replace(compiles.FUSION_EMITTERS_OFF, '').strip()
-  # No persistent cache: each process compiles its own programs under its own flags.
+  # The child compiles its own programs (no persistent cache) under XLA's default emitters.
   env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
-  for extra in ('', ' ' + compiles.FUSION_EMITTERS_OFF):
-    path = tmp_path / f'{len(results)}.npz'
-    proc = subprocess.run([sys.executable, '-c', _EMITTER_PROBE, str(path)], capture_output=True,
-                          text=True, timeout=300, env=dict(env, XLA_FLAGS=flags + extra))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results.append(dict(np.load(path)))
-  fused, elemental = results
+  path = tmp_path / 'fused.npz'
+  proc = subprocess.run([sys.executable, '-c', _EMITTER_PROBE, str(path)], capture_output=True,
+                        text=True, timeout=300, env=dict(env, XLA_FLAGS=flags))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  fused = dict(np.load(path))
+  namespace = {'__name__': 'emitter_probe'}
+  exec(_EMITTER_PROBE, namespace)   # pylint: disable=exec-used
+  elemental = namespace['probe']()
   assert fused.keys() == elemental.keys() and len(fused) == 3
   for k in fused:
+    assert elemental[k].dtype == fused[k].dtype, k
     if fused[k].dtype == np.float32:
       np.testing.assert_allclose(elemental[k], fused[k], rtol=1e-5, atol=1e-6, err_msg=k)
     else:
