@@ -203,6 +203,19 @@ def loss_objective(model, params, y_train, subset, kind: str):
   return loss_fn
 
 
+def masked_loss_objective(model, params, y_train, mask, kind: str):
+  """`x ↦` the model's mean loss on the rows `mask (n,)` (bool) of the transductive training
+  sequence (`training.masked_loss_value`): `loss_objective` with the subset as a mask, so
+  that one compiled attack serves every τ, with the same gradient (to float rounding;
+  bit for bit under XLA's default flags in every case measured, docs/method.md §9)."""
+
+  def loss_fn(x):
+    out = model.apply_fn(params, x[None])[0]
+    return training.masked_loss_value(kind, out, y_train, mask)
+
+  return loss_fn
+
+
 def influence_objective(model, params, y_train, x_eval, y_eval, subset, scores, setup: Setup):
   """`x ↦ −Σ_{i∈S} sign(I_i) I'_i(x) / Σ_{i∈S} |I_i|`: large when S's scores change sign.
 
@@ -225,14 +238,14 @@ def _mask(n: int, subset):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _loss_attack(model, name, kind, attack, params, x, y, subset, key, eps, pgd_steps):
-  """Attack `name` maximising the model's loss on rows `subset`. `eps` and PGD's step count
-  are traced: one compilation serves every budget and count; `attack`'s step sizes, random
-  start, MIM's steps and momentum are static (MIM's loop with a traced count rounded
-  differently in XLA: docs/method.md §9)."""
-  loss_fn = loss_objective(model, params, y, subset, kind)
+def _loss_attack(model, name, kind, attack, params, x, y, mask, key, eps, pgd_steps):
+  """Attack `name` maximising the model's loss on the rows `mask (n,)`. The rows, `eps` and
+  PGD's step count are traced: one compilation serves every subset (every τ), budget and
+  count; `attack`'s step sizes, random start, MIM's steps and momentum are static (MIM's
+  loop with a traced count rounded differently in XLA: docs/method.md §9)."""
+  loss_fn = masked_loss_objective(model, params, y, mask, kind)
   return attacks_lib.attack(name, loss_fn, x, attack._replace(eps=eps, pgd_steps=pgd_steps),
-                            key=key, mask=_mask(x.shape[0], subset))
+                            key=key, mask=mask)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -250,16 +263,17 @@ def perturb(model, params, name: str, x_train, y_train, subset, setup: Setup, ke
   Loss attacks maximise the trained model's loss on `subset`; 'influence' maximises
   `influence_objective` (needs `x_eval`, `y_eval` and the clean `scores`).
   """
-  subset = jnp.asarray(subset)
   if name == 'influence':
-    x_adv = _influence_attack(model, setup, params, x_train, y_train, x_eval, y_eval, subset,
-                              jnp.asarray(scores), key)
+    x_adv = _influence_attack(model, setup, params, x_train, y_train, x_eval, y_eval,
+                              jnp.asarray(subset), jnp.asarray(scores), key)
   else:
     attacks_lib.validate(name, setup.attack)
+    mask = np.zeros(x_train.shape[0], bool)   # numpy: no program (a jnp array of a new
+    mask[np.asarray(subset)] = True           # subset's size would be one)
     # The study head's apply does not depend on init_std: one program for every init_std.
     x_adv = _loss_attack(models_lib.unit_init(model)[0], name, kind,
                          setup.attack._replace(eps=0.0, pgd_steps=1), params, x_train, y_train,
-                         subset, key,
+                         mask, key,
                          np.asarray(setup.attack.eps, x_train.dtype),   # numpy: no program
                          np.asarray(setup.attack.pgd_steps if name == 'pgd' else 0, np.int32))
   if not np.all(np.isfinite(np.asarray(x_adv))):
@@ -590,5 +604,5 @@ def sweep(ds, models, width: int, seeds: Sequence[int],
 __all__ = ['ATTACKS', 'KERNELS', 'INTERVENTIONS', 'METRICS', 'DIAGNOSTICS', 'SCORES', 'EPS_UNITS',
            'KEY_FIELDS', 'Setup', 'Points', 'Settings', 'Hooks', 'eps_pixels', 'with_pixel_std',
            'validate', 'kernel_blocks', 'influence', 'compare', 'loss_objective',
-           'influence_objective', 'perturb', 'pgd_training_perturbation', 'attack_one',
-           'trainability', 'intervention_set', 'protocol', 'sweep']
+           'masked_loss_objective', 'influence_objective', 'perturb', 'pgd_training_perturbation',
+           'attack_one', 'trainability', 'intervention_set', 'protocol', 'sweep']
