@@ -206,8 +206,8 @@ def loss_objective(model, params, y_train, subset, kind: str):
 def masked_loss_objective(model, params, y_train, mask, kind: str):
   """`x ↦` the model's mean loss on the rows `mask (n,)` (bool) of the transductive training
   sequence (`training.masked_loss_value`): `loss_objective` with the subset as a mask, so
-  that one compiled attack serves every τ, with the same gradient (to float rounding;
-  bit for bit under XLA's default flags in every case measured, docs/method.md §9)."""
+  that one compiled attack serves every τ, with the same gradient to float rounding (often
+  bit for bit; docs/method.md §9)."""
 
   def loss_fn(x):
     out = model.apply_fn(params, x[None])[0]

@@ -92,9 +92,8 @@ def masked_loss_value(kind: str, outputs, targets, mask):
   C)`, with `k = Σ mask` rows: mse `½ Σ_{i∈mask, c} (f_ic − y_ic)² / (k C)`, xent
   `Σ_{i∈mask} −log softmax(f_i)[y_i] / k`. One program serves every subset of N rows. Its
   gradient is `loss_value`'s on `outputs[mask]` (each masked row's cotangent is the same
-  quotient, every other row's zero): bit for bit under XLA's default flags in every case
-  measured, to float rounding at other optimisation levels; the value agrees to float
-  rounding (its sum runs over N rows). docs/method.md §9."""
+  quotient, every other row's zero) to float rounding, often bit for bit; its value agrees
+  to float rounding (the sum runs over N rows). docs/method.md §9 measures both."""
   k = jnp.sum(mask).astype(outputs.dtype)
   if kind == 'mse':
     sq = jnp.where(mask[:, None], (outputs - targets) ** 2, 0)
@@ -325,6 +324,6 @@ def _shard_seeds(keys):
 
 
 __all__ = ['OPTIMIZERS', 'LOSSES', 'TrainConfig', 'TrainResult', 'validate', 'loss_kind',
-           'loss_value', 'masked_loss_value', 'make_optimizer', 'outputs', 'accuracy', 'labels_from_targets',
-           'accuracy_floor', 'warn_if_undertrained', 'train', 'seed_keys',
+           'loss_value', 'masked_loss_value', 'make_optimizer', 'outputs', 'accuracy',
+           'labels_from_targets', 'accuracy_floor', 'warn_if_undertrained', 'train', 'seed_keys',
            'unstack']

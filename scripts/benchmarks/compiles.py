@@ -1,10 +1,11 @@
 """Entry `compiles`: cells of a sensitivity-style grid, one program per value vs per shape.
 
 A cell trains a model (2 seeds) and attacks it with PGD; the cells vary what a sensitivity
-study varies without changing a shape: lr, init_std, epochs, ε and the PGD steps. The
-baseline is the previous code path, kept here: every value a compile-time
-constant (the whole training one scan of `epochs` steps with the optimiser's constants and
-the model's init_std baked in; the attack with its step count static). The new path is the
+study varies without changing a shape: lr, init_std, epochs, ε, the PGD steps and τ (the
+size of the attacked subset). The baseline is the previous code path, kept here: every value
+a compile-time constant (the whole training one scan of `epochs` steps with the optimiser's
+constants and the model's init_std baked in; the attack with its step count static and its
+subset gathered, a program per τ). The new path is the
 library's (`training.train`, `malleability.perturb`): the values are arguments, the epochs
 run in chunks of `training.CHUNK_EPOCHS`. Both count the programs compiled
 (`ntk_attention.compiles`) and must give the same parameters and attacked pixels.
@@ -30,9 +31,9 @@ from ntk_attention import training
 
 SIZES = {
     'quick': dict(n=64, width=16, lr=(1e-3, 3e-3), init_std=(0.01,), epochs=(10, 20),
-                  eps=(0.3,), pgd_steps=(5, 10)),
+                  eps=(0.3,), pgd_steps=(5, 10), tau=(0.1, 0.2)),
     'full': dict(n=400, width=512, lr=(1e-3, 3e-3), init_std=(0.01, 1.0), epochs=(50, 100),
-                 eps=(0.1, 0.3), pgd_steps=(5, 20)),
+                 eps=(0.1, 0.3), pgd_steps=(5, 20), tau=(0.05, 0.1, 0.2)),
 }
 
 
@@ -74,7 +75,8 @@ def _old_train(model, config, kind, keys, x_train, y_train):
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _old_attack(model, kind, attack, params, x, y, subset, key):
-  """The previous `malleability._loss_attack` for PGD: ε and the steps are constants."""
+  """The previous `malleability._loss_attack` for PGD: ε and the steps are constants, the
+  subset's rows are gathered (its size is a shape)."""
   loss_fn = malleability.loss_objective(model, params, y, subset, kind)
   mask = jnp.zeros(x.shape[0], bool).at[subset].set(True)
   return attacks.pgd(loss_fn, x, attack.eps, key, steps=attack.pgd_steps, mask=mask)
@@ -88,9 +90,8 @@ def run(args: harness.Args) -> List[dict]:
   x = jnp.asarray(ds.x_train, jnp.float32)
   y = jnp.asarray(data.targets(ds.y_train, ds.num_classes), jnp.float32)
   keys = training.seed_keys([0, 1])
-  subset = jnp.arange(size['n'] // 10)
   grid = list(itertools.product(size['lr'], size['init_std'], size['epochs'], size['eps'],
-                                size['pgd_steps']))
+                                size['pgd_steps'], size['tau']))
   rows = []
   for name in ('relu_mlp', 'mlp_attn'):
     # Built (and analysed: models.compose's probes) before the cold caches: both paths use
@@ -103,7 +104,8 @@ def run(args: harness.Args) -> List[dict]:
       out = []
       t0 = time.perf_counter()
       with compiles.count() as count:
-        for lr, init_std, epochs, eps, steps in grid:
+        for lr, init_std, epochs, eps, steps, tau in grid:
+          subset = np.arange(round(tau * size['n']))
           model = models.build(name, size['width'], ds.num_classes, init_std=init_std)
           config = training.TrainConfig(epochs=epochs, lr=lr, batch_size=32)
           setup = malleability.Setup(attack=attacks.AttackConfig(eps=eps, pgd_steps=steps))
@@ -113,7 +115,8 @@ def run(args: harness.Args) -> List[dict]:
             params = training.train(model, keys, x, y, config).params
           one = training.unstack(params, 0)
           if path == 'old':
-            x_adv = _old_attack(model, 'xent', setup.attack, one, x, y, subset, keys[0])
+            x_adv = _old_attack(model, 'xent', setup.attack, one, x, y, jnp.asarray(subset),
+                                keys[0])
           else:
             x_adv = malleability.perturb(model, one, 'pgd', x, y, subset, setup, keys[0],
                                          'xent')
@@ -126,10 +129,95 @@ def run(args: harness.Args) -> List[dict]:
     rows.append(harness.make_row(
         'compiles', f'{name}: {len(grid)} cells (train 2 seeds + PGD), values varied',
         f"n={size['n']} m={size['width']} lr={size['lr']} init_std={size['init_std']} "
-        f"epochs={size['epochs']} eps={size['eps']} pgd_steps={size['pgd_steps']}",
+        f"epochs={size['epochs']} eps={size['eps']} pgd_steps={size['pgd_steps']} "
+        f"tau={size['tau']}",
         'a program per value', timings['old'], 'a program per shape', timings['new'],
         max_rel_diff=diff, programs_old=counts['old'].programs,
         programs_new=counts['new'].programs,
         note=f"programs compiled {counts['old'].programs} -> {counts['new'].programs}; "
              'each path timed once from a cold cache, compilation included'))
-  return rows
+  return rows + run_sensitivity_grid(args)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _old_any_attack(model, name, kind, attack, params, x, y, subset, key):
+  """The previous `malleability._loss_attack`, any attack: every setting a constant, the
+  subset gathered."""
+  loss_fn = malleability.loss_objective(model, params, y, subset, kind)
+  mask = jnp.zeros(x.shape[0], bool).at[subset].set(True)
+  return attacks.attack(name, loss_fn, x, attack, key=key, mask=mask)
+
+
+def _old_loss_attack(model, name, kind, attack, params, x, y, mask, key, eps, pgd_steps):
+  """`malleability._loss_attack`'s signature on the previous path (a program per value)."""
+  attack = attack._replace(eps=float(eps), pgd_steps=int(pgd_steps) if name == 'pgd' else 1)
+  return _old_any_attack(model, name, kind, attack, params, x, y,
+                         jnp.asarray(np.flatnonzero(np.asarray(mask))), key)
+
+
+def _old_train_fn(model, keys, x_train, y_train, config=training.TrainConfig(),
+                  dtype=jnp.float32, perturb=None):
+  """`training.train`'s signature on the previous path (`_old_train`)."""
+  assert perturb is None, 'the previous path is benchmarked without adversarial training'
+  x, y = jnp.asarray(x_train, dtype), jnp.asarray(y_train, dtype)
+  params, losses = _old_train(model, config, training.loss_kind(config, y.shape[1]),
+                              jnp.asarray(keys), x, y)
+  return training.TrainResult(params, params, np.asarray(losses))
+
+
+SENSITIVITY_SIZES = {'quick': dict(n_train=40, n_test=20, width=16, epochs=4, tasks=('all',)),
+                     'full': dict(n_train=200, n_test=100, width=128, epochs=20,
+                                  tasks=('all', '3,8'))}
+
+
+def run_sensitivity_grid(args: harness.Args) -> List[dict]:
+  """The sensitivity part's grid as the quick preset runs it (the baseline and every default
+  variation, FGSM and PGD, 3 seeds, both models) at small sizes: the programs the previous
+  path compiles (a training program per lr, epochs and init_std; an attack program per ε,
+  PGD step count and τ) against the library's, each path in a cold JAX cache, and how many
+  records agree."""
+  from ntk_attention.study import cache
+  from ntk_attention.study import sensitivity
+  size = SENSITIVITY_SIZES['quick' if args.quick else 'full']
+  base = sensitivity.Baseline(width=size['width'], n_train=size['n_train'],
+                              epochs=size['epochs'])
+  variations = sensitivity.default_variations(base)
+  pools = {}
+
+  def load(task, n_train):
+    if (task, n_train) not in pools:
+      classes = None if task == 'all' else tuple(int(c) for c in task.split(','))
+      pools[task, n_train] = data.load('mnist_sample', n_train=n_train, n_test=size['n_test'],
+                                       seed=args.seed, classes=classes)
+    return pools[task, n_train]
+
+  config = training.TrainConfig(batch_size=16)
+  records, timings, counts = {}, {}, {}
+  for path in ('old', 'new'):
+    saved = training.train, malleability._loss_attack   # pylint: disable=protected-access
+    if path == 'old':
+      training.train, malleability._loss_attack = _old_train_fn, _old_loss_attack
+    try:
+      jax.clear_caches()
+      t0 = time.perf_counter()
+      with compiles.count() as count:
+        out = sensitivity.run(load, list(size['tasks']), base, variations, ['fgsm', 'pgd'],
+                              [0, 1, 2], config, train_fn=cache.cached_train())
+      seconds = time.perf_counter() - t0
+    finally:
+      training.train, malleability._loss_attack = saved
+    records[path] = {tuple(r[k] for k in sensitivity.KEY_FIELDS): r for r in out}
+    counts[path], timings[path] = count, harness.Timing(seconds, count.seconds, [seconds], None)
+  metrics = ('flip_rate', 'spearman', 'topk_overlap', 'test_accuracy')
+  equal = sum(all(records['old'][k][m] == r[m] for m in metrics)
+              for k, r in records['new'].items())
+  return [harness.make_row(
+      'compiles', f"sensitivity grid: baseline + {len(variations)} variations x "
+      f"{len(size['tasks'])} task(s) x 2 models x 2 attacks x 3 seeds",
+      f"n={size['n_train']} t={size['n_test']} m={size['width']} epochs={size['epochs']}",
+      'a program per value', timings['old'], 'a program per shape', timings['new'],
+      programs_old=counts['old'].programs, programs_new=counts['new'].programs,
+      records_equal=f"{equal}/{len(records['new'])}",
+      note=f"programs compiled {counts['old'].programs} -> {counts['new'].programs}; "
+           f"{equal} of {len(records['new'])} records equal in flip rate, Spearman, top-k and "
+           'accuracy; each path timed once from a cold cache')]
