@@ -13,6 +13,7 @@ run in chunks of `training.CHUNK_EPOCHS`. Both count the programs compiled
 import functools
 import itertools
 import time
+import warnings
 from typing import List
 
 import jax
@@ -200,7 +201,9 @@ def run_sensitivity_grid(args: harness.Args) -> List[dict]:
     try:
       jax.clear_caches()
       t0 = time.perf_counter()
-      with compiles.count() as count:
+      # The models are too small to train (what is counted is programs): no warning per seed.
+      with compiles.count() as count, warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)
         out = sensitivity.run(load, list(size['tasks']), base, variations, ['fgsm', 'pgd'],
                               [0, 1, 2], config, train_fn=cache.cached_train())
       seconds = time.perf_counter() - t0
