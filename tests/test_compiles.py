@@ -106,8 +106,8 @@ def test_masked_loss_has_the_gradient_of_the_indexed_loss(small, binary):
   """The attacks see only the loss's gradient (sign steps, MIM's ℓ1-normalised steps): the
   masked loss (one program for every subset) has the indexed loss's gradient to float32
   rounding, cross-entropy and MSE alike, for subsets of several sizes, and the same sign
-  wherever the gradient is above rounding. (Bit for bit under XLA's default flags in every
-  case measured, docs/method.md §9; the tests' level 0 rounds some sums differently.)"""
+  wherever the gradient is above rounding. (Often bit for bit under XLA's default flags,
+  docs/method.md §9; the tests' level 0 rounds more entries differently.)"""
   x = jnp.asarray(small.x_train, jnp.float32)
   labels = small.y_train if not binary else (small.y_train % 2)
   y = jnp.asarray(data.targets(labels, 2 if binary else small.num_classes), jnp.float32)
