@@ -158,7 +158,8 @@ def _old_loss_attack(model, name, kind, attack, params, x, y, mask, key, eps, pg
 
 def _old_train_fn(model, keys, x_train, y_train, config=training.TrainConfig(),
                   dtype=jnp.float32, perturb=None):
-  """`training.train`'s signature on the previous path (`_old_train`)."""
+  """`training.train`'s signature on the previous path (`_old_train`); it returns no
+  initial parameters (the trained ones stand in: the sensitivity grid never reads them)."""
   assert perturb is None, 'the previous path is benchmarked without adversarial training'
   x, y = jnp.asarray(x_train, dtype), jnp.asarray(y_train, dtype)
   params, losses = _old_train(model, config, training.loss_kind(config, y.shape[1]),
