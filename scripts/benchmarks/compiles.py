@@ -74,13 +74,13 @@ def _old_train(model, config, kind, keys, x_train, y_train):
   return jax.vmap(one_seed)(keys)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _old_attack(model, kind, attack, params, x, y, subset, key):
-  """The previous `malleability._loss_attack` for PGD: ε and the steps are constants, the
-  subset's rows are gathered (its size is a shape)."""
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _old_attack(model, name, kind, attack, params, x, y, subset, key):
+  """The previous `malleability._loss_attack`: every setting of `attack` (ε, the step count)
+  a constant, the subset gathered (its size a shape)."""
   loss_fn = malleability.loss_objective(model, params, y, subset, kind)
   mask = jnp.zeros(x.shape[0], bool).at[subset].set(True)
-  return attacks.pgd(loss_fn, x, attack.eps, key, steps=attack.pgd_steps, mask=mask)
+  return attacks.attack(name, loss_fn, x, attack, key=key, mask=mask)
 
 
 def run(args: harness.Args) -> List[dict]:
@@ -116,8 +116,8 @@ def run(args: harness.Args) -> List[dict]:
             params = training.train(model, keys, x, y, config).params
           one = training.unstack(params, 0)
           if path == 'old':
-            x_adv = _old_attack(model, 'xent', setup.attack, one, x, y, jnp.asarray(subset),
-                                keys[0])
+            x_adv = _old_attack(model, 'pgd', 'xent', setup.attack, one, x, y,
+                                    jnp.asarray(subset), keys[0])
           else:
             x_adv = malleability.perturb(model, one, 'pgd', x, y, subset, setup, keys[0],
                                          'xent')
@@ -140,19 +140,10 @@ def run(args: harness.Args) -> List[dict]:
   return rows + run_sensitivity_grid(args)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _old_any_attack(model, name, kind, attack, params, x, y, subset, key):
-  """The previous `malleability._loss_attack`, any attack: every setting a constant, the
-  subset gathered."""
-  loss_fn = malleability.loss_objective(model, params, y, subset, kind)
-  mask = jnp.zeros(x.shape[0], bool).at[subset].set(True)
-  return attacks.attack(name, loss_fn, x, attack, key=key, mask=mask)
-
-
 def _old_loss_attack(model, name, kind, attack, params, x, y, mask, key, eps, pgd_steps):
   """`malleability._loss_attack`'s signature on the previous path (a program per value)."""
   attack = attack._replace(eps=float(eps), pgd_steps=int(pgd_steps) if name == 'pgd' else 1)
-  return _old_any_attack(model, name, kind, attack, params, x, y,
+  return _old_attack(model, name, kind, attack, params, x, y,
                          jnp.asarray(np.flatnonzero(np.asarray(mask))), key)
 
 
