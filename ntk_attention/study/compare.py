@@ -20,14 +20,14 @@ import os
 from typing import Dict, Optional
 
 CONFIG_FILES = ('part.json',)
-RUN_SPECIFIC = ('provenance', 'compilations', 'compiled', 'hostname', 'started', 'finished')
+PER_RUN_FIELDS = ('provenance', 'compilations', 'compiled', 'hostname', 'started', 'finished')
 
 
 def is_run_specific(key: str) -> bool:
   """True for a field that differs between two runs of the same code: wall times
   (`*_s`, `*seconds`, 'wall', 'time', 'elapsed'), provenance and compile counts."""
   last = key.rsplit('.', 1)[-1].split('[', 1)[0]
-  if any(f'.{name}' in key or key.startswith(name) for name in RUN_SPECIFIC):
+  if any(f'.{name}' in key or key.startswith(name) for name in PER_RUN_FIELDS):
     return True
   return last.endswith(('_s', 'seconds', '_time')) or last in ('wall', 'time', 'elapsed')
 

@@ -1,10 +1,12 @@
 """The run folder of a reproduction, D: where each part, its marker and log, the training
 cache, the report and its figures live. The runner (`study.pipeline`) writes this layout and
-the report (`study.report.sections.build`) reads it; neither spells a path itself.
+the report (`study.report.sections.build`) reads it; neither spells a path itself
+(docs/method.md §16).
 
   D/<part>/                   a part's JSON, CSV, tables and figures (`part_dir`), named by
-                              `SPECTRAL` ... `SCALING`, `WIDTH_THRESHOLD`, `JOINT_SEARCH`,
-                              `binary(dataset, classes)`, `variant(name, kind)`, `INFLUENCE_ATTACK`, `APPROXIMATION`
+                              `CONDITIONING` (the spectral part) ... `SCALING`, `WIDTH_THRESHOLD`,
+                              `JOINT_SEARCH`, `binary(dataset, classes)`, `variant(name, kind)`,
+                              `INFLUENCE_ATTACK`, `APPROXIMATION`
   D/<part>/part.json          the marker of a finished part: its kind, config, wall time
   D/<part>/log.txt            the part's log and printed output
   D/<part>/<kind>.json        its results (`results`), <kind>_settings.json the sizes as used
@@ -15,7 +17,7 @@ import os
 from typing import Sequence, Union
 
 # Part folders, relative to D.
-SPECTRAL = 'spectral'
+CONDITIONING = 'spectral'     # the spectral part: spectra and κ of G^k (docs/method.md §5)
 NTK_DISTANCE = 'ntk_distance'
 MALLEABILITY = 'malleability'
 INTERVENTIONS = 'interventions'
@@ -91,7 +93,7 @@ def figures(d: str) -> str:
   return path(d, FIGURES)
 
 
-__all__ = ['SPECTRAL', 'NTK_DISTANCE', 'MALLEABILITY', 'INTERVENTIONS', 'ADVERSARIAL_TRAINING',
+__all__ = ['CONDITIONING', 'NTK_DISTANCE', 'MALLEABILITY', 'INTERVENTIONS', 'ADVERSARIAL_TRAINING',
            'SENSITIVITY', 'SCALING', 'WIDTH_THRESHOLD', 'JOINT_SEARCH', 'BEYOND',
            'INFLUENCE_ATTACK', 'APPROXIMATION', 'MARKER',
            'LOG', 'CACHE', 'TRAIN_CACHE', 'REPORT_MD', 'REPORT_HTML', 'FIGURES', 'binary',

@@ -132,7 +132,7 @@ def _part(study, name) -> list:
   """The parts of the study's part `name`."""
   data, train = _data(study), _train(study)
   if name == 'spectral':
-    return [Part(layout.SPECTRAL, 'spectral', configs.Spectral(data=data, n_grid=study.n_grid))]
+    return [Part(layout.CONDITIONING, 'spectral', configs.Spectral(data=data, n_grid=study.n_grid))]
   if name == 'ntk_distance':
     return [Part(layout.NTK_DISTANCE, 'ntk_distance', configs.Distance(
         data=data, train=train, models=study.ntk_models, widths=study.widths,

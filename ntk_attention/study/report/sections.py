@@ -675,7 +675,7 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
   def part_figs(sub, names):
     return [f'{sub}/{n}' for n in names if os.path.exists(layout.path(d, sub, n))]
 
-  spectral_res = _load(d, layout.SPECTRAL, 'spectral')
+  spectral_res = _load(d, layout.CONDITIONING, 'spectral')
   nd = _load(d, layout.NTK_DISTANCE, 'ntk_distance')
   mall = _load(d, layout.MALLEABILITY, 'malleability')
   binaries = {}      # (dataset, classes) -> (folder, results)
@@ -696,7 +696,7 @@ def build(d, *, dataset: str, task: str = 'all', binary_tasks=(), beyond_variant
               f'Paper: {paper.CITATION}. Numbers labelled *paper* or *study* are the study\'s; every '
               f'other number is computed by this run (total wall time {progress_lib.format_duration(wall)}).\n']
   if spectral_res:
-    npz = layout.results(d, layout.SPECTRAL, 'spectral', '_spectra.npz')
+    npz = layout.results(d, layout.CONDITIONING, 'spectral', '_spectra.npz')
     spectra = dict(np.load(npz)) if os.path.exists(npz) else {}
     sections.append(spectral_section(spectral_res, rel(report_figures.spectral_figures(spectral_res, spectra, dataset, fig_dir))))
   if nd:
