@@ -237,3 +237,34 @@ def test_fusion_emitters_off_gives_the_same_numbers_to_rounding(tmp_path):
       np.testing.assert_allclose(elemental[k], fused[k], rtol=1e-5, atol=1e-6, err_msg=k)
     else:
       np.testing.assert_allclose(elemental[k], fused[k], rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+def test_a_models_probe_is_one_program_and_the_same_model_made_again_none():
+  """`models._probe` (docs/method.md §17): a built-in model at a new width is analysed by
+  one program (run eagerly its probe was ~35 programs, one per operation and shape); a
+  user's factory called again with the same arguments makes the same probe program and is
+  analysed from the memo, compiling nothing; a head with other parameters is analysed anew."""
+  from ntk_attention import _nt
+  stax = _nt.stax
+  models.build('relu_mlp', 5, 3)   # the probe key's own eager programs, outside the count
+  with compiles.count() as c:
+    built = models.build('relu_mlp', 23, 3)      # a width no other test builds
+  # One program, compiled or loaded ('?': JAX 0.5.3 does not name it).
+  assert c.programs == 1 and set(c.by_name) <= {'jit(probe)', '?'}, dict(c.by_name)
+  assert built.mask == (True, False) and built.head_kind == 'relu_head'
+
+  prefix = models.attention_prefix()
+
+  def factory(width, out_dim):
+    return models.compose(prefix, stax.serial(stax.Dense(width, b_std=0.1), stax.Relu(),
+                                              stax.Dense(out_dim, b_std=0.1)), width=width)
+
+  first = factory(19, 3)
+  with compiles.count() as again:
+    second = factory(19, 3)
+  assert again.programs == 0, dict(again.by_name)
+  assert (second.mask, second.signature, second.head_kind, second.prefix_kind) == (
+      first.mask, first.signature, first.head_kind, first.prefix_kind)
+  assert first.mask == (True, True, True, True) and first.head_kind == 'layers'
+  no_biases = models.compose(prefix, stax.serial(stax.Dense(19), stax.Relu(), stax.Dense(3)))
+  assert no_biases.mask == (True, True), no_biases.mask
