@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntk_attention import _nt
+from ntk_attention import compiles
 from ntk_attention import layers
 from ntk_attention import ntk_closed_form
 
@@ -335,7 +336,11 @@ def _probe(model: Model):
   memo = (str(closed), tuple((np.asarray(c).dtype.str, np.shape(c), hashlib.sha1(
       np.ascontiguousarray(c).tobytes()).hexdigest()) for c in closed.consts))
   if memo not in _PROBES:
-    params, mixes, moved = jax.jit(probe)(key)
+    # Compiled for one run: under XLA's default options its threefry and Jacobian took ~2 s
+    # to compile, ~0.5 s so (its decisions are thresholds, not rounding-sensitive values).
+    compiled = jax.jit(probe).lower(key).compile(
+        compiler_options=compiles.run_once_options())
+    params, mixes, moved = compiled(key)
     _PROBES[memo] = (params, bool(mixes), [bool(m) for m in moved], dict(static))
     if len(_PROBES) > 256:
       _PROBES.popitem(last=False)
