@@ -167,6 +167,26 @@ SENSITIVITY_SIZES = {'quick': dict(n_train=40, n_test=20, width=16, epochs=4, ta
                                   tasks=('all', '3,8'))}
 
 
+def _cold(fn):
+  """`fn()` in a cold JAX cache with its programs counted: `(result, Count, Timing)`."""
+  jax.clear_caches()
+  t0 = time.perf_counter()
+  with compiles.count() as count:
+    out = fn()
+  seconds = time.perf_counter() - t0
+  return out, count, harness.Timing(seconds, count.seconds, [seconds], None)
+
+
+def _programs_row(case, sizes, old, new, timings, counts, equal, total, what):
+  """A row of two paths each timed once from a cold cache: programs and agreement."""
+  return harness.make_row(
+      'compiles', case, sizes, old, timings['old'], new, timings['new'],
+      programs_old=counts['old'].programs, programs_new=counts['new'].programs,
+      records_equal=f'{equal}/{total}',
+      note=f"programs compiled {counts['old'].programs} -> {counts['new'].programs}; "
+           f'{equal} of {total} {what}; each path timed once from a cold cache')
+
+
 def run_sensitivity_grid(args: harness.Args) -> List[dict]:
   """The sensitivity part's grid as the quick preset runs it (the baseline and every default
   variation, FGSM and PGD, 3 seeds, both models) at small sizes: the programs the previous
@@ -189,37 +209,33 @@ def run_sensitivity_grid(args: harness.Args) -> List[dict]:
     return pools[task, n_train]
 
   config = training.TrainConfig(batch_size=16)
+
+  def grid():
+    # The models are too small to train (what is counted is programs): no warning per seed.
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', UserWarning)
+      return sensitivity.run(load, list(size['tasks']), base, variations, ['fgsm', 'pgd'],
+                             [0, 1, 2], config, train_fn=cache.cached_train())
+
   records, timings, counts = {}, {}, {}
   for path in ('old', 'new'):
     saved = training.train, malleability._loss_attack   # pylint: disable=protected-access
     if path == 'old':
       training.train, malleability._loss_attack = _old_train_fn, _old_loss_attack
     try:
-      jax.clear_caches()
-      t0 = time.perf_counter()
-      # The models are too small to train (what is counted is programs): no warning per seed.
-      with compiles.count() as count, warnings.catch_warnings():
-        warnings.simplefilter('ignore', UserWarning)
-        out = sensitivity.run(load, list(size['tasks']), base, variations, ['fgsm', 'pgd'],
-                              [0, 1, 2], config, train_fn=cache.cached_train())
-      seconds = time.perf_counter() - t0
+      out, counts[path], timings[path] = _cold(grid)
     finally:
       training.train, malleability._loss_attack = saved
     records[path] = {tuple(r[k] for k in sensitivity.KEY_FIELDS): r for r in out}
-    counts[path], timings[path] = count, harness.Timing(seconds, count.seconds, [seconds], None)
   metrics = ('flip_rate', 'spearman', 'topk_overlap', 'test_accuracy')
   equal = sum(all(records['old'][k][m] == r[m] for m in metrics)
               for k, r in records['new'].items())
-  return [harness.make_row(
-      'compiles', f"sensitivity grid: baseline + {len(variations)} variations x "
+  return [_programs_row(
+      f"sensitivity grid: baseline + {len(variations)} variations x "
       f"{len(size['tasks'])} task(s) x 2 models x 2 attacks x 3 seeds",
       f"n={size['n_train']} t={size['n_test']} m={size['width']} epochs={size['epochs']}",
-      'a program per value', timings['old'], 'a program per shape', timings['new'],
-      programs_old=counts['old'].programs, programs_new=counts['new'].programs,
-      records_equal=f"{equal}/{len(records['new'])}",
-      note=f"programs compiled {counts['old'].programs} -> {counts['new'].programs}; "
-           f"{equal} of {len(records['new'])} records equal in flip rate, Spearman, top-k and "
-           'accuracy; each path timed once from a cold cache')]
+      'a program per value', 'a program per shape', timings, counts, equal,
+      len(records['new']), 'records equal in flip rate, Spearman, top-k and accuracy')]
 
 
 PROBE_WIDTHS = {'quick': (16, 64, 256, 1024), 'full': (16, 64, 256, 1024, 4096)}
@@ -264,6 +280,11 @@ def run_model_probe(args: harness.Args) -> List[dict]:
         models.stax.Dense(width), models.stax.Relu(), models.stax.Dense(out_dim)),
         name='user', width=width)
 
+  def make():
+    return [m for width in widths for m in (
+        models.build('relu_mlp', width, 10), models.build('mlp_attn', width, 10),
+        factory(width, 10), factory(width, 10))]
+
   fields = ('mask', 'mask_is_declared', 'out_dim', 'prefix_trainable', 'prefix_kind',
             'head_kind', 'signature')
   made, timings, counts = {}, {}, {}
@@ -272,27 +293,14 @@ def run_model_probe(args: harness.Args) -> List[dict]:
     if path == 'old':
       models._probe = _old_probe
     try:
-      jax.clear_caches()
       models._build.cache_clear()   # pylint: disable=protected-access
       models._PROBES.clear()        # pylint: disable=protected-access
-      t0 = time.perf_counter()
-      with compiles.count() as count:
-        out = []
-        for width in widths:
-          out += [models.build('relu_mlp', width, 10), models.build('mlp_attn', width, 10),
-                  factory(width, 10), factory(width, 10)]
-      seconds = time.perf_counter() - t0
+      out, counts[path], timings[path] = _cold(make)
     finally:
       models._probe = saved
     made[path] = [tuple(getattr(m, f) for f in fields) for m in out]
-    counts[path], timings[path] = count, harness.Timing(seconds, count.seconds, [seconds], None)
   equal = sum(a == b for a, b in zip(made['old'], made['new']))
-  return [harness.make_row(
-      'compiles', f'model analysis: 2 built-in models + a factory called twice, '
-      f'{len(widths)} widths', f'widths={widths} probe 3 tokens x 4 channels',
-      'eager probe', timings['old'], 'one program, memoised', timings['new'],
-      programs_old=counts['old'].programs, programs_new=counts['new'].programs,
-      records_equal=f"{equal}/{len(made['new'])}",
-      note=f"programs compiled {counts['old'].programs} -> {counts['new'].programs}; "
-           f"{equal} of {len(made['new'])} models equal in every derived field; "
-           'each path timed once from a cold cache')]
+  return [_programs_row(
+      f'model analysis: 2 built-in models + a factory called twice, {len(widths)} widths',
+      f'widths={widths} probe 3 tokens x 4 channels', 'eager probe', 'one program, memoised',
+      timings, counts, equal, len(made['new']), 'models equal in every derived field')]
