@@ -184,6 +184,22 @@ def test_fast_cpu_compile_adds_its_flag_once_and_leaves_a_users_choice(monkeypat
   assert compiles._backend_started() and not compiles.fast_cpu_compile({})
 
 
+def test_run_once_options_name_the_emitters_only_for_a_tested_jaxlib(monkeypatch):
+  """Level 0 always; the emitters' option only where jaxlib is known to take it. A program
+  compiled with them computes what the default compile does (float64: to 1e-12)."""
+  for release, named in (((0, 7, 0), True), ((0, 11, 0), False), ((0, 5, 2), False),
+                         (None, False)):
+    monkeypatch.setattr(compiles, '_jaxlib_release', lambda r=release: r)
+    options = compiles.run_once_options()
+    assert options['xla_backend_optimization_level'] == 0
+    assert ('xla_cpu_use_fusion_emitters' in options) == named, (release, options)
+  monkeypatch.undo()
+  x = jnp.linspace(-2.0, 2.0, 60).reshape(6, 10)
+  f = jax.jit(lambda a: jnp.tanh(a @ a.T).sum(0) + jnp.exp(-a ** 2).mean())
+  once = f.lower(x).compile(compiler_options=compiles.run_once_options())
+  np.testing.assert_allclose(once(x), f(x), rtol=1e-12)
+
+
 _EMITTER_PROBE = '''
 import sys, jax, numpy as np
 jax.config.update('jax_enable_x64', True)
