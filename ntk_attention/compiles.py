@@ -150,5 +150,5 @@ def run_once_options() -> dict:
   return options
 
 
-__all__ = ['Count', 'count', 'run_once_options', 'BACKEND_COMPILE', 'CACHE_HIT', 'FUSION_EMITTERS_OFF',
-           'fast_cpu_compile']
+__all__ = ['Count', 'count', 'BACKEND_COMPILE', 'CACHE_HIT', 'FUSION_EMITTERS_OFF',
+           'fast_cpu_compile', 'run_once_options']

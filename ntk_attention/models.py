@@ -333,18 +333,25 @@ def _probe(model: Model):
 
   key = jax.random.PRNGKey(0)
   closed = jax.make_jaxpr(probe)(key)
-  memo = (str(closed), tuple((np.asarray(c).dtype.str, np.shape(c), hashlib.sha1(
-      np.ascontiguousarray(c).tobytes()).hexdigest()) for c in closed.consts))
-  if memo not in _PROBES:
+  try:
+    memo = (str(closed), tuple((np.asarray(c).dtype.str, np.shape(c), hashlib.sha1(
+        np.ascontiguousarray(c).tobytes()).hexdigest()) for c in closed.consts))
+  except (TypeError, ValueError):   # a constant numpy cannot hold (a typed PRNG key): no memo
+    memo = None
+  if memo is not None and memo in _PROBES:
+    result = _PROBES[memo]
+  else:
     # Compiled for one run: under XLA's default options its threefry and Jacobian took ~2 s
-    # to compile, ~0.5 s so (its decisions are thresholds, not rounding-sensitive values).
+    # to compile, ~0.6 s so (its decisions are thresholds, not rounding-sensitive values).
     compiled = jax.jit(probe).lower(key).compile(
         compiler_options=compiles.run_once_options())
     params, mixes, moved = compiled(key)
-    _PROBES[memo] = (params, bool(mixes), [bool(m) for m in moved], dict(static))
-    if len(_PROBES) > 256:
-      _PROBES.popitem(last=False)
-  params, mixes, moved, static = _PROBES[memo]
+    result = (params, bool(mixes), [bool(m) for m in moved], dict(static))
+    if memo is not None:
+      _PROBES[memo] = result
+      if len(_PROBES) > 256:
+        _PROBES.popitem(last=False)
+  params, mixes, moved, static = result
   return (params, static['out_shape'], static['n_feat'], static['head_error'], mixes,
           moved)
 

@@ -284,3 +284,10 @@ def test_a_models_probe_is_one_program_and_the_same_model_made_again_none():
   assert first.mask == (True, True, True, True) and first.head_kind == 'layers'
   no_biases = models.compose(prefix, stax.serial(stax.Dense(19), stax.Relu(), stax.Dense(3)))
   assert no_biases.mask == (True, True), no_biases.mask
+  # A head closing over a typed PRNG key (a constant numpy cannot hash) is analysed unmemoised.
+  key, (init_fn, apply_fn, kernel_fn) = jax.random.key(3), stax.Dense(4)
+  keyed = (init_fn, lambda p, x, **kw: apply_fn(p, x) + 0 * jax.random.normal(key, (4,)),
+           kernel_fn)
+  models._PROBES.clear()   # pylint: disable=protected-access
+  made = models.compose(None, stax.serial(keyed, stax.Relu(), stax.Dense(2)))
+  assert made.mask == (True, True) and not models._PROBES   # pylint: disable=protected-access
