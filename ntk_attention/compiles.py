@@ -137,18 +137,5 @@ def fast_cpu_compile(environ: Optional[dict] = None) -> bool:
   return True
 
 
-def run_once_options() -> dict:
-  """XLA compile options (`Lowered.compile(compiler_options=...)`) for a small program that
-  runs once, where compiling is all its time: LLVM optimisation level 0, and the elemental
-  emitters where jaxlib is within `FUSION_EMITTERS_FLAG_JAXLIB` (an unknown option is an
-  error). The HLO optimisations are XLA's either way."""
-  options = {'xla_backend_optimization_level': 0}
-  release = _jaxlib_release()
-  low, high = FUSION_EMITTERS_FLAG_JAXLIB
-  if release is not None and low <= release <= high:
-    options['xla_cpu_use_fusion_emitters'] = False
-  return options
-
-
 __all__ = ['Count', 'count', 'BACKEND_COMPILE', 'CACHE_HIT', 'FUSION_EMITTERS_OFF',
-           'fast_cpu_compile', 'run_once_options']
+           'fast_cpu_compile']

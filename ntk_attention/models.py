@@ -20,19 +20,15 @@ about lr per step, as in the study. The ReLU NTK ignores the init scale (it is
 `Θ∞(x, x') = W_std² ⟨x̂, x̂'⟩ (π − θ)/(2π)` for every `init_std` — the paper's kernel —
 while f at initialisation, the NNGP and the training dynamics scale with `init_std`.
 """
-import collections
 import dataclasses
 import functools
-import hashlib
 import importlib
 from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ntk_attention import _nt
-from ntk_attention import compiles
 from ntk_attention import layers
 from ntk_attention import ntk_closed_form
 
@@ -236,21 +232,24 @@ def _analyse(model: Model) -> dict:
   """The derived fields of `Model` (its docstring), from probes of PROBE_DIM channels."""
   _check_triple(model.prefix, 'prefix')
   _check_triple(model.head, 'head')
-  params, out_shape, n_feat, head_error, mixes, moved = _probe(model)
+  init_fn, apply_fn, _ = stax.serial(model.prefix, model.head)
+  shape = (1, PROBE_TOKENS, PROBE_DIM)
+  k_init, k_x, k_cot = jax.random.split(jax.random.PRNGKey(0), 3)
+  out_shape, params = init_fn(k_init, shape)
+  params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float32), params)
+  x = jax.random.normal(k_x, shape, jnp.float32)
   if model.out_dim is not None and out_shape[-1] != model.out_dim:
     raise ValueError(f'model {model.name!r}: out_dim={model.out_dim} but the head has '
                      f'{out_shape[-1]} outputs.')
-  if head_error is not None:
-    raise ValueError(f'model {model.name!r}: the head cannot be applied to tokens alone, '
-                     f'as a per-token head must ({type(head_error).__name__}: {head_error}); '
-                     'put token-mixing layers in the prefix.')
-  if mixes:
-    raise ValueError(f'model {model.name!r}: the head mixes tokens (its output at one token '
-                     'depends on another); put token-mixing layers in the prefix.')
+  feats = model.prefix[1](params[0], x)
+  _check_per_token(model, params[1], feats[0])
 
   treedef = jax.tree_util.tree_structure(params)
   declared = [_declared_mask(model.prefix, params[0]), _declared_mask(model.head, params[1])]
-  declared = [d and g for d, g in zip(jax.tree_util.tree_leaves(declared), moved)]
+  cot = jax.random.normal(k_cot, out_shape, jnp.float32)
+  grads = jax.grad(lambda p: jnp.sum(apply_fn(p, x) * cot))(params)
+  declared = [d and bool(jnp.any(g != 0)) for d, g in
+              zip(jax.tree_util.tree_leaves(declared), jax.tree_util.tree_leaves(grads))]
   if model.trainable is None:
     mask = list(declared)
   else:
@@ -272,7 +271,7 @@ def _analyse(model: Model) -> dict:
   if head_spec.get('kind') == 'relu_head' and mask[n_prefix:] == [True, False]:
     head_kind = 'relu_head'
   else:
-    head_layers = ntk_closed_form.plan(model.head, n_feat)
+    head_layers = ntk_closed_form.plan(model.head, feats.shape[-1])
     head_kind = 'opaque' if head_layers is None else 'layers'
   prefix_kind = 'fixed'
   if prefix_trainable:
@@ -291,69 +290,19 @@ def _analyse(model: Model) -> dict:
               signature=repr((names, shapes, tuple(mask))))
 
 
-# The probe's results by the probe's program (its jaxpr and constants): a factory called again
-# with the same arguments makes the same program, analysed once.
-_PROBES: 'collections.OrderedDict' = collections.OrderedDict()
-
-
-def _probe(model: Model):
-  """`(params, out_shape, n_feat, head_error, mixes, moved)` of `model` on a probe sequence
-  `x (1, PROBE_TOKENS, PROBE_DIM)` (parameters from `PRNGKey(0)`, float32):
-  `params` its parameters, `out_shape` the head's output shape, `n_feat` the prefix's output
-  channels, `head_error` the exception of applying the head to tokens alone (or None),
-  `mixes` whether the head's Jacobian `∂f(z)_i/∂z_j (N, C, N, d')` has an off-diagonal
-  entry (i ≠ j) above 1e-6 of its largest, and `moved` per parameter leaf whether the
-  gradient of `Σ f(x) ⊙ u` (`u` a normal cotangent) is nonzero anywhere.
-
-  One compiled program (every probe operation run eagerly was one program per operation and
-  shape: ~35 per new width, a few seconds), and none for a program analysed before."""
-  init_fn, apply_fn, _ = stax.serial(model.prefix, model.head)
-  shape = (1, PROBE_TOKENS, PROBE_DIM)
-  static = {}
-
-  def probe(key):
-    k_init, k_x, k_cot = jax.random.split(key, 3)
-    out_shape, params = init_fn(k_init, shape)
-    params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float32), params)
-    x = jax.random.normal(k_x, shape, jnp.float32)
-    feats = model.prefix[1](params[0], x)
-    static.update(out_shape=tuple(out_shape), n_feat=int(feats.shape[-1]), head_error=None)
-    try:
-      jac = jax.jacfwd(lambda v: head_apply(model, params[1], v))(feats[0])   # (N, C, N, d')
-    except Exception as e:  # pylint: disable=broad-except
-      static['head_error'] = e
-      mixes = jnp.zeros((), bool)
-    else:
-      n = feats.shape[1]
-      off = jnp.abs(jac) * (1 - jnp.eye(n, dtype=jac.dtype))[:, None, :, None]
-      mixes = jnp.any(off > 1e-6 * (jnp.max(jnp.abs(jac)) + 1e-30))
-    cot = jax.random.normal(k_cot, out_shape, jnp.float32)
-    grads = jax.grad(lambda p: jnp.sum(apply_fn(p, x) * cot))(params)
-    return params, mixes, [jnp.any(g != 0) for g in jax.tree_util.tree_leaves(grads)]
-
-  key = jax.random.PRNGKey(0)
-  closed = jax.make_jaxpr(probe)(key)
+def _check_per_token(model: Model, head_params, z):
+  """ValueError when the head's output at one token depends on another token's input."""
   try:
-    memo = (str(closed), tuple((np.asarray(c).dtype.str, np.shape(c), hashlib.sha1(
-        np.ascontiguousarray(c).tobytes()).hexdigest()) for c in closed.consts))
-  except (TypeError, ValueError):   # a constant numpy cannot hold (a typed PRNG key): no memo
-    memo = None
-  if memo is not None and memo in _PROBES:
-    result = _PROBES[memo]
-  else:
-    # Compiled for one run: under XLA's default options its threefry and Jacobian took ~2 s
-    # to compile, ~0.6 s so (its decisions are thresholds, not rounding-sensitive values).
-    compiled = jax.jit(probe).lower(key).compile(
-        compiler_options=compiles.run_once_options())
-    params, mixes, moved = compiled(key)
-    result = (params, bool(mixes), [bool(m) for m in moved], dict(static))
-    if memo is not None:
-      _PROBES[memo] = result
-      if len(_PROBES) > 256:
-        _PROBES.popitem(last=False)
-  params, mixes, moved, static = result
-  return (params, static['out_shape'], static['n_feat'], static['head_error'], mixes,
-          moved)
+    jac = jax.jacfwd(lambda v: head_apply(model, head_params, v))(z)     # (N, C, N, d)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f'model {model.name!r}: the head cannot be applied to tokens alone, '
+                     f'as a per-token head must ({type(e).__name__}: {e}); put '
+                     'token-mixing layers in the prefix.') from None
+  n = z.shape[0]
+  off = jnp.abs(jac) * (1 - jnp.eye(n))[:, None, :, None]
+  if bool(jnp.any(off > 1e-6 * (jnp.max(jnp.abs(jac)) + 1e-30))):
+    raise ValueError(f'model {model.name!r}: the head mixes tokens (its output at one token '
+                     'depends on another); put token-mixing layers in the prefix.')
 
 
 def build(name: str, width: int, out_dim: int = 1, W_std: float = 1.0,

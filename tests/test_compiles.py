@@ -184,22 +184,6 @@ def test_fast_cpu_compile_adds_its_flag_once_and_leaves_a_users_choice(monkeypat
   assert compiles._backend_started() and not compiles.fast_cpu_compile({})
 
 
-def test_run_once_options_name_the_emitters_only_for_a_tested_jaxlib(monkeypatch):
-  """Level 0 always; the emitters' option only where jaxlib is known to take it. A program
-  compiled with them computes what the default compile does (float64: to 1e-12)."""
-  for release, named in (((0, 7, 0), True), ((0, 11, 0), False), ((0, 5, 2), False),
-                         (None, False)):
-    monkeypatch.setattr(compiles, '_jaxlib_release', lambda r=release: r)
-    options = compiles.run_once_options()
-    assert options['xla_backend_optimization_level'] == 0
-    assert ('xla_cpu_use_fusion_emitters' in options) == named, (release, options)
-  monkeypatch.undo()
-  x = jnp.linspace(-2.0, 2.0, 60).reshape(6, 10)
-  f = jax.jit(lambda a: jnp.tanh(a @ a.T).sum(0) + jnp.exp(-a ** 2).mean())
-  once = f.lower(x).compile(compiler_options=compiles.run_once_options())
-  np.testing.assert_allclose(once(x), f(x), rtol=1e-12)
-
-
 _EMITTER_PROBE = '''
 import sys, jax, numpy as np
 jax.config.update('jax_enable_x64', True)
@@ -253,41 +237,3 @@ def test_fusion_emitters_off_gives_the_same_numbers_to_rounding(tmp_path):
       np.testing.assert_allclose(elemental[k], fused[k], rtol=1e-5, atol=1e-6, err_msg=k)
     else:
       np.testing.assert_allclose(elemental[k], fused[k], rtol=1e-12, atol=1e-14, err_msg=k)
-
-
-def test_a_models_probe_is_one_program_and_the_same_model_made_again_none():
-  """`models._probe` (docs/method.md §17): a built-in model at a new width is analysed by
-  one program (run eagerly its probe was ~35 programs, one per operation and shape); a
-  user's factory called again with the same arguments makes the same probe program and is
-  analysed from the memo, compiling nothing; a head with other parameters is analysed anew."""
-  from ntk_attention import _nt
-  stax = _nt.stax
-  models.build('relu_mlp', 5, 3)   # the probe key's own eager programs, outside the count
-  with compiles.count() as c:
-    built = models.build('relu_mlp', 23, 3)      # a width no other test builds
-  # One program, compiled or loaded ('?': JAX 0.5.3 does not name it).
-  assert c.programs == 1 and set(c.by_name) <= {'jit(probe)', '?'}, dict(c.by_name)
-  assert built.mask == (True, False) and built.head_kind == 'relu_head'
-
-  prefix = models.attention_prefix()
-
-  def factory(width, out_dim):
-    return models.compose(prefix, stax.serial(stax.Dense(width, b_std=0.1), stax.Relu(),
-                                              stax.Dense(out_dim, b_std=0.1)), width=width)
-
-  first = factory(19, 3)
-  with compiles.count() as again:
-    second = factory(19, 3)
-  assert again.programs == 0, dict(again.by_name)
-  assert (second.mask, second.signature, second.head_kind, second.prefix_kind) == (
-      first.mask, first.signature, first.head_kind, first.prefix_kind)
-  assert first.mask == (True, True, True, True) and first.head_kind == 'layers'
-  no_biases = models.compose(prefix, stax.serial(stax.Dense(19), stax.Relu(), stax.Dense(3)))
-  assert no_biases.mask == (True, True), no_biases.mask
-  # A head closing over a typed PRNG key (a constant numpy cannot hash) is analysed unmemoised.
-  key, (init_fn, apply_fn, kernel_fn) = jax.random.key(3), stax.Dense(4)
-  keyed = (init_fn, lambda p, x, **kw: apply_fn(p, x) + 0 * jax.random.normal(key, (4,)),
-           kernel_fn)
-  models._PROBES.clear()   # pylint: disable=protected-access
-  made = models.compose(None, stax.serial(keyed, stax.Relu(), stax.Dense(2)))
-  assert made.mask == (True, True) and not models._PROBES   # pylint: disable=protected-access

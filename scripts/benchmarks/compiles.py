@@ -9,10 +9,6 @@ subset gathered, a program per τ). The new path is the
 library's (`training.train`, `malleability.perturb`): the values are arguments, the epochs
 run in chunks of `training.CHUNK_EPOCHS`. Both count the programs compiled
 (`ntk_attention.compiles`) and must give the same parameters and attacked pixels.
-
-Two more rows: the sensitivity part's grid (`run_sensitivity_grid`) and making models as a
-sweep does (`run_model_probe`: the previous eager probe of `models.Model` against one
-memoised program).
 """
 import functools
 import itertools
@@ -141,7 +137,7 @@ def run(args: harness.Args) -> List[dict]:
         programs_new=counts['new'].programs,
         note=f"programs compiled {counts['old'].programs} -> {counts['new'].programs}; "
              'each path timed once from a cold cache, compilation included'))
-  return rows + run_sensitivity_grid(args) + run_model_probe(args)
+  return rows + run_sensitivity_grid(args)
 
 
 def _old_loss_attack(model, name, kind, attack, params, x, y, mask, key, eps, pgd_steps):
@@ -167,26 +163,6 @@ SENSITIVITY_SIZES = {'quick': dict(n_train=40, n_test=20, width=16, epochs=4, ta
                                   tasks=('all', '3,8'))}
 
 
-def _cold(fn):
-  """`fn()` in a cold JAX cache with its programs counted: `(result, Count, Timing)`."""
-  jax.clear_caches()
-  t0 = time.perf_counter()
-  with compiles.count() as count:
-    out = fn()
-  seconds = time.perf_counter() - t0
-  return out, count, harness.Timing(seconds, count.seconds, [seconds], None)
-
-
-def _programs_row(case, sizes, old, new, timings, counts, equal, total, what):
-  """A row of two paths each timed once from a cold cache: programs and agreement."""
-  return harness.make_row(
-      'compiles', case, sizes, old, timings['old'], new, timings['new'],
-      programs_old=counts['old'].programs, programs_new=counts['new'].programs,
-      records_equal=f'{equal}/{total}',
-      note=f"programs compiled {counts['old'].programs} -> {counts['new'].programs}; "
-           f'{equal} of {total} {what}; each path timed once from a cold cache')
-
-
 def run_sensitivity_grid(args: harness.Args) -> List[dict]:
   """The sensitivity part's grid as the quick preset runs it (the baseline and every default
   variation, FGSM and PGD, 3 seeds, both models) at small sizes: the programs the previous
@@ -209,98 +185,34 @@ def run_sensitivity_grid(args: harness.Args) -> List[dict]:
     return pools[task, n_train]
 
   config = training.TrainConfig(batch_size=16)
-
-  def grid():
-    # The models are too small to train (what is counted is programs): no warning per seed.
-    with warnings.catch_warnings():
-      warnings.simplefilter('ignore', UserWarning)
-      return sensitivity.run(load, list(size['tasks']), base, variations, ['fgsm', 'pgd'],
-                             [0, 1, 2], config, train_fn=cache.cached_train())
-
   records, timings, counts = {}, {}, {}
   for path in ('old', 'new'):
     saved = training.train, malleability._loss_attack   # pylint: disable=protected-access
     if path == 'old':
       training.train, malleability._loss_attack = _old_train_fn, _old_loss_attack
     try:
-      out, counts[path], timings[path] = _cold(grid)
+      jax.clear_caches()
+      t0 = time.perf_counter()
+      # The models are too small to train (what is counted is programs): no warning per seed.
+      with compiles.count() as count, warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)
+        out = sensitivity.run(load, list(size['tasks']), base, variations, ['fgsm', 'pgd'],
+                              [0, 1, 2], config, train_fn=cache.cached_train())
+      seconds = time.perf_counter() - t0
     finally:
       training.train, malleability._loss_attack = saved
     records[path] = {tuple(r[k] for k in sensitivity.KEY_FIELDS): r for r in out}
+    counts[path], timings[path] = count, harness.Timing(seconds, count.seconds, [seconds], None)
   metrics = ('flip_rate', 'spearman', 'topk_overlap', 'test_accuracy')
   equal = sum(all(records['old'][k][m] == r[m] for m in metrics)
               for k, r in records['new'].items())
-  return [_programs_row(
-      f"sensitivity grid: baseline + {len(variations)} variations x "
+  return [harness.make_row(
+      'compiles', f"sensitivity grid: baseline + {len(variations)} variations x "
       f"{len(size['tasks'])} task(s) x 2 models x 2 attacks x 3 seeds",
       f"n={size['n_train']} t={size['n_test']} m={size['width']} epochs={size['epochs']}",
-      'a program per value', 'a program per shape', timings, counts, equal,
-      len(records['new']), 'records equal in flip rate, Spearman, top-k and accuracy')]
-
-
-PROBE_WIDTHS = {'quick': (16, 64, 256, 1024), 'full': (16, 64, 256, 1024, 4096)}
-
-
-def _old_probe(model):
-  """The previous `models._probe`, kept here: every probe operation run eagerly (a program
-  per operation and shape), nothing memoised."""
-  init_fn, apply_fn, _ = models.stax.serial(model.prefix, model.head)
-  shape = (1, models.PROBE_TOKENS, models.PROBE_DIM)
-  k_init, k_x, k_cot = jax.random.split(jax.random.PRNGKey(0), 3)
-  out_shape, params = init_fn(k_init, shape)
-  params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float32), params)
-  x = jax.random.normal(k_x, shape, jnp.float32)
-  feats = model.prefix[1](params[0], x)
-  head_error, mixes = None, False
-  try:
-    jac = jax.jacfwd(lambda v: models.head_apply(model, params[1], v))(feats[0])
-  except Exception as e:  # pylint: disable=broad-except
-    head_error = e
-  else:
-    n = feats.shape[1]
-    off = jnp.abs(jac) * (1 - jnp.eye(n))[:, None, :, None]
-    mixes = bool(jnp.any(off > 1e-6 * (jnp.max(jnp.abs(jac)) + 1e-30)))
-  cot = jax.random.normal(k_cot, out_shape, jnp.float32)
-  grads = jax.grad(lambda p: jnp.sum(apply_fn(p, x) * cot))(params)
-  moved = [bool(jnp.any(g != 0)) for g in jax.tree_util.tree_leaves(grads)]
-  return params, tuple(out_shape), int(feats.shape[-1]), head_error, mixes, moved
-
-
-def run_model_probe(args: harness.Args) -> List[dict]:
-  """Making models as a sweep does: the study's two at every width, and a user's factory (the
-  softmax-attention prefix and a Dense/ReLU/Dense head) at every width, called twice. The
-  previous probe (eager, `_old_probe`) against the library's (one program, memoised), each
-  path in a cold JAX cache with `models.build`'s memo and the probe memo emptied; programs,
-  wall time and whether every derived field agrees."""
-  widths = PROBE_WIDTHS['quick' if args.quick else 'full']
-  prefix = models.attention_prefix(normalize='softmax')
-
-  def factory(width, out_dim):
-    return models.compose(prefix, models.stax.serial(
-        models.stax.Dense(width), models.stax.Relu(), models.stax.Dense(out_dim)),
-        name='user', width=width)
-
-  def make():
-    return [m for width in widths for m in (
-        models.build('relu_mlp', width, 10), models.build('mlp_attn', width, 10),
-        factory(width, 10), factory(width, 10))]
-
-  fields = ('mask', 'mask_is_declared', 'out_dim', 'prefix_trainable', 'prefix_kind',
-            'head_kind', 'signature')
-  made, timings, counts = {}, {}, {}
-  for path in ('old', 'new'):
-    saved = models._probe   # pylint: disable=protected-access
-    if path == 'old':
-      models._probe = _old_probe
-    try:
-      models._build.cache_clear()   # pylint: disable=protected-access
-      models._PROBES.clear()        # pylint: disable=protected-access
-      out, counts[path], timings[path] = _cold(make)
-    finally:
-      models._probe = saved
-    made[path] = [tuple(getattr(m, f) for f in fields) for m in out]
-  equal = sum(a == b for a, b in zip(made['old'], made['new']))
-  return [_programs_row(
-      f'model analysis: 2 built-in models + a factory called twice, {len(widths)} widths',
-      f'widths={widths} probe 3 tokens x 4 channels', 'eager probe', 'one program, memoised',
-      timings, counts, equal, len(made['new']), 'models equal in every derived field')]
+      'a program per value', timings['old'], 'a program per shape', timings['new'],
+      programs_old=counts['old'].programs, programs_new=counts['new'].programs,
+      records_equal=f"{equal}/{len(records['new'])}",
+      note=f"programs compiled {counts['old'].programs} -> {counts['new'].programs}; "
+           f"{equal} of {len(records['new'])} records equal in flip rate, Spearman, top-k and "
+           'accuracy; each path timed once from a cold cache')]
