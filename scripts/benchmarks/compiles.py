@@ -117,7 +117,7 @@ def run(args: harness.Args) -> List[dict]:
           one = training.unstack(params, 0)
           if path == 'old':
             x_adv = _old_attack(model, 'pgd', 'xent', setup.attack, one, x, y,
-                                    jnp.asarray(subset), keys[0])
+                                jnp.asarray(subset), keys[0])
           else:
             x_adv = malleability.perturb(model, one, 'pgd', x, y, subset, setup, keys[0],
                                          'xent')
@@ -144,7 +144,7 @@ def _old_loss_attack(model, name, kind, attack, params, x, y, mask, key, eps, pg
   """`malleability._loss_attack`'s signature on the previous path (a program per value)."""
   attack = attack._replace(eps=float(eps), pgd_steps=int(pgd_steps) if name == 'pgd' else 1)
   return _old_attack(model, name, kind, attack, params, x, y,
-                         jnp.asarray(np.flatnonzero(np.asarray(mask))), key)
+                     jnp.asarray(np.flatnonzero(np.asarray(mask))), key)
 
 
 def _old_train_fn(model, keys, x_train, y_train, config=training.TrainConfig(),
