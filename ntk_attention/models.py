@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ntk_attention import _nt
 from ntk_attention import layers
@@ -248,7 +249,8 @@ def _analyse(model: Model) -> dict:
   declared = [_declared_mask(model.prefix, params[0]), _declared_mask(model.head, params[1])]
   cot = jax.random.normal(k_cot, out_shape, jnp.float32)
   grads = jax.grad(lambda p: jnp.sum(apply_fn(p, x) * cot))(params)
-  declared = [d and bool(jnp.any(g != 0)) for d, g in
+  # Read on the host (numpy): a jnp test would be two more programs per leaf shape.
+  declared = [d and bool(np.any(np.asarray(g) != 0)) for d, g in
               zip(jax.tree_util.tree_leaves(declared), jax.tree_util.tree_leaves(grads))]
   if model.trainable is None:
     mask = list(declared)
@@ -298,9 +300,12 @@ def _check_per_token(model: Model, head_params, z):
     raise ValueError(f'model {model.name!r}: the head cannot be applied to tokens alone, '
                      f'as a per-token head must ({type(e).__name__}: {e}); put '
                      'token-mixing layers in the prefix.') from None
-  n = z.shape[0]
-  off = jnp.abs(jac) * (1 - jnp.eye(n))[:, None, :, None]
-  if bool(jnp.any(off > 1e-6 * (jnp.max(jnp.abs(jac)) + 1e-30))):
+  # On the host, in the Jacobian's dtype as jnp would compute it (weak-typed constants): a
+  # jnp test would be six more programs per head width.
+  jac = np.asarray(jac)
+  n, t = z.shape[0], jac.dtype.type
+  off = np.abs(jac) * (1 - np.eye(n))[:, None, :, None]
+  if np.any(off > t(1e-6) * (np.max(np.abs(jac)) + t(1e-30))):
     raise ValueError(f'model {model.name!r}: the head mixes tokens (its output at one token '
                      'depends on another); put token-mixing layers in the prefix.')
 

@@ -78,50 +78,70 @@ def plan(head, n_in: int, probe_dtype=jnp.float32) -> Optional[tuple]:
   """The head's `Layer`s when the closed form applies (module docstring), else None.
 
   Checked on a probe of `n_in` input channels: every affine layer's output equals
-  `a·x W + c·b` with the scales read from the layer (relative 1e-5).
+  `a·x W + c·b` with the scales read from the layer (relative 1e-5), on random `x (1, 3,
+  n_in')`, `W`, `b` (numpy draws). Parameter and output shapes are followed abstractly
+  (`jax.eval_shape`), so only that check runs, one small program per affine layer shape.
   """
-  x = jax.random.normal(jax.random.PRNGKey(1), (1, 3, n_in), probe_dtype)   # one sequence
-  key = jax.random.PRNGKey(2)
+  rng = np.random.default_rng(1)
+  x = jax.ShapeDtypeStruct((1, 3, n_in), probe_dtype)   # one sequence
+  key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
   out = []
   for init_fn, apply_fn, path in leaf_layers(head):
-    key, k1, k2 = jax.random.split(key, 3)
-    shape, params = init_fn(k1, x.shape)
+    shape, params = _init_shapes(init_fn, key, x.shape)
     name = getattr(apply_fn, '__name__', '')
     spec = layers.declared(apply_fn)
     leaves = jax.tree_util.tree_leaves(params)
     if spec.get('frozen'):
       kind = 'frozen'
-    elif name in AFFINE and _is_affine(apply_fn, params, x, k2):
+    elif name in AFFINE and _is_affine(apply_fn, params, x, rng):
       kind = 'affine'
     elif not leaves and (name in POINTWISE or spec.get('per_token')):
       kind = 'pointwise'
     else:
       return None
     out.append(Layer(kind, apply_fn, path))
-    x = apply_fn(jax.tree_util.tree_map(lambda p: jnp.asarray(p, probe_dtype), params), x)
+    x = jax.eval_shape(apply_fn, jax.tree_util.tree_map(
+        lambda p: jax.ShapeDtypeStruct(p.shape, probe_dtype), params), x)
     if tuple(x.shape) != tuple(shape) or x.ndim != 3:
       return None
   return tuple(out)
 
 
-def _is_affine(apply_fn, params, x, key) -> bool:
+def _init_shapes(init_fn, key, input_shape):
+  """`init_fn(key, input_shape)` abstractly: `(output shape, parameters as
+  ShapeDtypeStructs)`, with nothing drawn or compiled."""
+  box = []
+
+  def params_of(k):
+    out_shape, params = init_fn(k, input_shape)
+    box.append(out_shape)
+    return params
+
+  params = jax.eval_shape(params_of, key)
+  return box[0], params
+
+
+def _is_affine(apply_fn, params, x, rng) -> bool:
+  """`apply_fn((W, b), x) == a·x W + c·b` on draws of `rng` shaped as `params` and `x`
+  (ShapeDtypeStructs), relative 1e-5."""
   if not (isinstance(params, tuple) and len(params) == 2):
     return False
   w, b = params
   if getattr(w, 'ndim', 0) != 2 or w.shape[0] != x.shape[-1]:
     return False
-  if b is not None and (jnp.size(b) != w.shape[1] or jnp.shape(b)[-1] != w.shape[1]):
+  if b is not None and (int(np.prod(b.shape)) != w.shape[1] or b.shape[-1:] != (w.shape[1],)):
     return False
   s = scales(apply_fn, w)
   if s is None or (b is None) != (s[1] is None):
     return False
   a, c = s
-  w = jax.random.normal(key, w.shape, x.dtype)
-  b = None if b is None else jax.random.normal(jax.random.fold_in(key, 1), b.shape, x.dtype)
-  got = np.asarray(apply_fn((w, b), x), np.float64)
-  want = a * np.asarray(x, np.float64) @ np.asarray(w, np.float64)
+  draw = lambda v: rng.standard_normal(v.shape).astype(x.dtype)
+  x, w, b = draw(x), draw(w), None if b is None else draw(b)
+  # device_put, not jnp.asarray: JAX 0.10 compiles an identity program per shape for that.
+  got = np.asarray(apply_fn(jax.device_put((w, b)), jax.device_put(x)), np.float64)
+  want = a * x.astype(np.float64) @ w.astype(np.float64)
   if b is not None:
-    want = want + c * np.asarray(b, np.float64).reshape(-1)
+    want = want + c * b.astype(np.float64).reshape(-1)
   return bool(np.allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max()))
 
 
