@@ -249,9 +249,8 @@ def _analyse(model: Model) -> dict:
   declared = [_declared_mask(model.prefix, params[0]), _declared_mask(model.head, params[1])]
   cot = jax.random.normal(k_cot, out_shape, jnp.float32)
   grads = jax.grad(lambda p: jnp.sum(apply_fn(p, x) * cot))(params)
-  # Read on the host (numpy): a jnp test would be two more programs per leaf shape.
-  declared = [d and bool(np.any(np.asarray(g) != 0)) for d, g in
-              zip(jax.tree_util.tree_leaves(declared), jax.tree_util.tree_leaves(grads))]
+  declared = [d and g for d, g in
+              zip(jax.tree_util.tree_leaves(declared), _nonzero_leaves(grads))]
   if model.trainable is None:
     mask = list(declared)
   else:
@@ -290,6 +289,12 @@ def _analyse(model: Model) -> dict:
               out_dim=int(out_shape[-1]), prefix_trainable=prefix_trainable,
               prefix_kind=prefix_kind, head_kind=head_kind, head_layers=head_layers,
               signature=repr((names, shapes, tuple(mask))))
+
+
+def _nonzero_leaves(tree) -> list:
+  """`[any(leaf != 0)]` per leaf, read on the host: a jnp test would be two more programs per
+  leaf shape."""
+  return [bool(np.any(np.asarray(g) != 0)) for g in jax.tree_util.tree_leaves(tree)]
 
 
 def _check_per_token(model: Model, head_params, z):

@@ -9,6 +9,11 @@ subset gathered, a program per τ). The new path is the
 library's (`training.train`, `malleability.perturb`): the values are arguments, the epochs
 run in chunks of `training.CHUNK_EPOCHS`. Both count the programs compiled
 (`ntk_attention.compiles`) and must give the same parameters and attacked pixels.
+
+Row `model analysis` (`run_model_analysis`): making models (the study's two and a composed
+Dense/ReLU head at several widths) with the previous analysis, kept here (`_old_plan`, which
+initialises and runs every head layer on jax.random draws; the probe's Jacobian and gradient
+tests in jnp), against the library's; every derived field must be equal.
 """
 import functools
 import itertools
@@ -28,7 +33,9 @@ from ntk_attention import data
 from ntk_attention import layers
 from ntk_attention import malleability
 from ntk_attention import models
+from ntk_attention import ntk_closed_form
 from ntk_attention import training
+from ntk_attention._nt import stax
 
 SIZES = {
     'quick': dict(n=64, width=16, lr=(1e-3, 3e-3), init_std=(0.01,), epochs=(10, 20),
@@ -137,7 +144,7 @@ def run(args: harness.Args) -> List[dict]:
         programs_new=counts['new'].programs,
         note=f"programs compiled {counts['old'].programs} -> {counts['new'].programs}; "
              'each path timed once from a cold cache, compilation included'))
-  return rows + run_sensitivity_grid(args)
+  return rows + run_sensitivity_grid(args) + run_model_analysis(args)
 
 
 def _old_loss_attack(model, name, kind, attack, params, x, y, mask, key, eps, pgd_steps):
@@ -216,3 +223,121 @@ def run_sensitivity_grid(args: harness.Args) -> List[dict]:
       note=f"programs compiled {counts['old'].programs} -> {counts['new'].programs}; "
            f"{equal} of {len(records['new'])} records equal in flip rate, Spearman, top-k and "
            'accuracy; each path timed once from a cold cache')]
+
+
+ANALYSIS_WIDTHS = {'quick': (16, 64, 256, 1024), 'full': (16, 64, 256, 1024, 4096)}
+ANALYSIS_FIELDS = ('mask', 'mask_is_declared', 'out_dim', 'prefix_trainable', 'prefix_kind',
+                   'head_kind', 'signature')
+
+
+def _old_plan(head, n_in, probe_dtype=jnp.float32):
+  """`ntk_closed_form.plan` before: every layer initialised and applied on jax.random draws."""
+  x = jax.random.normal(jax.random.PRNGKey(1), (1, 3, n_in), probe_dtype)
+  key = jax.random.PRNGKey(2)
+  out = []
+  for init_fn, apply_fn, path in ntk_closed_form.leaf_layers(head):
+    key, k1, k2 = jax.random.split(key, 3)
+    shape, params = init_fn(k1, x.shape)
+    name = getattr(apply_fn, '__name__', '')
+    spec = layers.declared(apply_fn)
+    if spec.get('frozen'):
+      kind = 'frozen'
+    elif name in ntk_closed_form.AFFINE and _old_is_affine(apply_fn, params, x, k2):
+      kind = 'affine'
+    elif (not jax.tree_util.tree_leaves(params)
+          and (name in ntk_closed_form.POINTWISE or spec.get('per_token'))):
+      kind = 'pointwise'
+    else:
+      return None
+    out.append(ntk_closed_form.Layer(kind, apply_fn, path))
+    x = apply_fn(jax.tree_util.tree_map(lambda p: jnp.asarray(p, probe_dtype), params), x)
+    if tuple(x.shape) != tuple(shape) or x.ndim != 3:
+      return None
+  return tuple(out)
+
+
+def _old_is_affine(apply_fn, params, x, key):
+  if not (isinstance(params, tuple) and len(params) == 2):
+    return False
+  w, b = params
+  if getattr(w, 'ndim', 0) != 2 or w.shape[0] != x.shape[-1]:
+    return False
+  if b is not None and (jnp.size(b) != w.shape[1] or jnp.shape(b)[-1] != w.shape[1]):
+    return False
+  s = ntk_closed_form.scales(apply_fn, w)
+  if s is None or (b is None) != (s[1] is None):
+    return False
+  a, c = s
+  w = jax.random.normal(key, w.shape, x.dtype)
+  b = None if b is None else jax.random.normal(jax.random.fold_in(key, 1), b.shape, x.dtype)
+  got = np.asarray(apply_fn((w, b), x), np.float64)
+  want = a * np.asarray(x, np.float64) @ np.asarray(w, np.float64)
+  if b is not None:
+    want = want + c * np.asarray(b, np.float64).reshape(-1)
+  return bool(np.allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max()))
+
+
+def _old_check_per_token(model, head_params, z):
+  """`models._check_per_token` before: the Jacobian's test in jnp (its refusals are not
+  exercised here: every model of the row is per token)."""
+  jac = jax.jacfwd(lambda v: models.head_apply(model, head_params, v))(z)
+  n = z.shape[0]
+  off = jnp.abs(jac) * (1 - jnp.eye(n))[:, None, :, None]
+  if bool(jnp.any(off > 1e-6 * (jnp.max(jnp.abs(jac)) + 1e-30))):
+    raise ValueError(f'model {model.name!r}: the head mixes tokens.')
+
+
+def _old_nonzero_leaves(tree):
+  return [bool(jnp.any(g != 0)) for g in jax.tree_util.tree_leaves(tree)]
+
+
+def run_model_analysis(args: harness.Args) -> List[dict]:
+  """Making models (`Model`'s probe, docs/method.md §17): the study's two at each width and a
+  user's composition (softmax attention, then Dense/ReLU/Dense/ReLU/Dense) at each, the
+  previous analysis (the head recognised by initialising and running every layer on
+  jax.random draws; the probe's Jacobian and gradients tested with jnp) against the
+  library's, each from a cold JAX cache; every derived field must be equal."""
+  widths = ANALYSIS_WIDTHS['quick' if args.quick else 'full']
+  prefix = stax.serial(layers.Normalize(), layers.LinearizedAttention(normalize='softmax'),
+                       layers.Normalize())
+
+  def make_all():
+    made = []
+    for width in widths:
+      head = stax.serial(stax.Dense(width), stax.Relu(), stax.Dense(width), stax.Relu(),
+                         stax.Dense(10))
+      made += [models.build('relu_mlp', width, 10), models.build('mlp_attn', width, 10),
+               models.compose(prefix, head, name='deep')]
+    return [(tuple(getattr(m, f) for f in ANALYSIS_FIELDS),
+             None if m.head_layers is None else tuple((l.kind, l.path) for l in m.head_layers))
+            for m in made]
+
+  old = {(ntk_closed_form, 'plan'): _old_plan, (models, '_check_per_token'): _old_check_per_token,
+         (models, '_nonzero_leaves'): _old_nonzero_leaves}
+  fields, timings, counts = {}, {}, {}
+  for path in ('old', 'new'):
+    saved = {k: getattr(*k) for k in old}
+    if path == 'old':
+      for (module, name), fn in old.items():
+        setattr(module, name, fn)
+    try:
+      jax.clear_caches()
+      models._build.cache_clear()   # pylint: disable=protected-access
+      t0 = time.perf_counter()
+      with compiles.count() as count:
+        fields[path] = make_all()
+      seconds = time.perf_counter() - t0
+    finally:
+      for (module, name), fn in saved.items():
+        setattr(module, name, fn)
+    counts[path], timings[path] = count, harness.Timing(seconds, count.seconds, [seconds], None)
+  equal = sum(a == b for a, b in zip(fields['old'], fields['new']))
+  return [harness.make_row(
+      'compiles', f'model analysis: 2 built-in models + a composed Dense/ReLU head, '
+      f'{len(widths)} widths', f'widths={widths} probe 3 tokens x 4 channels',
+      'head run on jax.random draws', timings['old'], 'shapes abstract, numpy reads',
+      timings['new'], programs_old=counts['old'].programs, programs_new=counts['new'].programs,
+      records_equal=f"{equal}/{len(fields['new'])}",
+      note=f"programs compiled {counts['old'].programs} -> {counts['new'].programs}; "
+           f"{equal} of {len(fields['new'])} models equal in every derived field; each path "
+           'timed once from a cold cache')]
