@@ -80,7 +80,7 @@ def plan(head, n_in: int, probe_dtype=jnp.float32) -> Optional[tuple]:
   Checked on a probe of `n_in` input channels: every affine layer's output equals
   `a·x W + c·b` with the scales read from the layer (relative 1e-5), on random `x (1, 3,
   n_in')`, `W`, `b` (numpy draws). Parameter and output shapes are followed abstractly
-  (`jax.eval_shape`), so only that check runs, one small program per affine layer shape.
+  (`jax.eval_shape`), so only that check runs: about 3 small programs per affine layer.
   """
   rng = np.random.default_rng(1)
   x = jax.ShapeDtypeStruct((1, 3, n_in), probe_dtype)   # one sequence
