@@ -18,6 +18,7 @@ from ntk_attention import influence
 from ntk_attention import kernels
 from ntk_attention import models
 from ntk_attention import training
+from oracles import devices_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,8 +72,7 @@ def test_mesh_1d():
 def test_four_devices_equal_one(tmp_path):
   assert jax.device_count() == 1
   out = tmp_path / 'sharded.npz'
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
-             TF_CPP_MIN_LOG_LEVEL='3')
+  env = devices_env(4, TF_CPP_MIN_LOG_LEVEL='3')
   proc = subprocess.run([sys.executable, '-c', textwrap.dedent(SCRIPT), str(out)],
                         cwd=os.path.join(ROOT, 'tests'),
                         env=env, capture_output=True, text=True, timeout=600)

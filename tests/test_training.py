@@ -15,6 +15,7 @@ from ntk_attention import sweeps
 from ntk_attention import training
 from ntk_attention.study import cache
 from ntk_attention.study import store as store_lib
+from oracles import devices_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -143,7 +144,7 @@ np.save(OUT, np.asarray(w))
 
 def test_seeds_are_sharded_across_devices(tmp_path, small):
   out = tmp_path / 'w.npy'
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  env = devices_env(2)
   proc = subprocess.run([sys.executable, '-c', f'OUT = {str(out)!r}\n' + SHARDED], env=env,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
