@@ -83,8 +83,13 @@ flags.DEFINE_float('ntk_head_max_memory_gb', 4.0, 'Memory budget (GB, max_memory
                    'kernels.empirical_ntk) of NT\'s generic methods in the ntk_head entry: they '
                    'run on the prefix features in blocks of tokens within it.',
                    flag_values=FLAGS)
+# startup entry
+flags.DEFINE_string('startup_shadow', '', 'Folder put first on PYTHONPATH for the startup '
+                    "entry's old path, e.g. another ml_dtypes installed there with pip install "
+                    "--target ('' = time the installed packages only).", flag_values=FLAGS)
 FLAG_NAMES = ('only', 'quick', 'repeats', 'max_case_s', 'bench_seed', 'ntk_out_dim',
-              'ntk_models', 'ntk_generic_max_n', 'ntk_max_memory_gb', 'ntk_head_max_memory_gb')
+              'ntk_models', 'ntk_generic_max_n', 'ntk_max_memory_gb', 'ntk_head_max_memory_gb',
+              'startup_shadow')
 
 
 def args_from_flags() -> harness.Args:
@@ -98,12 +103,15 @@ def args_from_flags() -> harness.Args:
   if not FLAGS.ntk_head_max_memory_gb > 0:
     raise ValueError('--ntk_head_max_memory_gb must be > 0, got '
                      f'{FLAGS.ntk_head_max_memory_gb}.')
+  if FLAGS.startup_shadow and not os.path.isdir(FLAGS.startup_shadow):
+    raise ValueError(f'--startup_shadow is not a folder: {FLAGS.startup_shadow!r}.')
   ntk_models = tuple(_common.parse_names(FLAGS.ntk_models, 'ntk_models', ntk.SIZES['full']))
   return harness.Args(quick=FLAGS.quick, repeats=FLAGS.repeats, max_case_s=FLAGS.max_case_s,
                       seed=FLAGS.bench_seed, ntk_out_dim=FLAGS.ntk_out_dim,
                       ntk_models=ntk_models, ntk_generic_max_n=FLAGS.ntk_generic_max_n,
                       ntk_max_memory_gb=FLAGS.ntk_max_memory_gb,
-                      ntk_head_max_memory_gb=FLAGS.ntk_head_max_memory_gb)
+                      ntk_head_max_memory_gb=FLAGS.ntk_head_max_memory_gb,
+                      startup_shadow=FLAGS.startup_shadow)
 
 
 def _loadavg():

@@ -24,9 +24,12 @@ def _start(args):
 def runs(tmp_path_factory):
   """The quick benchmark and a bad --only, run concurrently to share start-up time."""
   out = tmp_path_factory.mktemp('bench') / 'b.json'
+  shadow = tmp_path_factory.mktemp('shadow')    # empty: both paths import the same packages
   procs = {'quick': _start(['--quick', '--repeats=1', '--only=ntk,ntk_head,influence,training',
                             f'--output={out}']),
-           'bad': _start(['--quick', '--only=ntk,nope', f'--output={out}.bad.json'])}
+           'bad': _start(['--quick', '--only=ntk,nope', f'--output={out}.bad.json']),
+           'startup': _start(['--quick', '--repeats=1', '--only=startup',
+                              f'--startup_shadow={shadow}', f'--output={out}.startup.json'])}
   logs = {k: (p.communicate(timeout=300)[0], p.returncode) for k, p in procs.items()}
   return out, logs
 
@@ -82,3 +85,18 @@ def test_unknown_entry_is_refused(runs):
   log, rc = logs['bad']
   assert rc != 0 and 'nope' in log and 'unknown' in log
   assert not os.path.exists(f'{out}.bad.json')
+
+
+def test_startup_row_times_both_paths_and_names_the_versions_they_imported(runs):
+  out, logs = runs
+  log, rc = logs['startup']
+  assert rc == 0, log[-3000:]
+  [row] = store_lib.read_json(f'{out}.startup.json')['rows']
+  assert row['timed_calls'] == '3/3', row      # quick: 3 starts per path
+  for key in ('baseline_s', 'new_s'):
+    assert math.isfinite(row[key]) and row[key] > 0, row
+  assert math.isclose(row['speedup'], row['baseline_s'] / row['new_s'], rel_tol=1e-12)
+  # The shadow folder is empty, so both paths import the installed ml_dtypes and numpy.
+  import importlib.metadata as metadata  # pylint: disable=g-import-not-at-top
+  want = f"ml_dtypes {metadata.version('ml_dtypes')} (numpy {metadata.version('numpy')})"
+  assert row['baseline'] == row['new'] == want, row

@@ -8,6 +8,7 @@
   reproduce   scripts/reproduce.py with isolated parts vs one process and caches
   compiles    cells that vary values: a program per value vs one per shape
   sensitivity variations that keep the trained model: the clean side recomputed vs memoised
+  startup     import ntk_attention in a fresh interpreter: installed packages vs others first
   table       the printed table
 
 Importable as `benchmarks.<name>` because Python puts a script's folder (scripts/) on
@@ -23,6 +24,7 @@ from benchmarks import ntk
 from benchmarks import ntk_head
 from benchmarks import reproduce
 from benchmarks import sensitivity
+from benchmarks import startup
 from benchmarks import training
 
 REGISTRY: Dict[str, Callable[[harness.Args], List[dict]]] = {
@@ -33,4 +35,5 @@ REGISTRY: Dict[str, Callable[[harness.Args], List[dict]]] = {
     'reproduce': reproduce.run,
     'compiles': compiles.run,
     'sensitivity': sensitivity.run,
+    'startup': startup.run,
 }

@@ -30,6 +30,7 @@ class Args:
   ntk_generic_max_n: int = 0
   ntk_max_memory_gb: float = 0.0
   ntk_head_max_memory_gb: float = 4.0
+  startup_shadow: str = ''
 
 
 @dataclasses.dataclass
