@@ -49,8 +49,8 @@ def json_numbers(obj, skip=('provenance', 'seconds', 'wall_time_s'), path='') ->
 
 def devices_env(n: int, **extra) -> dict:
   """This process's environment (the tests' XLA flags and compilation cache kept) with XLA:CPU
-  showing `n` host devices. Replacing XLA_FLAGS instead made a subprocess compile at XLA's
-  default optimisation level: test_sharding's run took 44 s from a cold cache, not ~15 s."""
+  showing `n` host devices. Replacing XLA_FLAGS instead made the subprocess compile at XLA's
+  default optimisation level: test_sharding's run took 21 s from a cold cache, not 15 s."""
   env = dict(os.environ, **extra)
   flags = env.get('XLA_FLAGS', '')
   assert 'xla_force_host_platform_device_count' not in flags, flags
