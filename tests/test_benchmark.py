@@ -22,7 +22,8 @@ def _start(args):
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-  """The quick benchmark and a bad --only, run concurrently to share start-up time."""
+  """The quick benchmark, a bad --only and the startup entry, run concurrently to share
+  start-up time."""
   out = tmp_path_factory.mktemp('bench') / 'b.json'
   shadow = tmp_path_factory.mktemp('shadow')    # empty: both paths import the same packages
   procs = {'quick': _start(['--quick', '--repeats=1', '--only=ntk,ntk_head,influence,training',

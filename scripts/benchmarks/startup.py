@@ -41,8 +41,8 @@ def run(args: harness.Args) -> List[dict]:
   `--startup_shadow`, the installed path alone (no baseline). No numbers to compare: the row
   names the versions each path imported."""
   repeats = max(args.repeats, 3 if args.quick else 7)
-  paths = {'new': None} if not args.startup_shadow else {'old': args.startup_shadow,
-                                                         'new': None}
+  paths = {'old': args.startup_shadow} if args.startup_shadow else {}
+  paths['new'] = None
   times = {name: [] for name in paths}
   versions = {}
   _start(None)          # the first start reads the files from disk; not timed
