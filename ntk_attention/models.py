@@ -233,22 +233,18 @@ def _analyse(model: Model) -> dict:
   """The derived fields of `Model` (its docstring), from probes of PROBE_DIM channels."""
   _check_triple(model.prefix, 'prefix')
   _check_triple(model.head, 'head')
-  init_fn, apply_fn, _ = stax.serial(model.prefix, model.head)
-  shape = (1, PROBE_TOKENS, PROBE_DIM)
-  k_init, k_x, k_cot = jax.random.split(jax.random.PRNGKey(0), 3)
-  out_shape, params = init_fn(k_init, shape)
-  params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float32), params)
-  x = jax.random.normal(k_x, shape, jnp.float32)
-  if model.out_dim is not None and out_shape[-1] != model.out_dim:
-    raise ValueError(f'model {model.name!r}: out_dim={model.out_dim} but the head has '
-                     f'{out_shape[-1]} outputs.')
-  feats = model.prefix[1](params[0], x)
-  _check_per_token(model, params[1], feats[0])
+  init_fn, _, _ = model.triple
+  k_init, x, k_cot = _probe_inputs(jax.random.PRNGKey(0))
+  out_shape, params = init_fn(k_init, x.shape)
+  # float32 on the host (the same rounding): a cast would be a program per leaf shape.
+  params = jax.tree_util.tree_map(lambda p: jnp.asarray(np.asarray(p, np.float32)), params)
+  _check_out_dim(model, out_shape)
+  cot = jax.random.normal(k_cot, out_shape, jnp.float32)
+  feats, jac, grads = _probe(model, params, x, cot)
+  _check_token_jacobian(model, jac)
 
   treedef = jax.tree_util.tree_structure(params)
   declared = [_declared_mask(model.prefix, params[0]), _declared_mask(model.head, params[1])]
-  cot = jax.random.normal(k_cot, out_shape, jnp.float32)
-  grads = jax.grad(lambda p: jnp.sum(apply_fn(p, x) * cot))(params)
   declared = [d and g for d, g in
               zip(jax.tree_util.tree_leaves(declared), _nonzero_leaves(grads))]
   if model.trainable is None:
@@ -297,18 +293,64 @@ def _nonzero_leaves(tree) -> list:
   return [bool(np.any(np.asarray(g) != 0)) for g in jax.tree_util.tree_leaves(tree)]
 
 
-def _check_per_token(model: Model, head_params, z):
-  """ValueError when the head's output at one token depends on another token's input."""
+def _probe_inputs(key):
+  """`(k_init, x, k_cot)`: the probe's keys for `init_fn` and the cotangent, and its input
+  `x (1, PROBE_TOKENS, PROBE_DIM)`, standard normal."""
+  k_init, k_x, k_cot = jax.random.split(key, 3)
+  return k_init, jax.random.normal(k_x, (1, PROBE_TOKENS, PROBE_DIM), jnp.float32), k_cot
+
+
+def _probe(model: Model, params, x, cot):
+  """`(feats, jac, grads)` of the probe, in one compiled program: `feats = prefix(params[0],
+  x)` `(1, T, d')`, `jac = ∂ head(feats[0]) / ∂ feats[0]` `(T, C, T, d')` and `grads =
+  ∇_params Σ apply(params, x) ⊙ cot` (the tree of `params`). Op by op, the same numbers
+  took about a dozen programs per head width (~0.4 s apiece to compile on a GPU). A model
+  whose layers cannot be traced runs op by op (`_probe_eager`), which names what fails."""
+  apply_fn = model.apply_fn
+
+  def values(params, x, cot):
+    feats = model.prefix[1](params[0], x)
+    jac = jax.jacfwd(lambda v: head_apply(model, params[1], v))(feats[0])
+    return feats, jac, jax.grad(lambda p: jnp.sum(apply_fn(p, x) * cot))(params)
+
   try:
-    jac = jax.jacfwd(lambda v: head_apply(model, head_params, v))(z)     # (N, C, N, d)
+    return jax.jit(values)(params, x, cot)
+  except Exception:  # pylint: disable=broad-except
+    return _probe_eager(model, params, x, cot)
+
+
+def _probe_eager(model: Model, params, x, cot):
+  """`_probe`'s numbers op by op; ValueError naming the head when it cannot run on tokens
+  alone."""
+  feats = model.prefix[1](params[0], x)
+  jac = _per_token_jacobian(model, params[1], feats[0])
+  grads = jax.grad(lambda p: jnp.sum(model.apply_fn(p, x) * cot))(params)
+  return feats, jac, grads
+
+
+def _check_out_dim(model: Model, out_shape) -> None:
+  if model.out_dim is not None and out_shape[-1] != model.out_dim:
+    raise ValueError(f'model {model.name!r}: out_dim={model.out_dim} but the head has '
+                     f'{out_shape[-1]} outputs.')
+
+
+def _per_token_jacobian(model: Model, head_params, z):
+  """`∂ head(z) / ∂ z` `(N, C, N, d)`; ValueError when the head cannot run on tokens alone."""
+  try:
+    return jax.jacfwd(lambda v: head_apply(model, head_params, v))(z)
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f'model {model.name!r}: the head cannot be applied to tokens alone, '
                      f'as a per-token head must ({type(e).__name__}: {e}); put '
                      'token-mixing layers in the prefix.') from None
+
+
+def _check_token_jacobian(model: Model, jac) -> None:
+  """ValueError when the head's output at one token depends on another token's input:
+  an off-diagonal block of `jac (N, C, N, d)` above 1e-6 of its largest entry."""
   # On the host, in the Jacobian's dtype as jnp would compute it (weak-typed constants): a
   # jnp test would be six more programs per head width.
   jac = np.asarray(jac)
-  n, t = z.shape[0], jac.dtype.type
+  n, t = jac.shape[0], jac.dtype.type
   off = np.abs(jac) * (1 - np.eye(n))[:, None, :, None]
   if np.any(off > t(1e-6) * (np.max(np.abs(jac)) + t(1e-30))):
     raise ValueError(f'model {model.name!r}: the head mixes tokens (its output at one token '

@@ -208,8 +208,9 @@ if __name__ == '__main__':
 def test_fusion_emitters_off_gives_the_same_numbers_to_rounding(tmp_path):
   """The same training, empirical and analytic kernels with XLA's fusion emitters (a child
   process) and without (this process: the tests run with `fast_cpu_compile`): float32 values
-  agree to float32 rounding of a few hundred operations, float64 ones to 1e-12 (measured:
-  bit-identical at this size; the quick preset's attacks and influences differ at rounding,
+  agree to float32 rounding of a few hundred operations, float64 ones to 1e-12 except the
+  analytic kernel's ill-conditioned diagonal (measured: bit-identical at this size on one
+  host, 8 diagonal entries 4e-9 apart on another; the quick preset's attacks and influences differ at rounding,
   docs/method.md §16)."""
   release, (low, high) = compiles._jaxlib_release(), compiles.FUSION_EMITTERS_FLAG_JAXLIB
   if not low <= release <= high:
@@ -235,5 +236,15 @@ def test_fusion_emitters_off_gives_the_same_numbers_to_rounding(tmp_path):
     assert elemental[k].dtype == fused[k].dtype, k
     if fused[k].dtype == np.float32:
       np.testing.assert_allclose(elemental[k], fused[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    elif k == 'ntk':
+      # The analytic kernel's diagonal is ill-conditioned: there the cosine is 1 up to
+      # rounding, and one ulp (1.1e-16) below 1 moves arccos by sqrt(2.2e-16) = 1.5e-8 and
+      # the ReLU kernels by θ/π ≈ 4.7e-9 (seen on an AMD EPYC host, 8 of 40 diagonal
+      # entries); every entry off it must agree to 1e-12.
+      off = ~np.eye(len(fused[k]), dtype=bool)
+      np.testing.assert_allclose(elemental[k][off], fused[k][off], rtol=1e-12, atol=1e-14,
+                                 err_msg=k)
+      np.testing.assert_allclose(np.diag(elemental[k]), np.diag(fused[k]), rtol=0, atol=1e-8,
+                                 err_msg=k)
     else:
       np.testing.assert_allclose(elemental[k], fused[k], rtol=1e-12, atol=1e-14, err_msg=k)

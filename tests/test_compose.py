@@ -226,6 +226,54 @@ def test_an_explicit_mask_has_no_analytic_kernel_and_a_mixing_head_is_refused():
   assert hand.head_kind == 'layers' and all(hand.mask)
 
 
+FIELDS = ('mask', 'mask_is_declared', 'out_dim', 'prefix_trainable', 'prefix_kind', 'head_kind',
+          'head_layers', 'signature')     # a Model's derived fields
+
+
+def _checked_relu():
+  """A per-token ReLU that checks its input on the host (a Python branch on a value): it
+  runs op by op and under autodiff, but cannot be traced by `jax.jit`."""
+  def init_fn(rng, input_shape):
+    del rng
+    return input_shape, ()
+
+  def apply_fn(params, inputs, **kwargs):
+    del params, kwargs
+    if not bool(jnp.all(jnp.isfinite(inputs))):
+      raise ValueError('non-finite input')
+    return jnp.maximum(inputs, 0)
+
+  return init_fn, apply_fn, stax.Relu()[2]
+
+
+def test_a_models_probe_is_one_program_and_equals_the_op_by_op_probe(monkeypatch):
+  """A new composition's probe (prefix output, head Jacobian, parameter gradients) is one
+  compiled program, and the model's derived fields equal those of the op-by-op probe
+  (`models._probe_eager`); a layer that cannot be traced is probed op by op and made."""
+  def make(head):
+    return models.compose(_attention(), head(), name='probed')
+
+  heads = [lambda: _head(3, stax.Gelu(), True, 'standard'),
+           lambda: stax.serial(stax.Dense(5), _checked_relu(), stax.Dense(2))]
+  with compiles.count() as count:
+    compiled = [make(h) for h in heads]
+  assert count.by_name['jit(values)'] == 1        # the traceable head; the other fell back
+  with monkeypatch.context() as m:
+    m.setattr(models, '_probe', models._probe_eager)  # pylint: disable=protected-access
+    eager = [make(h) for h in heads]
+  def layout(layers_):     # the recognised layers' kinds and paths (their functions are new)
+    return None if layers_ is None else [(l.kind, l.path) for l in layers_]
+
+  for a, b in zip(compiled, eager):
+    assert [getattr(a, f) for f in FIELDS if f != 'head_layers'] == [
+        getattr(b, f) for f in FIELDS if f != 'head_layers']
+    assert layout(a.head_layers) == layout(b.head_layers)
+  assert compiled[0].head_kind == 'layers' and compiled[1].head_kind == 'opaque'
+  # refusals come from either path in one line
+  with pytest.raises(ValueError, match='mixes tokens|tokens alone'):
+    models.compose(None, _attention())
+
+
 def test_empirical_ntk_with_a_frozen_dense_matches_nt_on_the_masked_parameters():
   m = models.compose(_attention(), stax.serial(stax.Dense(5, b_std=0.3), stax.Erf(),
                                                stax.Dense(2, b_std=0.3)),

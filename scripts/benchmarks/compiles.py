@@ -12,8 +12,9 @@ run in chunks of `training.CHUNK_EPOCHS`. Both count the programs compiled
 
 Row `model analysis` (`run_model_analysis`): making models (the study's two and a composed
 Dense/ReLU head at several widths) with the previous analysis, kept here (`_old_plan`, which
-initialises and runs every head layer on jax.random draws; the probe's Jacobian and gradient
-tests in jnp), against the library's; every derived field must be equal.
+initialises and runs every head layer on jax.random draws; `_old_probe`: the probe op by op,
+its Jacobian and gradient tests in jnp), against the library's (the probe one compiled
+program per model); every derived field must be equal.
 """
 import functools
 import itertools
@@ -277,14 +278,16 @@ def _old_is_affine(apply_fn, params, x, key):
   return bool(np.allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max()))
 
 
-def _old_check_per_token(model, head_params, z):
-  """`models._check_per_token` before: the Jacobian's test in jnp (its refusals are not
-  exercised here: every model of the row is per token)."""
-  jac = jax.jacfwd(lambda v: models.head_apply(model, head_params, v))(z)
-  n = z.shape[0]
+def _old_probe(model, params, x, cot):
+  """`models._probe` before: op by op (`models._probe_eager`, a program per operation and
+  shape), the Jacobian's test in jnp (its refusals are not exercised here: every model of
+  the row is per token)."""
+  feats, jac, grads = models._probe_eager(model, params, x, cot)  # pylint: disable=protected-access
+  n = feats.shape[1]
   off = jnp.abs(jac) * (1 - jnp.eye(n))[:, None, :, None]
   if bool(jnp.any(off > 1e-6 * (jnp.max(jnp.abs(jac)) + 1e-30))):
     raise ValueError(f'model {model.name!r}: the head mixes tokens.')
+  return feats, jac, grads
 
 
 def _old_nonzero_leaves(tree):
@@ -295,8 +298,8 @@ def run_model_analysis(args: harness.Args) -> List[dict]:
   """Making models (`Model`'s probe, docs/method.md §17): the study's two at each width and a
   user's composition (softmax attention, then Dense/ReLU/Dense/ReLU/Dense) at each, the
   previous analysis (the head recognised by initialising and running every layer on
-  jax.random draws; the probe's Jacobian and gradients tested with jnp) against the
-  library's, each from a cold JAX cache; every derived field must be equal."""
+  jax.random draws; the probe run op by op, its Jacobian and gradients tested with jnp)
+  against the library's (the probe one compiled program), each from a cold JAX cache; every derived field must be equal."""
   widths = ANALYSIS_WIDTHS['quick' if args.quick else 'full']
   prefix = stax.serial(layers.Normalize(), layers.LinearizedAttention(normalize='softmax'),
                        layers.Normalize())
@@ -312,7 +315,7 @@ def run_model_analysis(args: harness.Args) -> List[dict]:
              None if m.head_layers is None else tuple((l.kind, l.path) for l in m.head_layers))
             for m in made]
 
-  old = {(ntk_closed_form, 'plan'): _old_plan, (models, '_check_per_token'): _old_check_per_token,
+  old = {(ntk_closed_form, 'plan'): _old_plan, (models, '_probe'): _old_probe,
          (models, '_nonzero_leaves'): _old_nonzero_leaves}
   fields, timings, counts = {}, {}, {}
   for path in ('old', 'new'):
@@ -335,7 +338,8 @@ def run_model_analysis(args: harness.Args) -> List[dict]:
   return [harness.make_row(
       'compiles', f'model analysis: 2 built-in models + a composed Dense/ReLU head, '
       f'{len(widths)} widths', f'widths={widths} probe 3 tokens x 4 channels',
-      'head run on jax.random draws', timings['old'], 'shapes abstract, numpy reads',
+      'probe op by op, head run on jax.random draws', timings['old'],
+      'probe one program, shapes abstract, numpy reads',
       timings['new'], programs_old=counts['old'].programs, programs_new=counts['new'].programs,
       records_equal=f"{equal}/{len(fields['new'])}",
       note=f"programs compiled {counts['old'].programs} -> {counts['new'].programs}; "
