@@ -83,7 +83,9 @@ def count():
   try:
     yield c
   finally:
-    _ACTIVE.remove(c)
+    # By identity: nested counters that saw the same programs are equal dataclasses, and
+    # list.remove would take the outer one.
+    del _ACTIVE[next(i for i, a in enumerate(_ACTIVE) if a is c)]
 
 
 # XLA:CPU emits fused loops with its MLIR fusion emitters by default; this flag keeps its

@@ -159,6 +159,18 @@ def test_sensitivity_variations_of_values_compile_nothing(small):
       ('baseline', '', 'mlp_attn', 'fgsm', 0)]['n_subset'] == 24
 
 
+def test_nested_counts_see_the_same_programs_and_unwind_in_order():
+  """Counters nest: an inner count that saw exactly the outer's programs (equal fields) ends
+  without ending the outer, which then counts on."""
+  square = lambda a: a * a    # a new function: a program of its own
+  with compiles.count() as outer:
+    with compiles.count() as inner:
+      jax.jit(square)(np.arange(3.0)).block_until_ready()
+    assert inner == outer and inner.programs == 1
+    jax.jit(lambda a: a + 1)(np.arange(3.0)).block_until_ready()
+  assert (inner.programs, outer.programs) == (1, 2)
+
+
 def test_fast_cpu_compile_adds_its_flag_once_and_leaves_a_users_choice(monkeypatch):
   monkeypatch.setattr(compiles, '_jaxlib_release', lambda: (0, 7, 0))
   monkeypatch.setattr(compiles, '_backend_started', lambda: False)

@@ -407,7 +407,7 @@ def _provenance_rows(md):
   the folded block."""
   section = _sections(md)['Setup and provenance']
   (head, rows), = _tables(section)
-  assert head == ['part', 'status', 'wall time']
+  assert head == ['part', 'status', 'wall time', 'programs', 'compiling']
   block = re.search(r'^```details The configuration of each part \((\d+)\)\n(.*?)^```$', section, re.M | re.S)
   calls = dict(line.split(': ', 1) for line in block[2].splitlines())
   assert int(block[1]) == len(calls) == len(rows)
@@ -505,6 +505,11 @@ def test_report_provenance_lists_parts_flags_and_markers(first):
     marker = first['markers'][r['part']]
     assert r['status'] == 'computed'
     assert r['wall time'] == progress_lib.format_duration(marker['seconds'])
+    c = marker['compilations']      # counted by compiles.count around the part
+    assert c['programs'] > 0 and 0 <= c['cached'] <= c['programs'] and c['compile_seconds'] > 0
+    loaded = f" ({c['cached']:,} loaded)" if c['cached'] else ''
+    assert r['programs'] == f"{c['programs']:,}{loaded}"
+    assert r['compiling'] == progress_lib.format_duration(c['compile_seconds'])
     assert r['call'] == marker['call']
     assert marker['kind'] == ('malleability' if r['part'] == BINARY else r['part'])
   binary = first['markers'][BINARY]

@@ -170,8 +170,11 @@ def _plain(config) -> dict:
 def run_part(part: pipeline.Part, output_dir: str, context=None, force: bool = False,
              isolate: Optional[dict] = None) -> dict:
   """Runs one part unless its marker holds the same kind and config; returns its marker
-  with 'status' ('computed' or 'cached'). `isolate`: the keyword arguments of a spawned
-  run (train_cache, study, compilation_cache), or None to run in this process."""
+  with 'status' ('computed' or 'cached'). The marker holds its wall time and, for a part run
+  in this process, the programs it needed (`compiles.count`: how many, how many of them
+  loaded from the persistent cache, and the seconds compiling or loading them). `isolate`:
+  the keyword arguments of a spawned run (train_cache, study, compilation_cache), or None to
+  run in this process."""
   from ntk_attention.study import store as store_lib
   out = layout.part_dir(output_dir, part.sub)
   marker = layout.marker(output_dir, part.sub)
@@ -190,16 +193,21 @@ def run_part(part: pipeline.Part, output_dir: str, context=None, force: bool = F
   os.makedirs(out, exist_ok=True)
   log_path = layout.log(output_dir, part.sub)
   t0 = time.time()
+  from ntk_attention import compiles
   try:
-    if isolate is not None:
-      _isolated(part, out, resume, log_path, **isolate)
-    else:
-      _in_process(part, out, resume, context, log_path)
+    with compiles.count() as compiled:
+      if isolate is not None:
+        _isolated(part, out, resume, log_path, **isolate)
+      else:
+        _in_process(part, out, resume, context, log_path)
   except Exception as e:
     raise RuntimeError(f'part {part.sub} failed ({type(e).__name__}: {e}; log: {log_path}): '
                        f'{call}') from e
   info = {'kind': part.kind, 'config': config, 'call': call, 'seconds': time.time() - t0,
           'finished': time.strftime('%F %T')}
+  if isolate is None:         # a spawned part's programs are counted in its own process
+    info['compilations'] = {'programs': compiled.programs, 'cached': compiled.cached,
+                            'compile_seconds': round(compiled.seconds, 3)}
   store_lib.write_json(marker, info)
   return dict(info, status='computed')
 

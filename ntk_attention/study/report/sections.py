@@ -378,11 +378,28 @@ def approximation_section(res: dict) -> str:
           f"training block.\n\n" + page.markdown_table(rows, cols) + '\n\n' + text + '\n')
 
 
+COMPILE_COLUMNS = ['programs', 'compiling']
+COMPILE_NOTE = ("Programs: those a part needed that were not in memory, compiled by XLA or "
+                "loaded from JAX's persistent compilation cache (how many loaded, in brackets); "
+                'compiling: the seconds that took (a part run with --isolate_parts: blank).')
+
+
+def _compilations(info: dict) -> dict:
+  """The provenance table's program columns of one part's marker ('' when not counted)."""
+  c = info.get('compilations')
+  if not c:
+    return dict.fromkeys(COMPILE_COLUMNS, '')
+  loaded = f" ({c['cached']:,} loaded)" if c['cached'] else ''
+  return {'programs': f"{c['programs']:,}{loaded}",
+          'compiling': progress_lib.format_duration(c['compile_seconds'])}
+
+
 def provenance_section(parts: dict, flags: dict, provenance: dict) -> str:
   """Versions, device, flags, wall time per part, and each part's config folded away (as
   the call that makes it, its `call`: only the fields that differ from the defaults)."""
-  rows = [{'part': name, 'status': info.get('status', ''),
-           'wall time': progress_lib.format_duration(info['seconds']) if 'seconds' in info else ''}
+  rows = [dict({'part': name, 'status': info.get('status', ''),
+                'wall time': (progress_lib.format_duration(info['seconds'])
+                              if 'seconds' in info else '')}, **_compilations(info))
           for name, info in parts.items()]
   prov = [f"- {k}: {v}" for k, v in provenance.items() if k not in ('argv', 'flags')]
   flag_lines = [f'`--{k}={x}`' for k, v in sorted(flags.items())
@@ -390,7 +407,8 @@ def provenance_section(parts: dict, flags: dict, provenance: dict) -> str:
   calls = [f"{name}: {info.get('call', '')}" for name, info in parts.items()]
   return '\n'.join(['## Setup and provenance', '', *prov, '',
                     'Flags: ' + ' '.join(flag_lines), '',
-                    page.markdown_table(rows, ['part', 'status', 'wall time']), '',
+                    page.markdown_table(rows, ['part', 'status', 'wall time'] + COMPILE_COLUMNS),
+                    '', COMPILE_NOTE, '',
                     f'```details The configuration of each part ({len(calls)})', *calls, '```',
                     '']) + '\n'
 
