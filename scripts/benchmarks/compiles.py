@@ -299,7 +299,8 @@ def run_model_analysis(args: harness.Args) -> List[dict]:
   user's composition (softmax attention, then Dense/ReLU/Dense/ReLU/Dense) at each, the
   previous analysis (the head recognised by initialising and running every layer on
   jax.random draws; the probe run op by op, its Jacobian and gradients tested with jnp)
-  against the library's (the probe one compiled program), each from a cold JAX cache; every derived field must be equal."""
+  against the library's (the probe one compiled program), each from a cold JAX cache; every
+  derived field must be equal."""
   widths = ANALYSIS_WIDTHS['quick' if args.quick else 'full']
   prefix = stax.serial(layers.Normalize(), layers.LinearizedAttention(normalize='softmax'),
                        layers.Normalize())
