@@ -381,7 +381,8 @@ def approximation_section(res: dict) -> str:
 COMPILE_COLUMNS = ['programs', 'compiling']
 COMPILE_NOTE = ("Programs: those a part needed that were not in memory, compiled by XLA or "
                 "loaded from JAX's persistent compilation cache (how many loaded, in brackets); "
-                'compiling: the seconds that took (a part run with --isolate_parts: blank).')
+                "compiling: the seconds XLA took to compile or load them (JAX's tracing and "
+                'lowering before it not counted; a part run with --isolate_parts: blank).')
 
 
 def _compilations(info: dict) -> dict:
