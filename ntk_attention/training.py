@@ -301,8 +301,10 @@ def _train_chunk(model, config, kind, perturb, length, carry, shuffle_keys, star
 
 
 def seed_keys(seeds, base_seed: int = 0):
-  """`(S, 2)` keys for integer seeds: `PRNGKey(base_seed + s)`."""
-  return jnp.stack([jax.random.PRNGKey(base_seed + int(s)) for s in seeds])
+  """`(S, 2)` keys for integer seeds: `PRNGKey(base_seed + s)` (stacked on the host: a jnp
+  stack would be a program per seed count)."""
+  return jax.device_put(np.stack([np.asarray(jax.random.PRNGKey(base_seed + int(s)))
+                                  for s in seeds]))
 
 
 def unstack(tree, i: int):

@@ -56,11 +56,13 @@ def cached_train(cache: Optional[dict] = None, directory: Optional[str] = None) 
       else:
         missing.append(i)
     if missing:
-      result = training.train(model, jnp.asarray(keys)[jnp.asarray(missing)], x_train, y_train, config,
-                     dtype)
+      result = training.train(model, np.asarray(keys)[missing], x_train, y_train, config, dtype)
       stats['trained'] += len(missing)
+      # Seeds sliced on the host (and stacked there by `_stack`): data movement, where slicing
+      # device arrays is a program per leaf shape.
+      host = jax.device_get(result)
       for j, i in enumerate(missing):
-        cache[entries[i]] = training.unstack(result, j)
+        cache[entries[i]] = jax.tree_util.tree_map(lambda a, j=j: a[j], host)
         if directory:
           _save_entry(_entry_path(directory, entries[i]), cache[entries[i]])
     return _stack([cache[k] for k in entries])
@@ -71,10 +73,10 @@ def cached_train(cache: Optional[dict] = None, directory: Optional[str] = None) 
 
 
 def _stack(results) -> training.TrainResult:
-  """Seeds' `TrainResult`s stacked: parameters on the device, the loss curves (numpy, as
-  `training.train` returns them) on the host, so that a new number of epochs compiles
-  nothing."""
-  params = jax.tree_util.tree_map(lambda *a: jnp.stack(a),
+  """Seeds' `TrainResult`s (numpy leaves) stacked: parameters stacked on the host and put on
+  the device (no program to compile), the loss curves (numpy, as `training.train` returns
+  them) on the host, so that a new number of epochs compiles nothing."""
+  params = jax.tree_util.tree_map(lambda *a: jax.device_put(np.stack(a)),
                                   *[(r.init_params, r.params) for r in results])
   return training.TrainResult(*params, np.stack([np.asarray(r.losses) for r in results]))
 
@@ -94,8 +96,7 @@ def _load_entry(path: str, model: models_lib.Model, d: int, dtype) -> training.T
   shapes = jax.eval_shape(lambda: models_lib.init_params(model, jax.random.PRNGKey(0), d, dtype))
   params_def = jax.tree_util.tree_structure(shapes)
   with np.load(path) as f:
-    # device_put, not jnp.asarray: no conversion program to compile for a load
-    leaves = [jax.device_put(f[f'arr_{i}']) for i in range(len(f.files))]
+    leaves = [f[f'arr_{i}'] for i in range(len(f.files))]     # numpy: `_stack` puts them
   k = params_def.num_leaves
   if len(leaves) != 2 * k + 1:
     raise ValueError(f'{path}: {len(leaves)} arrays, expected {2 * k + 1} for {model.name}; '
