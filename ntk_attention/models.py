@@ -306,12 +306,8 @@ def _probe(model: Model, params, x, cot):
   ∇_params Σ apply(params, x) ⊙ cot` (the tree of `params`). Op by op, the same numbers
   took about a dozen programs per head width (~0.4 s apiece to compile on a GPU). A model
   whose layers cannot be traced runs op by op (`_probe_eager`), which names what fails."""
-  apply_fn = model.apply_fn
-
-  def values(params, x, cot):
-    feats = model.prefix[1](params[0], x)
-    jac = jax.jacfwd(lambda v: head_apply(model, params[1], v))(feats[0])
-    return feats, jac, jax.grad(lambda p: jnp.sum(apply_fn(p, x) * cot))(params)
+  def values(params, x, cot):     # `_probe_eager` traced: its numbers, one program
+    return _probe_eager(model, params, x, cot)
 
   try:
     return jax.jit(values)(params, x, cot)

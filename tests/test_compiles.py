@@ -222,8 +222,8 @@ def test_fusion_emitters_off_gives_the_same_numbers_to_rounding(tmp_path):
   process) and without (this process: the tests run with `fast_cpu_compile`): float32 values
   agree to float32 rounding of a few hundred operations, float64 ones to 1e-12 except the
   analytic kernel's ill-conditioned diagonal (measured: bit-identical at this size on one
-  host, 8 diagonal entries 4e-9 apart on another; the quick preset's attacks and influences differ at rounding,
-  docs/method.md §16)."""
+  host, 8 diagonal entries 4e-9 apart on another; the quick preset's attacks and influences
+  differ at rounding, docs/method.md §16)."""
   release, (low, high) = compiles._jaxlib_release(), compiles.FUSION_EMITTERS_FLAG_JAXLIB
   if not low <= release <= high:
     pytest.skip(f'jaxlib {release} is outside the releases tested to know the flag')
