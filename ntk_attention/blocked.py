@@ -156,6 +156,9 @@ def _arccos_rows(z_rows, z, W_std, start):
 
 
 def _prefix_features(model, params, x_train, x_eval, dtype):
+  # Op by op, not jitted: XLA's fused normalisation rounds the features differently in the
+  # last bit, and the influence's top-τ set, hence the flip rates, follows such bits
+  # (docs/method.md §16).
   if model.prefix_kind != 'fixed':
     raise ValueError(f'blocked kernels need a parameter-free prefix; {model.name} has a '
                      'trainable one: use empirical_ntk.')

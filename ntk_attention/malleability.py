@@ -341,7 +341,6 @@ def protocol(model, params, points: Points, attack_names, epsilons, setup: Setup
   x_eval = jnp.asarray(points.x_eval, jnp.float32)
   y_train, y_eval = points.y_train, points.y_eval
   n = x_train.shape[0]
-  labels_eval = training.labels_from_targets(y_eval)
   inputs = None if memo is None else (
       model, memo_lib.tree_digest(params), memo_lib.digest(x_train), memo_lib.digest(x_eval),
       memo_lib.digest(y_train), memo_lib.digest(y_eval), setup.max_memory_gb)
@@ -360,10 +359,8 @@ def protocol(model, params, points: Points, attack_names, epsilons, setup: Setup
     return clean['k']
 
   def diagnostics():
-    f_train, f_eval = training.outputs(model, params, x_train, x_eval)
-    return ({'test_accuracy': float(training.accuracy(f_eval, labels_eval)),
-             'train_accuracy': float(training.accuracy(
-                 f_train, training.labels_from_targets(y_train)))},
+    test_acc, train_acc = _accuracies(model, params, x_train, x_eval, y_train, y_eval)
+    return ({'test_accuracy': float(test_acc), 'train_accuracy': float(train_acc)},
             trainability(model, params, x_train, x_eval))
 
   accuracies, features = memo_lib.get(memo, memo_key('diagnostics'), diagnostics)
@@ -381,7 +378,8 @@ def protocol(model, params, points: Points, attack_names, epsilons, setup: Setup
     def krr():   # KRR with Θ∞ (`kernels.ntk_predictor`'s formula), on a copy of its train block
       alpha = ridge_lib.ridge_solve_host(theta.train, np.asarray(y_train, np.float64),
                                          setup.ridge)
-      return float(training.accuracy(np.asarray(theta.eval_train) @ alpha, labels_eval))
+      return float(training.accuracy(np.asarray(theta.eval_train) @ alpha,
+                                     training.labels_from_targets(y_eval)))
 
     common['kernel_distance'] = memo_lib.get(memo, memo_key('distance', theta_key), distance)
     common['krr_test_accuracy'] = memo_lib.get(memo, memo_key('krr', theta_key, setup.ridge),
@@ -406,7 +404,8 @@ def protocol(model, params, points: Points, attack_names, epsilons, setup: Setup
       p_after = params if retrain_fn is None else retrain_fn(x_adv)
       after = influence(model, p_after, x_adv, y_train, x_eval, y_eval, setup)
       rec = dict(common, attack=name, eps=float(eps), eps_pixels=eps_pixels(setup, eps),
-                 linf=float(jnp.max(jnp.abs(x_adv - x_train))),
+                 # on the host: exact in any order, and no program per shape
+                 linf=float(np.max(np.abs(np.asarray(x_adv) - np.asarray(x_train)))),
                  **compare(before, after, subset, setup.score, setup.topk))
       records.append(rec)
       arrays[f'influence_after/{name}/{eps:g}'] = after.scores
@@ -432,18 +431,42 @@ def _blocks_distance(k: kernels.Blocks, theta: kernels.Blocks, rows: int = 1024)
 def trainability(model, params, x_train, x_eval) -> dict:
   """Why a model does or does not train: how concentrated the training features that the
   ReLU head sees are (`spectral.feature_concentration` of the prefix output)."""
+  # Op by op, not in `_accuracies`' program: XLA's fused prefix rounds the features
+  # differently in the last bit (docs/method.md §16).
   seq, context = layers.as_sequence(x_train, x_eval)
   z = models_lib.features(model, params, seq, context)[0, :jnp.shape(x_train)[0]]
   top, eff = spectral.feature_concentration(np.asarray(z, np.float64))
   return {'feature_top_share': top, 'feature_effective_rank': eff}
 
 
+def _accuracies_eager(model, params, x_train, x_eval, y_train, y_eval):
+  """`(test accuracy, train accuracy)` of the trained model (`training.accuracy` of
+  `training.outputs` against the labels of the targets)."""
+  f_train, f_eval = training.outputs(model, params, x_train, x_eval)
+  return (training.accuracy(f_eval, training.labels_from_targets(y_eval)),
+          training.accuracy(f_train, training.labels_from_targets(y_train)))
+
+
+def _accuracies(model, params, x_train, x_eval, y_train, y_eval):
+  """`_accuracies_eager` as one compiled program per (model, shapes) — op by op it was
+  about twenty programs — or op by op when the model cannot be traced
+  (`models.compiled_or_eager`). The study head's apply does not depend on init_std: one
+  program for every init_std."""
+  return models_lib.compiled_or_eager(_accuracies_program, _accuracies_eager,
+                                      models_lib.unit_init(model)[0], params, x_train, x_eval,
+                                      y_train, y_eval)
+
+
+_accuracies_program = jax.jit(_accuracies_eager, static_argnums=0)
+
+
 def intervention_set(name, model, params, x_train, y_train, subset, setup: Setup, key, kind):
   """Training set `(x, y)` of an intervention (see module docstring); PGD at `setup.attack`."""
   n = x_train.shape[0]
   if name == 'curated':
-    keep = np.setdiff1d(np.arange(n), np.asarray(subset))
-    return x_train[keep], y_train[keep]
+    keep = np.setdiff1d(np.arange(n), np.asarray(subset))   # rows taken on the host
+    return (jax.device_put(np.asarray(x_train)[keep]),      # (no program per subset size)
+            jax.device_put(np.asarray(y_train)[keep]))
   rows = np.asarray(subset) if name == 'transformed' else np.arange(n)
   return perturb(model, params, 'pgd', x_train, y_train, rows, setup, key, kind), y_train
 
@@ -555,6 +578,7 @@ def sweep(ds, models, width: int, seeds: Sequence[int],
       if not seeds_left:
         continue
       keys = training.seed_keys(seeds_left, base_seed)
+      one_key = lambda i: training.seed_keys([seeds_left[i]], base_seed)   # keys[i:i + 1]
       if setting == 'pgd_at':
         at = pgd_training_perturbation(model, y_train, kind, train_setup.attack)
         result = train(x_train, y_train, keys, at)
@@ -569,13 +593,13 @@ def sweep(ds, models, width: int, seeds: Sequence[int],
           subset = influence_lib.top_fraction(np.asarray(clean.scores), setup.tau)
           x_s, y_s = intervention_set(setting, model, params, x_train, y_train, subset,
                                       train_setup, jax.random.fold_in(key, 1), kind)
-          retrained = train(x_s, y_s, keys[i:i + 1])
+          retrained = train(x_s, y_s, one_key(i))
           params, losses = training.unstack(retrained.params, 0), retrained.losses[0]
         else:
           losses = result.losses[i]
         retrain_fn = None
         if setting == 'retrain':
-          retrain_fn = lambda x_adv, k=keys[i:i + 1], y=y_s: training.unstack(
+          retrain_fn = lambda x_adv, k=one_key(i), y=y_s: training.unstack(
               train(x_adv, y, k).params, 0)
         skip = lambda a, e, s=setting, sd=seed: (task, name, s, a, float(e), int(sd)) in done
         records, arrays = protocol(model, params, Points(x_s, y_s, x_eval, y_eval),

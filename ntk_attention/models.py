@@ -306,13 +306,18 @@ def _probe(model: Model, params, x, cot):
   ∇_params Σ apply(params, x) ⊙ cot` (the tree of `params`). Op by op, the same numbers
   took about a dozen programs per head width (~0.4 s apiece to compile on a GPU). A model
   whose layers cannot be traced runs op by op (`_probe_eager`), which names what fails."""
-  def values(params, x, cot):     # `_probe_eager` traced: its numbers, one program
-    return _probe_eager(model, params, x, cot)
+  return compiled_or_eager(_probe_program, _probe_eager, model, params, x, cot)
 
+
+def compiled_or_eager(program, eager, model, *args):
+  """`program(model, *args)`, where `program` is `eager` jitted with the model static: one
+  compiled program per (model, shapes); or `eager(model, *args)` op by op when tracing fails
+  (a user's layer with Python control flow on values), which then runs it or names what
+  fails. Either way the same computation: `program` traces `eager` itself."""
   try:
-    return jax.jit(values)(params, x, cot)
+    return program(model, *args)
   except Exception:  # pylint: disable=broad-except
-    return _probe_eager(model, params, x, cot)
+    return eager(model, *args)
 
 
 def _probe_eager(model: Model, params, x, cot):
@@ -322,6 +327,9 @@ def _probe_eager(model: Model, params, x, cot):
   jac = _per_token_jacobian(model, params[1], feats[0])
   grads = jax.grad(lambda p: jnp.sum(model.apply_fn(p, x) * cot))(params)
   return feats, jac, grads
+
+
+_probe_program = jax.jit(_probe_eager, static_argnums=0)
 
 
 def _check_out_dim(model: Model, out_shape) -> None:

@@ -308,8 +308,9 @@ def seed_keys(seeds, base_seed: int = 0):
 
 
 def unstack(tree, i: int):
-  """The i-th seed of a pytree stacked over seeds."""
-  return jax.tree_util.tree_map(lambda a: a[i], tree)
+  """The i-th seed of a pytree stacked over seeds, on the default device (sliced on the
+  host: an eager slice is one program per leaf shape and index)."""
+  return jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a)[i]), tree)
 
 
 def _shard_seeds(keys):

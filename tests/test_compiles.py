@@ -159,6 +159,32 @@ def test_sensitivity_variations_of_values_compile_nothing(small):
       ('baseline', '', 'mlp_attn', 'fgsm', 0)]['n_subset'] == 24
 
 
+def test_a_new_shape_compiles_one_program_per_stage_and_model(small):
+  """The compile budget of a shape: a width variation (new parameter shapes, same data)
+  compiles one training chunk, one accuracy program and one attack program per model (and
+  attack), no more programs in all than the baseline's first cell; the same width again,
+  or with another ε and τ, compiles nothing. (Widths no other test of this module uses.)"""
+  base = sensitivity.Baseline(eps=0.3, tau=0.25, width=20, n_train=len(small.x_train),
+                              epochs=10, init_std=0.01)
+  load = lambda task, n: small
+  config = training.TrainConfig(batch_size=16)
+  run = lambda variations: sensitivity.run(load, ['all'], base, variations, ['fgsm', 'pgd'],
+                                           [0, 1, 2], config)
+  with compiles.count() as first:
+    run([])
+  with compiles.count() as width:
+    run([('width', 12)])
+  with compiles.count() as again:
+    run([('width', 12)])
+    sensitivity.run(load, ['all'], base._replace(width=12), [('eps', 0.1), ('tau', 0.5)],
+                    ['fgsm', 'pgd'], [0, 1, 2], config)
+  per_model = {'jit(_train_chunk)': 1, 'jit(_accuracies_eager)': 1, 'jit(_loss_attack)': 2}
+  for name, count in per_model.items():
+    assert width.by_name[name] == 2 * count, dict(width.by_name)
+  assert 0 < width.programs <= first.programs, (width.programs, first.programs)
+  assert again.programs == 0, dict(again.by_name)
+
+
 def test_nested_counts_see_the_same_programs_and_unwind_in_order():
   """Counters nest: an inner count that saw exactly the outer's programs (equal fields) ends
   without ending the outer, which then counts on."""

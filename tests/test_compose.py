@@ -257,7 +257,7 @@ def test_a_models_probe_is_one_program_and_equals_the_op_by_op_probe(monkeypatch
            lambda: stax.serial(stax.Dense(5), _checked_relu(), stax.Dense(2))]
   with compiles.count() as count:
     compiled = [make(h) for h in heads]
-  assert count.by_name['jit(values)'] == 1        # the traceable head; the other fell back
+  assert count.by_name['jit(_probe_eager)'] == 1   # the traceable head; the other fell back
   with monkeypatch.context() as m:
     m.setattr(models, '_probe', models._probe_eager)  # pylint: disable=protected-access
     eager = [make(h) for h in heads]

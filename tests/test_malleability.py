@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 
 from ntk_attention import attacks
+from ntk_attention import compiles
 from ntk_attention import data
+from ntk_attention import layers
 from ntk_attention import malleability
 from ntk_attention import models
 from ntk_attention import training
+from ntk_attention._nt import stax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,6 +72,52 @@ def test_protocol_metrics_and_budget(small, trained):
       assert r['spearman'] == pytest.approx(1.0)
   assert by[('pgd', 0.2)]['spearman'] < 1.0
   np.testing.assert_allclose(arrays['influence_after/pgd/0'], arrays['influence_before'])
+
+
+def test_accuracies_are_one_program_and_equal_the_op_by_op_ones(small, trained):
+  """The protocol's accuracies run as one compiled program per (model, shapes), with the
+  numbers of the op-by-op computation (independently: argmax of `apply_fn` on the whole
+  sequence against the labels, in numpy); a second init_std compiles nothing."""
+  _, _, y, ye = trained
+  model = models.build('mlp_attn', 40, small.num_classes)    # a width no other test compiles
+  params = models.init_params(model, jax.random.PRNGKey(3), small.d)
+  x, xe = jnp.asarray(small.x_train), jnp.asarray(small.x_test)
+  with compiles.count() as count:
+    compiled = malleability._accuracies(model, params, x, xe, y, ye)  # pylint: disable=protected-access
+  eager = malleability._accuracies_eager(model, params, x, xe, y, ye)  # pylint: disable=protected-access
+  assert [float(a) for a in compiled] == [float(a) for a in eager]
+  out = np.asarray(model.apply_fn(params, jnp.concatenate([x, xe])[None])[0])
+  n = len(x)
+  assert float(compiled[0]) == pytest.approx(np.mean(out[n:].argmax(1) == small.y_test))
+  assert float(compiled[1]) == pytest.approx(np.mean(out[:n].argmax(1) == small.y_train))
+  assert count.by_name['jit(_accuracies_eager)'] == 1
+  other = models.build('mlp_attn', 40, small.num_classes, init_std=1.0)
+  with compiles.count() as again:
+    malleability._accuracies(other, params, x, xe, y, ye)  # pylint: disable=protected-access
+  assert again.programs == 0, dict(again.by_name)
+
+
+def test_compiled_or_eager_runs_an_untraceable_model_op_by_op():
+  """A head with a Python branch on a value cannot be traced: `compiled_or_eager` runs it
+  op by op and gives the same accuracies as a traceable twin (same weights, plain ReLU)."""
+  def checked_relu():
+    def apply_fn(params, inputs, **kwargs):
+      del params, kwargs
+      if not bool(jnp.all(jnp.isfinite(inputs))):
+        raise ValueError('non-finite input')
+      return jnp.maximum(inputs, 0)
+    return (lambda rng, shape: (shape, ())), apply_fn, stax.Relu()[2]
+
+  prefix = stax.serial(layers.Normalize(), layers.LinearizedAttention(), layers.Normalize())
+  make = lambda relu: models.compose(prefix, stax.serial(stax.Dense(8), relu, stax.Dense(3)),
+                                     name='checked')
+  checked, plain = make(checked_relu()), make(stax.Relu())
+  x = jax.random.uniform(jax.random.PRNGKey(1), (12, 5))
+  y = jax.nn.one_hot(jnp.arange(12) % 3, 3)
+  params = models.init_params(plain, jax.random.PRNGKey(2), 5)
+  got = malleability._accuracies(checked, params, x[:8], x[8:], y[:8], y[8:])  # pylint: disable=protected-access
+  want = malleability._accuracies(plain, params, x[:8], x[8:], y[:8], y[8:])  # pylint: disable=protected-access
+  assert [float(a) for a in got] == [float(a) for a in want]
 
 
 def test_influence_attack_flips_at_least_as_many_signs_as_pgd(small, trained):

@@ -26,6 +26,21 @@ def small():
   return data.load('digits', n_train=60, n_test=30, seed=0)
 
 
+def test_unstack_takes_one_seed_on_the_host_without_a_program():
+  """`unstack(tree, i)` is `a[i]` of every leaf (bit for bit), as device arrays, and compiles
+  nothing (an eager slice would be a program per leaf shape and index)."""
+  tree = (jax.random.normal(jax.random.PRNGKey(0), (3, 5, 4)),
+          [jnp.arange(6.0).reshape(3, 2), jnp.ones((3,), jnp.int32)])
+  jax.block_until_ready(tree)
+  for i in range(3):
+    with compiles.count() as count:
+      one = training.unstack(tree, i)
+    assert count.programs == 0, dict(count.by_name)
+    for got, leaf in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(tree)):
+      assert isinstance(got, jax.Array) and got.dtype == leaf.dtype
+      np.testing.assert_array_equal(np.asarray(got), np.asarray(leaf)[i])
+
+
 @pytest.mark.parametrize('name', ['relu_mlp', 'mlp_attn'])
 def test_vmapped_training_equals_each_seed_alone(small, name):
   y = data.targets(small.y_train, small.num_classes)
