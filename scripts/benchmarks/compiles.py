@@ -140,7 +140,8 @@ def run(args: harness.Args) -> List[dict]:
         f"n={size['n']} m={size['width']} lr={size['lr']} init_std={size['init_std']} "
         f"epochs={size['epochs']} eps={size['eps']} pgd_steps={size['pgd_steps']} "
         f"tau={size['tau']}",
-        'a program per value', timings['old'], 'a program per shape', timings['new'],
+        'a program per value, accuracies op by op', timings['old'], 'a program per shape',
+      timings['new'],
         max_rel_diff=diff, programs_old=counts['old'].programs,
         programs_new=counts['new'].programs,
         note=f"programs compiled {counts['old'].programs} -> {counts['new'].programs}; "
@@ -171,12 +172,22 @@ SENSITIVITY_SIZES = {'quick': dict(n_train=40, n_test=20, width=16, epochs=4, ta
                                   tasks=('all', '3,8'))}
 
 
+def _old_accuracies(model, params, x_train, x_eval, y_train, y_eval):
+  """`malleability._accuracies` before: op by op, a program per operation and shape."""
+  return malleability._accuracies_eager(model, params, x_train, x_eval, y_train, y_eval)  # pylint: disable=protected-access
+
+
+def _old_unstack(tree, i):
+  """`training.unstack` before: `a[i]` on the device, a program per leaf shape and index."""
+  return jax.tree_util.tree_map(lambda a: a[i], tree)
+
+
 def run_sensitivity_grid(args: harness.Args) -> List[dict]:
   """The sensitivity part's grid as the quick preset runs it (the baseline and every default
   variation, FGSM and PGD, 3 seeds, both models) at small sizes: the programs the previous
   path compiles (a training program per lr, epochs and init_std; an attack program per ε,
-  PGD step count and τ) against the library's, each path in a cold JAX cache, and how many
-  records agree."""
+  PGD step count and τ; the accuracies and each seed's parameters op by op) against the
+  library's, each path in a cold JAX cache, and how many records agree."""
   from ntk_attention.study import cache
   from ntk_attention.study import sensitivity
   size = SENSITIVITY_SIZES['quick' if args.quick else 'full']
@@ -194,10 +205,13 @@ def run_sensitivity_grid(args: harness.Args) -> List[dict]:
 
   config = training.TrainConfig(batch_size=16)
   records, timings, counts = {}, {}, {}
+  old = {(training, 'train'): _old_train_fn, (malleability, '_loss_attack'): _old_loss_attack,
+         (malleability, '_accuracies'): _old_accuracies, (training, 'unstack'): _old_unstack}
   for path in ('old', 'new'):
-    saved = training.train, malleability._loss_attack   # pylint: disable=protected-access
+    saved = {k: getattr(*k) for k in old}
     if path == 'old':
-      training.train, malleability._loss_attack = _old_train_fn, _old_loss_attack
+      for (module, name), fn in old.items():
+        setattr(module, name, fn)
     try:
       jax.clear_caches()
       t0 = time.perf_counter()
@@ -208,7 +222,8 @@ def run_sensitivity_grid(args: harness.Args) -> List[dict]:
                               [0, 1, 2], config, train_fn=cache.cached_train())
       seconds = time.perf_counter() - t0
     finally:
-      training.train, malleability._loss_attack = saved
+      for (module, name), fn in saved.items():
+        setattr(module, name, fn)
     records[path] = {tuple(r[k] for k in sensitivity.KEY_FIELDS): r for r in out}
     counts[path], timings[path] = count, harness.Timing(seconds, count.seconds, [seconds], None)
   metrics = ('flip_rate', 'spearman', 'topk_overlap', 'test_accuracy')
@@ -218,7 +233,8 @@ def run_sensitivity_grid(args: harness.Args) -> List[dict]:
       'compiles', f"sensitivity grid: baseline + {len(variations)} variations x "
       f"{len(size['tasks'])} task(s) x 2 models x 2 attacks x 3 seeds",
       f"n={size['n_train']} t={size['n_test']} m={size['width']} epochs={size['epochs']}",
-      'a program per value', timings['old'], 'a program per shape', timings['new'],
+      'a program per value, accuracies op by op', timings['old'], 'a program per shape',
+      timings['new'],
       programs_old=counts['old'].programs, programs_new=counts['new'].programs,
       records_equal=f"{equal}/{len(records['new'])}",
       note=f"programs compiled {counts['old'].programs} -> {counts['new'].programs}; "
