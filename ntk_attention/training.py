@@ -121,6 +121,7 @@ def outputs(model: models_lib.Model, params, x_train, x_eval=None):
   return out[:n], (None if x_eval is None else out[n:])
 
 
+@jax.jit   # one program per shape (op by op: four); counts and one division, the same bits
 def accuracy(out, labels) -> jnp.ndarray:
   """Fraction correct: argmax for C > 1 outputs, sign (+1 ↔ label 0) for one output."""
   out = jnp.asarray(out)
@@ -128,6 +129,7 @@ def accuracy(out, labels) -> jnp.ndarray:
   return jnp.mean(pred == jnp.asarray(labels))
 
 
+@jax.jit
 def labels_from_targets(targets) -> jnp.ndarray:
   """Labels `(n,)` of targets `(n, C)`: argmax of one-hot rows, or 0 for +1 / 1 for −1
   (the ±1 binary targets of `data.targets`)."""
