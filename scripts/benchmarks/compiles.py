@@ -206,7 +206,10 @@ def run_sensitivity_grid(args: harness.Args) -> List[dict]:
   config = training.TrainConfig(batch_size=16)
   records, timings, counts = {}, {}, {}
   old = {(training, 'train'): _old_train_fn, (malleability, '_loss_attack'): _old_loss_attack,
-         (malleability, '_accuracies'): _old_accuracies, (training, 'unstack'): _old_unstack}
+         (malleability, '_accuracies'): _old_accuracies, (training, 'unstack'): _old_unstack,
+         # op by op, as before they were jitted
+         (training, 'accuracy'): training.accuracy.__wrapped__,
+         (training, 'labels_from_targets'): training.labels_from_targets.__wrapped__}
   for path in ('old', 'new'):
     saved = {k: getattr(*k) for k in old}
     if path == 'old':
