@@ -159,11 +159,18 @@ def test_sensitivity_variations_of_values_compile_nothing(small):
       ('baseline', '', 'mlp_attn', 'fgsm', 0)]['n_subset'] == 24
 
 
+# Programs per model at a new width (the two models: 23 measured; 33 at 22d5bea, before the
+# accuracies were one program and the seeds sliced on the host).
+PER_SHAPE = 15
+
+
 def test_a_new_shape_compiles_one_program_per_stage_and_model(small):
   """The compile budget of a shape: a width variation (new parameter shapes, same data)
   compiles one training chunk, one accuracy program and one attack program per model (and
-  attack), no more programs in all than the baseline's first cell; the same width again,
-  or with another ε and τ, compiles nothing. (Widths no other test of this module uses.)"""
+  attack), and at most PER_SHAPE programs per model in all (23 for the two models when
+  measured: the probes of the model and its init_std = 1 twin, initialisation, the kernel
+  rows, the draws of a new parameter shape); the same width again, or with another ε and
+  τ, compiles nothing. (Widths no other test of this module uses.)"""
   base = sensitivity.Baseline(eps=0.3, tau=0.25, width=20, n_train=len(small.x_train),
                               epochs=10, init_std=0.01)
   load = lambda task, n: small
@@ -181,7 +188,8 @@ def test_a_new_shape_compiles_one_program_per_stage_and_model(small):
   per_model = {'jit(_train_chunk)': 1, 'jit(_accuracies_eager)': 1, 'jit(_loss_attack)': 2}
   for name, count in per_model.items():
     assert width.by_name[name] == 2 * count, dict(width.by_name)
-  assert 0 < width.programs <= first.programs, (width.programs, first.programs)
+  assert first.programs > 0
+  assert 0 < width.programs <= 2 * PER_SHAPE, dict(width.by_name)
   assert again.programs == 0, dict(again.by_name)
 
 
