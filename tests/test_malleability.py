@@ -81,6 +81,7 @@ def test_accuracies_are_one_program_and_equal_the_op_by_op_ones(small, trained):
   _, _, y, ye = trained
   model = models.build('mlp_attn', 40, small.num_classes)    # a width no other test compiles
   params = models.init_params(model, jax.random.PRNGKey(3), small.d)
+  other = models.build('mlp_attn', 40, small.num_classes, init_std=1.0)  # the shared twin
   x, xe = jnp.asarray(small.x_train), jnp.asarray(small.x_test)
   with compiles.count() as count:
     compiled = malleability._accuracies(model, params, x, xe, y, ye)  # pylint: disable=protected-access
@@ -90,8 +91,7 @@ def test_accuracies_are_one_program_and_equal_the_op_by_op_ones(small, trained):
   n = len(x)
   assert float(compiled[0]) == pytest.approx(np.mean(out[n:].argmax(1) == small.y_test))
   assert float(compiled[1]) == pytest.approx(np.mean(out[:n].argmax(1) == small.y_train))
-  assert count.by_name['jit(_accuracies_eager)'] == 1
-  other = models.build('mlp_attn', 40, small.num_classes, init_std=1.0)
+  assert count.programs == 1, dict(count.by_name)    # (JAX 0.5.3 reports no names)
   with compiles.count() as again:
     malleability._accuracies(other, params, x, xe, y, ye)  # pylint: disable=protected-access
   assert again.programs == 0, dict(again.by_name)
