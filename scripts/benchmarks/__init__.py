@@ -7,6 +7,7 @@
   training    vmapped seeds vs a sequential loop over seeds
   reproduce   scripts/reproduce.py with isolated parts vs one process and caches
   compiles    cells that vary values: a program per value vs one per shape
+  preset      the quick preset's programs: the previous code paths vs the library's
   sensitivity variations that keep the trained model: the clean side recomputed vs memoised
   startup     import ntk_attention in a fresh interpreter: installed packages vs others first
   table       the printed table
@@ -22,6 +23,7 @@ from benchmarks import harness
 from benchmarks import influence
 from benchmarks import ntk
 from benchmarks import ntk_head
+from benchmarks import preset
 from benchmarks import reproduce
 from benchmarks import sensitivity
 from benchmarks import startup
@@ -34,6 +36,7 @@ REGISTRY: Dict[str, Callable[[harness.Args], List[dict]]] = {
     'training': training.run,
     'reproduce': reproduce.run,
     'compiles': compiles.run,
+    'preset': preset.run,
     'sensitivity': sensitivity.run,
     'startup': startup.run,
 }

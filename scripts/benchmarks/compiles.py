@@ -77,7 +77,7 @@ def _old_train(model, config, kind, keys, x_train, y_train):
 
     (params, _), losses = jax.lax.scan(epoch, (params0, opt.init(params0)),
                                        jax.random.split(k_shuffle, config.epochs))
-    return params, losses
+    return params, losses, params0
 
   return jax.vmap(one_seed)(keys)
 
@@ -156,15 +156,19 @@ def _old_loss_attack(model, name, kind, attack, params, x, y, mask, key, eps, pg
                      jnp.asarray(np.flatnonzero(np.asarray(mask))), key)
 
 
+_LIBRARY_TRAIN = training.train
+
+
 def _old_train_fn(model, keys, x_train, y_train, config=training.TrainConfig(),
                   dtype=jnp.float32, perturb=None):
-  """`training.train`'s signature on the previous path (`_old_train`); it returns no
-  initial parameters (the trained ones stand in: the sensitivity grid never reads them)."""
-  assert perturb is None, 'the previous path is benchmarked without adversarial training'
+  """`training.train`'s signature on the previous path (`_old_train`); adversarial training
+  (`perturb`) had no previous path and takes the library's."""
+  if perturb is not None:
+    return _LIBRARY_TRAIN(model, keys, x_train, y_train, config, dtype, perturb)
   x, y = jnp.asarray(x_train, dtype), jnp.asarray(y_train, dtype)
-  params, losses = _old_train(model, config, training.loss_kind(config, y.shape[1]),
-                              jnp.asarray(keys), x, y)
-  return training.TrainResult(params, params, np.asarray(losses))
+  params, losses, params0 = _old_train(model, config, training.loss_kind(config, y.shape[1]),
+                                       jnp.asarray(keys), x, y)
+  return training.TrainResult(params0, params, np.asarray(losses))
 
 
 SENSITIVITY_SIZES = {'quick': dict(n_train=40, n_test=20, width=16, epochs=4, tasks=('all',)),
