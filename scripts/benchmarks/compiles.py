@@ -16,6 +16,7 @@ initialises and runs every head layer on jax.random draws; `_old_probe`: the pro
 its Jacobian and gradient tests in jnp), against the library's (the probe one compiled
 program per model); every derived field must be equal.
 """
+import contextlib
 import functools
 import itertools
 import time
@@ -186,6 +187,37 @@ def _old_unstack(tree, i):
   return jax.tree_util.tree_map(lambda a: a[i], tree)
 
 
+def protocol_paths() -> dict:
+  """`{(module, name): previous function}` of training, the loss attacks and the protocol's
+  bookkeeping (accuracies, their labels, each seed's parameters)."""
+  return {(training, 'train'): _old_train_fn, (malleability, '_loss_attack'): _old_loss_attack,
+          (malleability, '_accuracies'): _old_accuracies, (training, 'unstack'): _old_unstack,
+          # op by op, as before they were jitted
+          (training, 'accuracy'): training.accuracy.__wrapped__,
+          (training, 'labels_from_targets'): training.labels_from_targets.__wrapped__}
+
+
+def analysis_paths() -> dict:
+  """`{(module, name): previous function}` of a model's analysis (`models.Model`)."""
+  return {(ntk_closed_form, 'plan'): _old_plan, (models, '_probe'): _old_probe,
+          (models, '_nonzero_leaves'): _old_nonzero_leaves}
+
+
+@contextlib.contextmanager
+def previous_paths(paths: dict, active: bool = True):
+  """Within the block each `(module, name)` of `paths` is its previous function (when
+  `active`; otherwise nothing changes); the library's are restored on the way out."""
+  saved = {k: getattr(*k) for k in paths}
+  if active:
+    for (module, name), fn in paths.items():
+      setattr(module, name, fn)
+  try:
+    yield
+  finally:
+    for (module, name), fn in saved.items():
+      setattr(module, name, fn)
+
+
 def run_sensitivity_grid(args: harness.Args) -> List[dict]:
   """The sensitivity part's grid as the quick preset runs it (the baseline and every default
   variation, FGSM and PGD, 3 seeds, both models) at small sizes: the programs the previous
@@ -209,17 +241,8 @@ def run_sensitivity_grid(args: harness.Args) -> List[dict]:
 
   config = training.TrainConfig(batch_size=16)
   records, timings, counts = {}, {}, {}
-  old = {(training, 'train'): _old_train_fn, (malleability, '_loss_attack'): _old_loss_attack,
-         (malleability, '_accuracies'): _old_accuracies, (training, 'unstack'): _old_unstack,
-         # op by op, as before they were jitted
-         (training, 'accuracy'): training.accuracy.__wrapped__,
-         (training, 'labels_from_targets'): training.labels_from_targets.__wrapped__}
   for path in ('old', 'new'):
-    saved = {k: getattr(*k) for k in old}
-    if path == 'old':
-      for (module, name), fn in old.items():
-        setattr(module, name, fn)
-    try:
+    with previous_paths(protocol_paths(), active=path == 'old'):
       jax.clear_caches()
       t0 = time.perf_counter()
       # The models are too small to train (what is counted is programs): no warning per seed.
@@ -228,9 +251,6 @@ def run_sensitivity_grid(args: harness.Args) -> List[dict]:
         out = sensitivity.run(load, list(size['tasks']), base, variations, ['fgsm', 'pgd'],
                               [0, 1, 2], config, train_fn=cache.cached_train())
       seconds = time.perf_counter() - t0
-    finally:
-      for (module, name), fn in saved.items():
-        setattr(module, name, fn)
     records[path] = {tuple(r[k] for k in sensitivity.KEY_FIELDS): r for r in out}
     counts[path], timings[path] = count, harness.Timing(seconds, count.seconds, [seconds], None)
   metrics = ('flip_rate', 'spearman', 'topk_overlap', 'test_accuracy')
@@ -339,24 +359,15 @@ def run_model_analysis(args: harness.Args) -> List[dict]:
              None if m.head_layers is None else tuple((l.kind, l.path) for l in m.head_layers))
             for m in made]
 
-  old = {(ntk_closed_form, 'plan'): _old_plan, (models, '_probe'): _old_probe,
-         (models, '_nonzero_leaves'): _old_nonzero_leaves}
   fields, timings, counts = {}, {}, {}
   for path in ('old', 'new'):
-    saved = {k: getattr(*k) for k in old}
-    if path == 'old':
-      for (module, name), fn in old.items():
-        setattr(module, name, fn)
-    try:
+    with previous_paths(analysis_paths(), active=path == 'old'):
       jax.clear_caches()
       models._build.cache_clear()   # pylint: disable=protected-access
       t0 = time.perf_counter()
       with compiles.count() as count:
         fields[path] = make_all()
       seconds = time.perf_counter() - t0
-    finally:
-      for (module, name), fn in saved.items():
-        setattr(module, name, fn)
     counts[path], timings[path] = count, harness.Timing(seconds, count.seconds, [seconds], None)
   equal = sum(a == b for a, b in zip(fields['old'], fields['new']))
   return [harness.make_row(

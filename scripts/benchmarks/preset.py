@@ -22,10 +22,7 @@ import jax
 from benchmarks import compiles as compiles_entry
 from benchmarks import harness
 from ntk_attention import compiles
-from ntk_attention import malleability
 from ntk_attention import models
-from ntk_attention import ntk_closed_form
-from ntk_attention import training
 from ntk_attention.study import compare
 from ntk_attention.study import presets
 from ntk_attention.study import runner
@@ -38,32 +35,15 @@ QUICK = dict(n_train=60, n_test=30, n_grid=(10, 20), widths=(16, 32), ntk_seeds=
                     'adversarial_training', 'sensitivity'))
 
 
-def _old_paths() -> dict:
-  """{(module, name): the previous function}: every path `benchmarks.compiles` keeps."""
-  return {(training, 'train'): compiles_entry._old_train_fn,   # pylint: disable=protected-access
-          (malleability, '_loss_attack'): compiles_entry._old_loss_attack,  # pylint: disable=protected-access
-          (malleability, '_accuracies'): compiles_entry._old_accuracies,  # pylint: disable=protected-access
-          (training, 'unstack'): compiles_entry._old_unstack,  # pylint: disable=protected-access
-          (training, 'accuracy'): training.accuracy.__wrapped__,
-          (training, 'labels_from_targets'): training.labels_from_targets.__wrapped__,
-          (ntk_closed_form, 'plan'): compiles_entry._old_plan,  # pylint: disable=protected-access
-          (models, '_probe'): compiles_entry._old_probe,  # pylint: disable=protected-access
-          (models, '_nonzero_leaves'): compiles_entry._old_nonzero_leaves}  # pylint: disable=protected-access
-
-
 def run(args: harness.Args) -> List[dict]:
   """The preset old path then new (module docstring); one row."""
   study = (dataclasses.replace(presets.quick_digits(), **QUICK) if args.quick
            else presets.quick())
-  old = _old_paths()
+  paths = {**compiles_entry.protocol_paths(), **compiles_entry.analysis_paths()}
   timings, counts, numbers = {}, {}, {}
   with tempfile.TemporaryDirectory() as tmp:
     for path in ('old', 'new'):
-      saved = {k: getattr(*k) for k in old}
-      if path == 'old':
-        for (module, name), fn in old.items():
-          setattr(module, name, fn)
-      try:
+      with compiles_entry.previous_paths(paths, active=path == 'old'):
         jax.clear_caches()
         models._build.cache_clear()   # pylint: disable=protected-access
         t0 = time.perf_counter()
@@ -71,9 +51,6 @@ def run(args: harness.Args) -> List[dict]:
           warnings.simplefilter('ignore', UserWarning)   # toy sizes train poorly
           runner.run(study, f'{tmp}/{path}', compilation_cache='')
         seconds = time.perf_counter() - t0
-      finally:
-        for (module, name), fn in saved.items():
-          setattr(module, name, fn)
       counts[path] = count
       timings[path] = harness.Timing(seconds, count.seconds, [seconds], None)
       numbers[path] = compare.numbers(f'{tmp}/{path}')
