@@ -30,7 +30,7 @@ from ntk_attention import ntk_closed_form
 # float64 Gram products; 2L-ReLU alone peaks near three); plus a fixed `INFLUENCE_BASE_GB`
 # (Python, JAX, data, training, attacks). docs/method.md §13 has the measurements.
 INFLUENCE_PEAK_KERNELS = 4.0
-INFLUENCE_BASE_GB = 0.7
+INFLUENCE_BASE_GB = 0.66
 
 
 def influence_peak_gb(n_train: int, n_eval: int) -> float:
