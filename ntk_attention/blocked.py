@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntk_attention import compiles
 from ntk_attention import devices as devices_lib
 from ntk_attention import kernels
 from ntk_attention import layers
@@ -133,7 +134,7 @@ def build_by_rows(row_fn, n: int, block: int, n_train: Optional[int] = None):
   return out if n_train is None else kernels.Blocks(train, eval_train, evals)
 
 
-@jax.jit
+@compiles.jit
 def _closed_form_rows(z_rows, z, w, W_std):
   d, m = w.shape
   scale = W_std / jnp.sqrt(d).astype(w.dtype)
@@ -142,7 +143,7 @@ def _closed_form_rows(z_rows, z, w, W_std):
   return (z_rows @ z.T) * (s_rows @ s.T) * (W_std ** 2 / (d * m))
 
 
-@jax.jit
+@compiles.jit
 def _arccos_rows(z_rows, z, W_std, start):
   d = z.shape[1]
   sigma = z_rows @ z.T / d
@@ -170,14 +171,14 @@ def _prefix_features(model, params, x_train, x_eval, dtype):
   return models_lib.features(model, (prefix_params,), seq, context)[0]
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
+@functools.partial(compiles.jit, static_argnums=(0,))
 def _layer_terms(model, head_params, z):
   """`ntk_closed_form.forward_backward` terms as arrays: `[(H (N, n_in), Δ (C, N, n_out))]`."""
   terms, _ = ntk_closed_form.forward_backward(model.head_layers, head_params, z)
   return [(h, d) for _, _, h, d in terms]
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
+@functools.partial(compiles.jit, static_argnums=(0,))
 def _layer_rows(coefs, h_rows, d_rows, h_all, d_all):
   """Rows of `ntk_closed_form.layer_terms_ntk` from precomputed terms; `coefs` per layer
   `(a² or 0, c² or 0)`."""
@@ -288,7 +289,7 @@ def analytic_ntk_blocked(model: models_lib.Model, x_train, x_eval=None,
 def _head_kernel_rows(model):
   """`(z_rows (b, d), z (N, d)) -> (b, N)`: the head's analytic NTK between feature rows
   (each a sequence of one token, as the per-token head sees it)."""
-  @jax.jit
+  @compiles.jit
   def rows(z_rows, z):
     return model.head[2](z_rows[:, None, :], z[:, None, :], 'ntk')[:, :, 0, 0]
   return rows

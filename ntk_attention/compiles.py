@@ -13,13 +13,16 @@ A program found in JAX's in-memory caches (the same jitted function called again
 same static arguments and shapes) is neither: it costs nothing. One set of listeners is
 registered once per process; counters nest.
 
-`fast_cpu_compile()` makes each of those programs about a third cheaper to compile on a CPU,
-for runs that compiling dominates: the tests call it before JAX starts its backend; the
+`jit` is `jax.jit` whose programs XLA:CPU compiles at LLVM optimisation level 1 instead of
+2: a quarter less compile time, the same machine arithmetic (every number of the quick preset
+bit-equal, docs/method.md §16). `fast_cpu_compile()` makes each program about a third cheaper
+again but changes float rounding: the tests call it before JAX starts its backend; the
 scripts do not (docs/method.md §16 measures why).
 """
 import collections
 import contextlib
 import dataclasses
+import functools
 import importlib.metadata
 import os
 import re
@@ -88,6 +91,55 @@ def count():
     del _ACTIVE[next(i for i, a in enumerate(_ACTIVE) if a is c)]
 
 
+# LLVM -O1 leaves out -O2's loop optimisations and vectorisers. XLA:CPU's dots are library
+# calls and XLA vectorises its reductions itself, so the programs run as fast; measured,
+# they give the same bits (docs/method.md §16), as -O0 does not.
+QUICK_COMPILE = {'xla_backend_optimization_level': 1}
+QUICK_COMPILE_FLAG = 'xla_backend_optimization_level'
+# False: `jit` compiles as `jax.jit` does (the benchmarks' previous paths).
+quick_compile_enabled = [True]
+
+
+def quick_compile() -> bool:
+  """Whether `jit` passes `QUICK_COMPILE`: on the CPU backend only (GPU kernels keep
+  XLA's level), unless XLA_FLAGS names the level (the user's, or the tests' 0, stands)."""
+  if not quick_compile_enabled[0] or QUICK_COMPILE_FLAG in os.environ.get('XLA_FLAGS', ''):
+    return False
+  import jax
+  return jax.default_backend() == 'cpu'
+
+
+def jit(fun=None, **kwargs):
+  """`jax.jit(fun, **kwargs)`, compiled at LLVM level 1 on a CPU (`quick_compile`); usable
+  as `@jit`, `jit(f, static_argnums=...)` and `functools.partial(jit, ...)`. `.lower` and
+  the wrapped `jax.jit` objects (`.plain`, `.quick`) are kept for callers that need them."""
+  if fun is None:
+    return functools.partial(jit, **kwargs)
+  import jax
+  plain = jax.jit(fun, **kwargs)
+  quick = jax.jit(fun, compiler_options=dict(QUICK_COMPILE), **kwargs)
+
+  def pick(args, kw):   # compiler options only on a top-level call (JAX refuses them nested)
+    return quick if quick_compile() and _top_level(args, kw) else plain
+
+  @functools.wraps(fun)
+  def call(*args, **kw):
+    return pick(args, kw)(*args, **kw)
+
+  call.lower = lambda *args, **kw: pick(args, kw).lower(*args, **kw)
+  call.plain, call.quick = plain, quick
+  return call
+
+
+def _top_level(args, kw) -> bool:
+  """Whether a call is outside any JAX trace (no tracer among its arguments either)."""
+  import jax
+  from jax._src import core   # trace_state_clean: JAX 0.5.3 to 0.10.2 at least
+  clean = getattr(core, 'trace_state_clean', lambda: True)
+  return clean() and not any(isinstance(a, jax.core.Tracer)
+                             for a in jax.tree_util.tree_leaves((args, kw)))
+
+
 # XLA:CPU emits fused loops with its MLIR fusion emitters by default; this flag keeps its
 # LLVM-IR elemental emitters, which compile the same HLO about a third faster.
 FUSION_EMITTERS_OFF = '--xla_cpu_use_fusion_emitters=false'
@@ -139,5 +191,5 @@ def fast_cpu_compile(environ: Optional[dict] = None) -> bool:
   return True
 
 
-__all__ = ['Count', 'count', 'BACKEND_COMPILE', 'CACHE_HIT', 'FUSION_EMITTERS_OFF',
-           'fast_cpu_compile']
+__all__ = ['Count', 'count', 'BACKEND_COMPILE', 'CACHE_HIT', 'QUICK_COMPILE', 'quick_compile',
+           'jit', 'FUSION_EMITTERS_OFF', 'fast_cpu_compile']

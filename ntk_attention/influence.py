@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntk_attention import compiles
 from ntk_attention import ridge as ridge_lib
 
 __all__ = [
@@ -84,7 +85,7 @@ def _as_2d_targets(y, name, rows):
   return y
 
 
-@functools.partial(jax.jit, static_argnames=('return_delta',))
+@functools.partial(compiles.jit, static_argnames=('return_delta',))
 def _loo_influence(k_train, k_eval_train, y_train, y_eval, ridge, return_delta):
   # Symmetrise: the Cholesky reads one triangle only; this keeps the gradient symmetric.
   k_sym = 0.5 * (k_train + k_train.T)

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntk_attention import compiles
 from ntk_attention import attacks as attacks_lib
 from ntk_attention import blocked
 from ntk_attention import influence as influence_lib
@@ -237,7 +238,7 @@ def _mask(n: int, subset):
   return jnp.zeros(n, bool).at[jnp.asarray(subset)].set(True)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+@functools.partial(compiles.jit, static_argnums=(0, 1, 2, 3))
 def _loss_attack(model, name, kind, attack, params, x, y, mask, key, eps, pgd_steps):
   """Attack `name` maximising the model's loss on the rows `mask (n,)`. The rows, `eps` and
   PGD's step count are traced: one compilation serves every subset (every τ), budget and
@@ -248,7 +249,7 @@ def _loss_attack(model, name, kind, attack, params, x, y, mask, key, eps, pgd_st
                             key=key, mask=mask)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+@functools.partial(compiles.jit, static_argnums=(0, 1))
 def _influence_attack(model, setup, params, x, y, x_eval, y_eval, subset, scores, key):
   """PGD on `influence_objective` (rows `subset`)."""
   loss_fn = influence_objective(model, params, y, x_eval, y_eval, subset, scores, setup)
@@ -457,7 +458,7 @@ def _accuracies(model, params, x_train, x_eval, y_train, y_eval):
                                       y_train, y_eval)
 
 
-_accuracies_program = jax.jit(_accuracies_eager, static_argnums=0)
+_accuracies_program = compiles.jit(_accuracies_eager, static_argnums=0)
 
 
 def intervention_set(name, model, params, x_train, y_train, subset, setup: Setup, key, kind):

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntk_attention import compiles
 from ntk_attention import _nt
 from ntk_attention import layers
 from ntk_attention import ntk_closed_form
@@ -329,7 +330,7 @@ def _probe_eager(model: Model, params, x, cot):
   return feats, jac, grads
 
 
-_probe_program = jax.jit(_probe_eager, static_argnums=0)
+_probe_program = compiles.jit(_probe_eager, static_argnums=0)
 
 
 def _check_out_dim(model: Model, out_shape) -> None:

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntk_attention import compiles
 from ntk_attention import data as data_lib
 from ntk_attention import kernels
 from ntk_attention import models as models_lib
@@ -155,7 +156,7 @@ def _kernels_and_outputs(model, method, p0, p, x_train, x_test):
 # The data are arguments, not closed-over constants: XLA would otherwise constant-fold the
 # data-only products (the Gram matrix x xᵀ of relu_mlp) at compile time, single-threaded, ~20 s
 # at N = 1500, and recompile for every call.
-_kernels_and_outputs_seeds = jax.jit(jax.vmap(_kernels_and_outputs, (None, None, 0, 0, None, None)),
+_kernels_and_outputs_seeds = compiles.jit(jax.vmap(_kernels_and_outputs, (None, None, 0, 0, None, None)),
                                      static_argnums=(0, 1))
 
 

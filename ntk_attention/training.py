@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ntk_attention import compiles
 from ntk_attention import devices as devices_lib
 from ntk_attention import layers
 from ntk_attention import models as models_lib
@@ -121,7 +122,7 @@ def outputs(model: models_lib.Model, params, x_train, x_eval=None):
   return out[:n], (None if x_eval is None else out[n:])
 
 
-@jax.jit   # one program per shape (op by op: four); counts and one division, the same bits
+@compiles.jit   # one program per shape (op by op: four); counts and one division, the same bits
 def accuracy(out, labels) -> jnp.ndarray:
   """Fraction correct: argmax for C > 1 outputs, sign (+1 ↔ label 0) for one output."""
   out = jnp.asarray(out)
@@ -129,7 +130,7 @@ def accuracy(out, labels) -> jnp.ndarray:
   return jnp.mean(pred == jnp.asarray(labels))
 
 
-@jax.jit
+@compiles.jit
 def labels_from_targets(targets) -> jnp.ndarray:
   """Labels `(n,)` of targets `(n, C)`: argmax of one-hot rows, or 0 for +1 / 1 for −1
   (the ±1 binary targets of `data.targets`)."""
@@ -231,7 +232,7 @@ def _optimizer(model, config, hyper, params):
   return make_optimizer(config, models_lib.trainable_mask(model, params))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 4))
+@functools.partial(compiles.jit, static_argnums=(0, 1, 2, 4))
 def _init_seeds(model, config, scaled, keys, d, hyper, init_std):
   """Per seed (vmapped): the initial parameters (the study head's first layer scaled by the
   traced `init_std` when `scaled`: `models.unit_init`), the optimiser state and the
@@ -247,7 +248,7 @@ def _init_seeds(model, config, scaled, keys, d, hyper, init_std):
   return jax.vmap(one_seed)(keys)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(compiles.jit, static_argnums=0)
 def _features(model, x_train):
   """A fixed prefix's features of the training sequence, `(n, d')`; its parameters from any
   key (it has none that train)."""
@@ -257,7 +258,7 @@ def _features(model, x_train):
   return models_lib.features(model, any_params, seq)[0]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+@functools.partial(compiles.jit, static_argnums=(0, 1, 2, 3, 4))
 def _train_chunk(model, config, kind, perturb, length, carry, shuffle_keys, start, x_train,
                  y_train, feats, hyper):
   """Epochs `start … start + length − 1` of every seed, vmapped over the leading axis of

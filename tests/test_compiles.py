@@ -1,6 +1,8 @@
 """One compiled program per cell shape (docs/method.md §6, §9): a cell with new values and
 the same shapes compiles nothing, and what the traced values compute is checked against
 independent references."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -228,6 +230,80 @@ def test_fast_cpu_compile_adds_its_flag_once_and_leaves_a_users_choice(monkeypat
   monkeypatch.undo()
   jax.devices()                                        # this process's backend has started
   assert compiles._backend_started() and not compiles.fast_cpu_compile({})
+
+
+_LEVEL_PROBE = '''
+import sys, jax, numpy as np
+jax.config.update('jax_enable_x64', True)
+from ntk_attention import compiles, data, malleability, models, training
+
+def probe(quick):
+  compiles.quick_compile_enabled[0] = quick
+  jax.clear_caches()
+  ds = data.load('digits', n_train=40, n_test=20, seed=0)
+  y, y_eval = data.targets(ds.y_train, 10), data.targets(ds.y_test, 10)
+  out = {'quick': np.asarray(compiles.quick_compile())}
+  for name in ('mlp_attn',):   # attention across samples and the study's ReLU head
+    model = models.build(name, 32, 10)
+    result = training.train(model, training.seed_keys([0, 1]), ds.x_train, y,
+                            training.TrainConfig(epochs=3, batch_size=20))
+    params = training.unstack(result.params, 1)
+    setup = malleability.Setup()
+    x_adv = malleability.perturb(model, params, 'pgd', ds.x_train.astype(np.float32), y,
+                                 np.arange(6), setup, jax.random.PRNGKey(1), 'xent')
+    infl = malleability.influence(model, params, x_adv, y, ds.x_test, y_eval, setup)
+    acc = malleability._accuracies(model, params, ds.x_train, ds.x_test, y, y_eval)
+    out.update({f'{name}/init': np.asarray(jax.tree_util.tree_leaves(result.init_params)[0]),
+                f'{name}/params': np.asarray(jax.tree_util.tree_leaves(result.params)[0]),
+                f'{name}/losses': np.asarray(result.losses), f'{name}/x_adv': np.asarray(x_adv),
+                f'{name}/influence': np.asarray(infl.scores), f'{name}/acc': np.asarray(acc)})
+  return out
+
+if __name__ == '__main__':
+  np.savez(sys.argv[1], **{f'{k}/{q}': v for q in (False, True) for k, v in probe(q).items()})
+'''
+
+
+def test_quick_compile_gives_the_bits_of_xlas_default_level(tmp_path):
+  """`compiles.jit` at LLVM level 1 against `jax.jit` at XLA's default, in a child with the
+  scripts' XLA flags: initialisation, training, a PGD attack, the float64 influence and the
+  accuracies of MLP-Attn, bit for bit (docs/method.md §16; level 0 fails this)."""
+  import os
+  import subprocess
+  import sys
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('JAX_COMPILATION_CACHE_DIR', 'XLA_FLAGS')}
+  path = tmp_path / 'levels.npz'
+  proc = subprocess.run([sys.executable, '-c', _LEVEL_PROBE, str(path)], capture_output=True,
+                        text=True, timeout=300, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  got = dict(np.load(path))
+  assert not got.pop('quick/False') and got.pop('quick/True')   # the child ran both levels
+  keys = sorted({k.rsplit('/', 1)[0] for k in got})
+  assert len(keys) == 6
+  for k in keys:
+    np.testing.assert_array_equal(got[f'{k}/True'], got[f'{k}/False'], err_msg=k)
+
+
+def test_quick_compile_only_where_no_level_is_named(monkeypatch):
+  """The tests' XLA_FLAGS name level 0: `compiles.jit` leaves it; without it, level 1 on a
+  CPU; switched off, XLA's default."""
+  assert compiles.QUICK_COMPILE_FLAG in os.environ.get('XLA_FLAGS', '')
+  assert not compiles.quick_compile()
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_use_fusion_emitters=false')
+  assert compiles.quick_compile() == (jax.default_backend() == 'cpu')
+  # Nested: JAX takes compiler options only at the top level, so the inner call runs plain,
+  # inside the outer program.
+  inner = compiles.jit(lambda a: a * 2)
+  outer = compiles.jit(lambda a: inner(a) + 1)
+  with compiles.count() as c:
+    assert outer(np.arange(4.0)).tolist() == [1.0, 3.0, 5.0, 7.0]
+  assert c.programs == 1
+  monkeypatch.setattr(compiles, 'quick_compile_enabled', [False])
+  assert not compiles.quick_compile()
+  f = compiles.jit(lambda a, n: a * n, static_argnums=1)
+  assert f(np.arange(3.0), 2).tolist() == [0.0, 2.0, 4.0]
+  assert f.lower(np.arange(3.0), 2).as_text() == f.plain.lower(np.arange(3.0), 2).as_text()
 
 
 _EMITTER_PROBE = '''

@@ -200,17 +200,22 @@ def analysis_paths() -> dict:
 
 @contextlib.contextmanager
 def previous_paths(paths: dict, active: bool = True):
-  """Within the block each `(module, name)` of `paths` is its previous function (when
-  `active`; otherwise nothing changes); the library's are restored on the way out."""
+  """Within the block each `(module, name)` of `paths` is its previous function and
+  `compiles.jit` compiles at XLA's default level, as `jax.jit` did (when `active`;
+  otherwise nothing changes); the library's are restored on the way out."""
+  from ntk_attention import compiles as compiles_lib
   saved = {k: getattr(*k) for k in paths}
+  quick = compiles_lib.quick_compile_enabled[0]
   if active:
     for (module, name), fn in paths.items():
       setattr(module, name, fn)
+    compiles_lib.quick_compile_enabled[0] = False
   try:
     yield
   finally:
     for (module, name), fn in saved.items():
       setattr(module, name, fn)
+    compiles_lib.quick_compile_enabled[0] = quick
 
 
 def run_sensitivity_grid(args: harness.Args) -> List[dict]:
