@@ -96,14 +96,21 @@ def count():
 # they give the same bits (docs/method.md §16), as -O0 does not.
 QUICK_COMPILE = {'xla_backend_optimization_level': 1}
 QUICK_COMPILE_FLAG = 'xla_backend_optimization_level'
+# jaxlib releases measured to give level 2's bits at level 1 (tests/test_compiles.py): the
+# oldest and newest. jaxlib 0.5.3 does not (its training chunk rounds differently).
+QUICK_COMPILE_JAXLIB = ((0, 10, 2), (0, 10, 2))
 # False: `jit` compiles as `jax.jit` does (the benchmarks' previous paths).
 quick_compile_enabled = [True]
 
 
 def quick_compile() -> bool:
   """Whether `jit` passes `QUICK_COMPILE`: on the CPU backend only (GPU kernels keep
-  XLA's level), unless XLA_FLAGS names the level (the user's, or the tests' 0, stands)."""
+  XLA's level), with a jaxlib in `QUICK_COMPILE_JAXLIB`, unless XLA_FLAGS names the level
+  (the user's, or the tests' 0, stands)."""
   if not quick_compile_enabled[0] or QUICK_COMPILE_FLAG in os.environ.get('XLA_FLAGS', ''):
+    return False
+  release, (low, high) = _jaxlib_release_cached(), QUICK_COMPILE_JAXLIB
+  if release is None or not low <= release <= high:
     return False
   import jax
   return jax.default_backend() == 'cpu'
@@ -158,6 +165,11 @@ def _jaxlib_release() -> Optional[tuple]:
     return _release(importlib.metadata.version('jaxlib'))
   except importlib.metadata.PackageNotFoundError:
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def _jaxlib_release_cached() -> Optional[tuple]:
+  return _jaxlib_release()
 
 
 def _backend_started() -> bool:
