@@ -36,17 +36,3 @@ compiles.fast_cpu_compile()
 import jax  # noqa: E402  (after XLA_FLAGS: XLA reads it once, when the backend starts)
 
 jax.config.update('jax_enable_x64', True)
-
-
-# The longest test files first (seconds of one cold run on 2 cores, 2026-12-04): xdist hands
-# whole files (`--dist loadfile`) to whichever worker is free, in collection order, so the
-# long ones starting last would leave one worker running alone at the end.
-LONGEST_FIRST = ('test_reproduce.py', 'test_memory_model.py', 'test_compose.py',
-                 'test_scaling.py', 'test_readme.py', 'test_compiles.py', 'test_transductive.py',
-                 'test_width_threshold.py', 'test_kernels.py', 'test_script_hygiene.py')
-
-
-def pytest_collection_modifyitems(items):
-  """Items of `LONGEST_FIRST`'s files first, in its order; the rest after, as collected."""
-  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-  items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))
