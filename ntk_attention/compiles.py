@@ -14,8 +14,8 @@ same static arguments and shapes) is neither: it costs nothing. One set of liste
 registered once per process; counters nest.
 
 `jit` is `jax.jit` whose programs XLA:CPU compiles at LLVM optimisation level 1 instead of
-2: a quarter less compile time, the same machine arithmetic (every number of the quick preset
-bit-equal, docs/method.md §16). `fast_cpu_compile()` makes each program about a third cheaper
+XLA's default 3: less compile time, the same bits for the programs that use it (every number
+of the quick preset and of a toy run of it bit-equal, docs/method.md §16). `fast_cpu_compile()` makes each program about a third cheaper
 again but changes float rounding: the tests call it before JAX starts its backend; the
 scripts do not (docs/method.md §16 measures why).
 """
@@ -91,13 +91,14 @@ def count():
     del _ACTIVE[next(i for i, a in enumerate(_ACTIVE) if a is c)]
 
 
-# LLVM -O1 leaves out -O2's loop optimisations and vectorisers. XLA:CPU's dots are library
-# calls and XLA vectorises its reductions itself, so the programs run as fast; measured,
-# they give the same bits (docs/method.md §16), as -O0 does not.
+# LLVM -O1 leaves out -O3's loop optimisations and vectorisers. XLA:CPU's large dots are
+# library calls and XLA vectorises its reductions itself, so the programs run as fast.
+# Measured, the stages that use it keep their bits (docs/method.md §16); -O0 does not, and
+# neither does the training chunk at small widths, which keeps `jax.jit`.
 QUICK_COMPILE = {'xla_backend_optimization_level': 1}
 QUICK_COMPILE_FLAG = 'xla_backend_optimization_level'
-# jaxlib releases measured to give level 2's bits at level 1 (tests/test_compiles.py): the
-# oldest and newest. jaxlib 0.5.3 does not (its training chunk rounds differently).
+# jaxlib releases measured to give the default level's bits at level 1 (tests/test_compiles.py):
+# the oldest and newest. With jaxlib 0.5.3 the training chunk rounded differently at level 1.
 QUICK_COMPILE_JAXLIB = ((0, 10, 2), (0, 10, 2))
 # False: `jit` compiles as `jax.jit` does (the benchmarks' previous paths).
 quick_compile_enabled = [True]

@@ -156,8 +156,8 @@ def _kernels_and_outputs(model, method, p0, p, x_train, x_test):
 # The data are arguments, not closed-over constants: XLA would otherwise constant-fold the
 # data-only products (the Gram matrix x xᵀ of relu_mlp) at compile time, single-threaded, ~20 s
 # at N = 1500, and recompile for every call.
-_kernels_and_outputs_seeds = compiles.jit(jax.vmap(_kernels_and_outputs, (None, None, 0, 0, None, None)),
-                                     static_argnums=(0, 1))
+_kernels_and_outputs_seeds = compiles.jit(
+    jax.vmap(_kernels_and_outputs, (None, None, 0, 0, None, None)), static_argnums=(0, 1))
 
 
 def _evaluate(model, result, ds, y_train, theta_inf, blocks_inf, f_ridge, config, mode, ridge):

@@ -265,9 +265,10 @@ if __name__ == '__main__':
 
 
 def test_quick_compile_gives_the_bits_of_xlas_default_level(tmp_path):
-  """`compiles.jit` at LLVM level 1 against `jax.jit` at XLA's default, in a child with the
-  scripts' XLA flags: initialisation, training, a PGD attack, the float64 influence and the
-  accuracies of MLP-Attn, bit for bit (docs/method.md §16; level 0 fails this)."""
+  """`compiles.jit` at LLVM level 1 against `jax.jit` at XLA's default (3), in a child with
+  the scripts' XLA flags: initialisation, training (its chunks keep `jax.jit`), a PGD attack,
+  the float64 influence and the accuracies of MLP-Attn, bit for bit (docs/method.md §16;
+  level 0 fails this)."""
   release, (low, high) = compiles._jaxlib_release(), compiles.QUICK_COMPILE_JAXLIB
   if not low <= release <= high:
     pytest.skip(f'jaxlib {release} is outside the releases measured to keep the bits at '

@@ -4,7 +4,8 @@ One process runs the preset twice (`study.runner.run`, every part in process), e
 a cold JAX cache, without a persistent compilation cache and into a fresh folder: first with
 the previous paths that `benchmarks.compiles` keeps (a training program per lr, epochs and
 init_std; an attack program per ε, PGD step count and τ; a model's probe, its head plan, the
-accuracies, their labels and each seed's parameters op by op), then with the library's. It
+accuracies, their labels and each seed's parameters op by op; XLA's default LLVM level, as
+`jax.jit` compiles), then with the library's (`compiles.jit`: level 1 on a CPU). It
 prints the programs each path compiled, XLA's seconds compiling them, the wall time, and how
 many JSON numbers of the two result folders are bit-equal (`study.compare.numbers`).
 
