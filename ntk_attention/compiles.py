@@ -15,8 +15,9 @@ registered once per process; counters nest.
 
 `jit` is `jax.jit` whose programs XLA:CPU compiles at LLVM optimisation level 1 instead of
 XLA's default 3: less compile time, the same bits for the programs that use it (every number
-of the quick preset and of a toy run of it bit-equal, docs/method.md §16). `fast_cpu_compile()` makes each program about a third cheaper
-again but changes float rounding: the tests call it before JAX starts its backend; the
+of the quick preset and of a toy run of it bit-equal, docs/method.md §16).
+`fast_cpu_compile()` makes each program about a third cheaper again but changes float
+rounding: the tests call it before JAX starts its backend; the
 scripts do not (docs/method.md §16 measures why).
 """
 import collections
@@ -95,8 +96,8 @@ def count():
 # library calls and XLA vectorises its reductions itself, so the programs run as fast.
 # Measured, the stages that use it keep their bits (docs/method.md §16); -O0 does not, and
 # neither does the training chunk at small widths, which keeps `jax.jit`.
-QUICK_COMPILE = {'xla_backend_optimization_level': 1}
 QUICK_COMPILE_FLAG = 'xla_backend_optimization_level'
+QUICK_COMPILE = {QUICK_COMPILE_FLAG: 1}
 # jaxlib releases measured to give the default level's bits at level 1 (tests/test_compiles.py):
 # the oldest and newest. With jaxlib 0.5.3 the training chunk rounded differently at level 1.
 QUICK_COMPILE_JAXLIB = ((0, 10, 2), (0, 10, 2))
@@ -110,7 +111,7 @@ def quick_compile() -> bool:
   (the user's, or the tests' 0, stands)."""
   if not quick_compile_enabled[0] or QUICK_COMPILE_FLAG in os.environ.get('XLA_FLAGS', ''):
     return False
-  release, (low, high) = _jaxlib_release_cached(), QUICK_COMPILE_JAXLIB
+  release, (low, high) = _jaxlib_release(), QUICK_COMPILE_JAXLIB
   if release is None or not low <= release <= high:
     return False
   import jax
@@ -140,12 +141,14 @@ def jit(fun=None, **kwargs):
 
 
 def _top_level(args, kw) -> bool:
-  """Whether a call is outside any JAX trace (no tracer among its arguments either)."""
+  """Whether a call is outside any JAX trace: JAX's own test where it has one (0.5.3 to
+  0.10.2 at least), otherwise no tracer among the arguments."""
   import jax
-  from jax._src import core   # trace_state_clean: JAX 0.5.3 to 0.10.2 at least
-  clean = getattr(core, 'trace_state_clean', lambda: True)
-  return clean() and not any(isinstance(a, jax.core.Tracer)
-                             for a in jax.tree_util.tree_leaves((args, kw)))
+  from jax._src import core
+  clean = getattr(core, 'trace_state_clean', None)
+  if clean is not None:
+    return clean()
+  return not any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves((args, kw)))
 
 
 # XLA:CPU emits fused loops with its MLIR fusion emitters by default; this flag keeps its
@@ -160,17 +163,13 @@ def _release(version: str) -> tuple:
   return tuple(int(p) for p in re.findall(r'\d+', version)[:3])
 
 
+@functools.lru_cache(maxsize=1)   # `quick_compile` asks on every call of a `jit` function
 def _jaxlib_release() -> Optional[tuple]:
   """jaxlib's (major, minor, patch), read without importing it; None if not installed."""
   try:
     return _release(importlib.metadata.version('jaxlib'))
   except importlib.metadata.PackageNotFoundError:
     return None
-
-
-@functools.lru_cache(maxsize=1)
-def _jaxlib_release_cached() -> Optional[tuple]:
-  return _jaxlib_release()
 
 
 def _backend_started() -> bool:

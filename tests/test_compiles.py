@@ -295,7 +295,7 @@ def test_quick_compile_only_where_no_level_is_named(monkeypatch):
   assert compiles.QUICK_COMPILE_FLAG in os.environ.get('XLA_FLAGS', '')
   assert not compiles.quick_compile()
   monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_use_fusion_emitters=false')
-  monkeypatch.setattr(compiles, '_jaxlib_release_cached', lambda: compiles.QUICK_COMPILE_JAXLIB[0])
+  monkeypatch.setattr(compiles, '_jaxlib_release', lambda: compiles.QUICK_COMPILE_JAXLIB[0])
   assert compiles.quick_compile() == (jax.default_backend() == 'cpu')
   # Nested: JAX takes compiler options only at the top level, so the inner call runs plain,
   # inside the outer program.
@@ -305,9 +305,9 @@ def test_quick_compile_only_where_no_level_is_named(monkeypatch):
     assert outer(np.arange(4.0)).tolist() == [1.0, 3.0, 5.0, 7.0]
   assert c.programs == 1
   for release in ((0, 5, 3), None):   # a jaxlib not measured, or none: XLA's level
-    monkeypatch.setattr(compiles, '_jaxlib_release_cached', lambda r=release: r)
+    monkeypatch.setattr(compiles, '_jaxlib_release', lambda r=release: r)
     assert not compiles.quick_compile()
-  monkeypatch.setattr(compiles, '_jaxlib_release_cached', lambda: compiles.QUICK_COMPILE_JAXLIB[0])
+  monkeypatch.setattr(compiles, '_jaxlib_release', lambda: compiles.QUICK_COMPILE_JAXLIB[0])
   monkeypatch.setattr(compiles, 'quick_compile_enabled', [False])
   assert not compiles.quick_compile()
   f = compiles.jit(lambda a, n: a * n, static_argnums=1)
