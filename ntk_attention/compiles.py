@@ -139,6 +139,108 @@ def jit(fun=None, **kwargs):
   call.plain, call.quick = plain, quick
   return call
 
+# Primitives that run op by op when called outside a trace (their inner operations are
+# dispatched one at a time); `pjit` (a jitted function) runs as one program, as it does alone.
+_OP_BY_OP_CALLS = ('custom_jvp_call', 'custom_vjp_call', 'custom_vjp_call_jaxpr')
+
+
+def _eval_op_by_op(jaxpr, consts, args):
+  """Evaluates `jaxpr` with every operation's outputs behind `lax.optimization_barrier`:
+  XLA may neither fuse an operation with the next nor rewrite a pair of them (e.g.
+  `a / sqrt(b)` into `a * rsqrt(b)`), so each computes what it computes alone."""
+  import jax
+  from jax.extend import core as jcore
+  env = {}
+  read = lambda v: v.val if isinstance(v, jcore.Literal) else env[v]
+  for v, x in zip(jaxpr.constvars, consts):
+    env[v] = x
+  for v, x in zip(jaxpr.invars, args):
+    env[v] = x
+  for eqn in jaxpr.eqns:
+    invals = [read(v) for v in eqn.invars]
+    inner = eqn.params.get('call_jaxpr', eqn.params.get('fun_jaxpr'))
+    if eqn.primitive.name in _OP_BY_OP_CALLS and inner is not None:
+      closed = getattr(inner, 'jaxpr', inner)
+      outs = _eval_op_by_op(closed, getattr(inner, 'consts', ()), invals)
+    else:
+      bind = eqn.primitive.get_bind_params(eqn.params)   # JAX < 0.7: (subfuns, params)
+      subfuns, params = bind if isinstance(bind, tuple) else ((), bind)
+      outs = eqn.primitive.bind(*subfuns, *invals, **params)
+      outs = list(outs) if eqn.primitive.multiple_results else [outs]
+      outs = list(jax.lax.optimization_barrier(outs))
+    for v, x in zip(eqn.outvars, outs):
+      env[v] = x
+  return [read(v) for v in jaxpr.outvars]
+
+
+# XLA:CPU contracts a product and a sum in one fused loop into a fused multiply-add
+# (`AllowFPOpFusion::Fast`, always): with its fusion pass off, each operation is its own loop.
+OP_BY_OP = {'xla_disable_hlo_passes': 'fusion'}
+# Where `op_by_op` was measured to give the op-by-op bits: these jaxlib releases (0.5.3
+# refuses a list-valued compiler option), with XLA_FLAGS naming none of these (the tests'
+# level 0 and elemental emitters change which rewrites XLA makes of a lone operation).
+OP_BY_OP_JAXLIB = ((0, 10, 2), (0, 10, 2))
+OP_BY_OP_UNMEASURED_FLAGS = (QUICK_COMPILE_FLAG, 'xla_cpu_use_fusion_emitters',
+                             'xla_disable_hlo_passes')
+# False: `op_by_op` functions run op by op, as they did (the benchmarks' previous paths).
+op_by_op_enabled = [True]
+
+
+def op_by_op(fun=None, *, static_argnums=()):
+  """`fun` (outputs: a pytree of arrays) as one compiled program per (static arguments,
+  shapes) with the bits of running it op by op, which compiles a program per operation and
+  shape. Each operation's outputs pass an optimisation barrier (`_eval_op_by_op`) and XLA's
+  fusion pass is off (`OP_BY_OP`), so that no pair of operations is rewritten or fused (a
+  fused `a·b − c` is a fused multiply-add). This is measured, not proven: bit-equal on the
+  library's stages that use it (tests/test_compiles.py, the quick preset; docs/method.md
+  §16) where the scripts run (`op_by_op_compiles`: a CPU, jaxlib in `OP_BY_OP_JAXLIB`, XLA's
+  default flags). Elsewhere on a CPU `fun` runs op by op; called inside another trace it is
+  traced inline; on a GPU or TPU it is one `jit` program (XLA's bits: fused)."""
+  if fun is None:
+    return functools.partial(op_by_op, static_argnums=static_argnums)
+  import jax
+  static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+
+  @functools.wraps(fun)
+  def body(*args):
+    dynamic = [i for i in range(len(args)) if i not in static]
+
+    def flat_fun(*dyn):
+      full = list(args)
+      for i, a in zip(dynamic, dyn):
+        full[i] = a
+      return fun(*full)
+
+    dyn = [args[i] for i in dynamic]
+    closed, shape = jax.make_jaxpr(flat_fun, return_shape=True)(*dyn)
+    outs = _eval_op_by_op(closed.jaxpr, closed.consts, jax.tree_util.tree_leaves(dyn))
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), outs)
+
+  separate = jax.jit(body, static_argnums=static, compiler_options=dict(OP_BY_OP))
+  fused = jit(fun, static_argnums=static)
+
+  @functools.wraps(fun)
+  def call(*args):
+    if not _top_level(args, {}):
+      return fun(*args)
+    if jax.default_backend() != 'cpu':
+      return fused(*args)
+    return separate(*args) if op_by_op_compiles() else fun(*args)
+
+  call.separate = separate
+  return call
+
+
+def op_by_op_compiles() -> bool:
+  """Whether `op_by_op` functions called at the top level on a CPU compile one program
+  each (jaxlib in `OP_BY_OP_JAXLIB`, XLA_FLAGS naming none of `OP_BY_OP_UNMEASURED_FLAGS`,
+  `op_by_op_enabled`) rather than run op by op."""
+  flags = os.environ.get('XLA_FLAGS', '')
+  if not op_by_op_enabled[0] or any(name in flags for name in OP_BY_OP_UNMEASURED_FLAGS):
+    return False
+  release, (low, high) = _jaxlib_release(), OP_BY_OP_JAXLIB
+  return release is not None and low <= release <= high
+
 
 def _top_level(args, kw) -> bool:
   """Whether a call is outside any JAX trace: JAX's own test where it has one (0.5.3 to
@@ -204,4 +306,4 @@ def fast_cpu_compile(environ: Optional[dict] = None) -> bool:
 
 
 __all__ = ['Count', 'count', 'BACKEND_COMPILE', 'CACHE_HIT', 'QUICK_COMPILE', 'quick_compile',
-           'jit', 'FUSION_EMITTERS_OFF', 'fast_cpu_compile']
+           'jit', 'op_by_op', 'op_by_op_compiles', 'FUSION_EMITTERS_OFF', 'fast_cpu_compile']

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntk_attention import _nt
+from ntk_attention import compiles
 from ntk_attention import devices as devices_lib
 from ntk_attention import layers
 from ntk_attention import models as models_lib
@@ -108,12 +109,26 @@ def analytic_kernel(kernel_fn, x_train, x_eval=None, get='ntk'):
   """
   _check_get(get)
   _check_declared_mask(kernel_fn)
-  kernel_fn = resolve(kernel_fn, 'kernel_fn')
-  seq, context = layers.as_sequence(x_train, x_eval)
-  k = token_block(kernel_fn(seq, None, get, context=(context, context)))
+  resolve(kernel_fn, 'kernel_fn')
+  get = tuple(get) if isinstance(get, list) else get   # a static argument: hashable
+  # The model itself is the static argument: `Model.kernel_fn` is a new function per access.
+  k = models_lib.compiled_or_eager(_analytic_program, _analytic_eager, kernel_fn, x_train,
+                                   x_eval, get)
   if isinstance(k, tuple):
     return type(k)(*(_check_finite(v, f'analytic {g} kernel') for g, v in zip(k._fields, k)))
   return _check_finite(k, f'analytic {get} kernel')
+
+
+def _analytic_eager(model, x_train, x_eval, get):
+  """`analytic_kernel`'s kernel op by op: the `kernel_fn` of `model` (`resolve`) on the
+  sequence `[x_train; x_eval]`."""
+  seq, context = layers.as_sequence(x_train, x_eval)
+  kernel_fn = resolve(model, 'kernel_fn')
+  return token_block(kernel_fn(seq, None, get, context=(context, context)))
+
+
+# One program per (model, get, shapes) with the bits of the op-by-op run.
+_analytic_program = compiles.op_by_op(_analytic_eager, static_argnums=(0, 3))
 
 
 def closed_form_ntk(z1, w, W_std: float = 1.0, z2=None):

@@ -385,19 +385,32 @@ def build(name: str, width: int, out_dim: int = 1, W_std: float = 1.0,
 
 @functools.lru_cache(maxsize=256)
 def _build(name, width, out_dim, W_std, init_std, options) -> Model:
+  args = (name, width if name == 'mlp_attn_qkv' else None, options)
+  try:
+    prefix = _study_prefix(*args)
+  except TypeError as e:      # an unhashable option value: without the memo, as `build`
+    if 'unhashable' not in str(e):
+      raise
+    prefix = _study_prefix.__wrapped__(*args)
+  return Model(name, width, out_dim, W_std, prefix, relu_head(width, out_dim, W_std, init_std),
+               options=options, init_std=init_std)
+
+
+@functools.lru_cache(maxsize=64)
+def _study_prefix(name, width, options):
+  """The prefix of a study model: one object per (name, options) (and width, for the QKV
+  prefix, whose parameters have the width's shapes), so that programs keyed by the prefix
+  (the blocked kernels' features) serve every width and init_std."""
   options = dict(options)
   if name == 'relu_mlp':
     if options:
       raise ValueError(f'relu_mlp takes no attention options, got {sorted(options)}.')
-    prefix = layers.Normalize()
-  elif name == 'mlp_attn':
-    prefix = attention_prefix(**options)
-  elif name == 'mlp_attn_qkv':
-    prefix = qkv_prefix(width, **options)
-  else:
-    raise ValueError(f'unknown model {name!r}; choose from {MODELS}.')
-  return Model(name, width, out_dim, W_std, prefix, relu_head(width, out_dim, W_std, init_std),
-               options=tuple(sorted(options.items())), init_std=init_std)
+    return layers.Normalize()
+  if name == 'mlp_attn':
+    return attention_prefix(**options)
+  if name == 'mlp_attn_qkv':
+    return qkv_prefix(width, **options)
+  raise ValueError(f'unknown model {name!r}; choose from {MODELS}.')
 
 
 def load_factory(spec: str) -> Callable:

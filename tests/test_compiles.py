@@ -195,6 +195,109 @@ def test_a_new_shape_compiles_one_program_per_stage_and_model(small):
   assert again.programs == 0, dict(again.by_name)
 
 
+_OP_BY_OP_PROBE = '''
+import sys, jax, jax.numpy as jnp, numpy as np
+jax.config.update('jax_enable_x64', True)
+from ntk_attention import blocked, compiles, data, kernels, malleability, models
+
+
+def normalize(x):
+  # jitted plainly, XLA rewrites this division and rounds differently from the op-by-op run
+  return x * jnp.sqrt(x.shape[-1]) / jnp.sqrt(jnp.sum(x ** 2, axis=-1, keepdims=True))
+
+
+def toy(x, w):
+  # a product, a difference (a fused multiply-add when fused), a custom-JVP ReLU, a mean
+  h = jax.nn.relu(normalize(x) @ w)
+  return jnp.sqrt(jnp.mean(h ** 2, axis=0)), h * h - jnp.abs(h)
+
+
+out, counts = {}, {}
+def check(name, program, eager, *args):
+  with compiles.count() as c:
+    got = program(*args)
+  counts[name] = c.programs
+  for i, (a, b) in enumerate(zip(jax.tree_util.tree_leaves(got),
+                                 jax.tree_util.tree_leaves(eager(*args)))):
+    out[f'{name}/{i}/program'], out[f'{name}/{i}/eager'] = np.asarray(a), np.asarray(b)
+
+assert compiles.op_by_op_compiles()
+rng = np.random.RandomState(0)
+for dtype in (np.float32, np.float64):
+  x, w = rng.randn(61, 37).astype(dtype), rng.randn(37, 29).astype(dtype)
+  program = compiles.op_by_op(toy)
+  check(f'toy/{dtype.__name__}', program, toy, x, w)
+  check(f'toy/{dtype.__name__}/new values', program, toy, x + 1, w)
+digits = data.load('digits', n_train=40, n_test=20, seed=0)
+odd = rng.rand(50, 37)      # 37 channels: not a square, not a multiple of a vector width
+for name in ('mlp_attn', 'relu_mlp'):
+  model = models.build(name, 16, 10)
+  for label, x_train, x_test in (('digits', digits.x_train, digits.x_test),
+                                 ('odd', odd[:30], odd[30:])):
+    for dtype in (jnp.float32, jnp.float64):
+      check(f'{name}/{label}/features/{dtype.__name__}', blocked._prefix_features,
+            lambda m, *a: blocked._prefix_eager(m.prefix, *a), model, None, x_train, x_test,
+            dtype)
+    x64, e64 = jnp.asarray(x_train, jnp.float64), jnp.asarray(x_test, jnp.float64)
+    check(f'{name}/{label}/analytic', lambda m, a, b: kernels._analytic_program(m, a, b, 'ntk'),
+          lambda m, a, b: kernels._analytic_eager(m, a, b, 'ntk'), model, x64, e64)
+    params = models.init_params(model, jax.random.PRNGKey(1), x_train.shape[1])
+    check(f'{name}/{label}/train features', malleability._train_features_program,
+          malleability._train_features, model.prefix, params[0], x_train, x_test)
+np.savez(sys.argv[1], **out, **{f'count/{k}': v for k, v in counts.items()})
+'''
+
+
+def test_op_by_op_gives_the_op_by_op_bits_in_one_program(tmp_path):
+  """`compiles.op_by_op`, in a child with the scripts' XLA flags (where it compiles): a toy
+  function (a division XLA rewrites when jitted plainly, a fused-multiply-add pattern, a
+  custom-JVP ReLU, a mean) and the library's stages that use it (the blocked kernels' prefix
+  features, float32 and float64; the analytic kernel; the trained features of
+  `malleability.trainability`), on digits and on 37 channels, equal the op-by-op run bit for
+  bit, each in one program; new values compile nothing."""
+  release, (low, high) = compiles._jaxlib_release(), compiles.OP_BY_OP_JAXLIB
+  if not low <= release <= high:
+    pytest.skip(f'jaxlib {release} is outside the releases op_by_op is measured on: it runs '
+                'op by op there')
+  import subprocess
+  import sys
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('JAX_COMPILATION_CACHE_DIR', 'XLA_FLAGS')}
+  path = tmp_path / 'op_by_op.npz'
+  proc = subprocess.run([sys.executable, '-c', _OP_BY_OP_PROBE, str(path)], capture_output=True,
+                        text=True, timeout=300, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  got = dict(np.load(path))
+  counts = {k[len('count/'):]: int(v) for k, v in got.items() if k.startswith('count/')}
+  assert counts.pop('toy/float32/new values') == counts.pop('toy/float64/new values') == 0
+  assert len(counts) == 2 + 2 * 2 * 4 and all(c == 1 for c in counts.values()), counts
+  pairs = sorted(k[:-len('/program')] for k in got if k.endswith('/program'))
+  assert len(pairs) >= 2 * 2 * 2 + 2 * 2 * 4
+  for key in pairs:
+    np.testing.assert_array_equal(got[key + '/program'], got[key + '/eager'], err_msg=key)
+
+
+def test_op_by_op_runs_op_by_op_where_it_is_not_measured(monkeypatch):
+  """`op_by_op` compiles only with a jaxlib in `OP_BY_OP_JAXLIB` and XLA flags that name none
+  of `OP_BY_OP_UNMEASURED_FLAGS` (the tests' own flags name two): elsewhere it runs its
+  function op by op, the same numbers, and inside a trace it is traced inline."""
+  assert not compiles.op_by_op_compiles()        # this process: level 0, elemental emitters
+  double = compiles.op_by_op(lambda a: a * 2.0 - 1.0)
+  x = np.arange(5.0)
+  with compiles.count() as eager:
+    np.testing.assert_array_equal(np.asarray(double(x)), 2.0 * x - 1.0)
+  assert 'jit(<lambda>)' not in eager.by_name, dict(eager.by_name)   # no program of its own
+  traced = jax.jit(lambda a: double(a) + 1.0)
+  np.testing.assert_array_equal(np.asarray(traced(x)), 2.0 * x)
+  monkeypatch.setenv('XLA_FLAGS', '')
+  for release, compiles_one in (((0, 10, 2), True), ((0, 5, 3), False), (None, False)):
+    monkeypatch.setattr(compiles, '_jaxlib_release', lambda r=release: r)
+    assert compiles.op_by_op_compiles() == compiles_one, release
+  for flag in compiles.OP_BY_OP_UNMEASURED_FLAGS:
+    monkeypatch.setenv('XLA_FLAGS', f'--{flag}=1')
+    assert not compiles.op_by_op_compiles(), flag
+
+
 def test_nested_counts_see_the_same_programs_and_unwind_in_order():
   """Counters nest: an inner count that saw exactly the outer's programs (equal fields) ends
   without ending the outer, which then counts on."""

@@ -200,22 +200,26 @@ def analysis_paths() -> dict:
 
 @contextlib.contextmanager
 def previous_paths(paths: dict, active: bool = True):
-  """Within the block each `(module, name)` of `paths` is its previous function and
-  `compiles.jit` compiles at XLA's default level, as `jax.jit` did (when `active`;
-  otherwise nothing changes); the library's are restored on the way out."""
+  """Within the block each `(module, name)` of `paths` is its previous function,
+  `compiles.jit` compiles at XLA's default level, as `jax.jit` did, and `compiles.op_by_op`
+  functions run op by op, as they did (when `active`; otherwise nothing changes); the
+  library's are restored on the way out."""
   from ntk_attention import compiles as compiles_lib
   saved = {k: getattr(*k) for k in paths}
-  quick = compiles_lib.quick_compile_enabled[0]
+  switches = (compiles_lib.quick_compile_enabled, compiles_lib.op_by_op_enabled)
+  before = [s[0] for s in switches]
   if active:
     for (module, name), fn in paths.items():
       setattr(module, name, fn)
-    compiles_lib.quick_compile_enabled[0] = False
+    for s in switches:
+      s[0] = False
   try:
     yield
   finally:
     for (module, name), fn in saved.items():
       setattr(module, name, fn)
-    compiles_lib.quick_compile_enabled[0] = quick
+    for s, value in zip(switches, before):
+      s[0] = value
 
 
 def run_sensitivity_grid(args: harness.Args) -> List[dict]:
@@ -364,6 +368,7 @@ def run_model_analysis(args: harness.Args) -> List[dict]:
     with previous_paths(analysis_paths(), active=path == 'old'):
       jax.clear_caches()
       models._build.cache_clear()   # pylint: disable=protected-access
+      models._study_prefix.cache_clear()   # pylint: disable=protected-access
       t0 = time.perf_counter()
       with compiles.count() as count:
         fields[path] = make_all()

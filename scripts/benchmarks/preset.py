@@ -5,7 +5,8 @@ a cold JAX cache, without a persistent compilation cache and into a fresh folder
 the previous paths that `benchmarks.compiles` keeps (a training program per lr, epochs and
 init_std; an attack program per ε, PGD step count and τ; a model's probe, its head plan, the
 accuracies, their labels and each seed's parameters op by op; XLA's default LLVM level, as
-`jax.jit` compiles), then with the library's (`compiles.jit`: level 1 on a CPU). It
+`jax.jit` compiles), then with the library's (`compiles.jit`: level 1 on a CPU; `compiles.op_by_op`: one program
+where the previous path ran op by op). It
 prints the programs each path compiled, XLA's seconds compiling them, the wall time, and how
 many JSON numbers of the two result folders are bit-equal (`study.compare.numbers`).
 
@@ -47,6 +48,7 @@ def run(args: harness.Args) -> List[dict]:
       with compiles_entry.previous_paths(paths, active=path == 'old'):
         jax.clear_caches()
         models._build.cache_clear()   # pylint: disable=protected-access
+        models._study_prefix.cache_clear()   # pylint: disable=protected-access
         t0 = time.perf_counter()
         with compiles.count() as count, warnings.catch_warnings():
           warnings.simplefilter('ignore', UserWarning)   # toy sizes train poorly
