@@ -238,6 +238,8 @@ for name in ('mlp_attn', 'relu_mlp'):
       check(f'{name}/{label}/features/{dtype.__name__}', blocked._prefix_features,
             lambda m, *a: blocked._prefix_eager(m.prefix, *a), model, None, x_train, x_test,
             dtype)
+    if label == 'odd':   # the features' reductions over channels are what 37 is for
+      continue
     x64, e64 = jnp.asarray(x_train, jnp.float64), jnp.asarray(x_test, jnp.float64)
     check(f'{name}/{label}/analytic', lambda m, a, b: kernels._analytic_program(m, a, b, 'ntk'),
           lambda m, a, b: kernels._analytic_eager(m, a, b, 'ntk'), model, x64, e64)
@@ -253,8 +255,8 @@ def test_op_by_op_gives_the_op_by_op_bits_in_one_program(tmp_path):
   function (a division XLA rewrites when jitted plainly, a fused-multiply-add pattern, a
   custom-JVP ReLU, a mean) and the library's stages that use it (the blocked kernels' prefix
   features, float32 and float64; the analytic kernel; the trained features of
-  `malleability.trainability`), on digits and on 37 channels, equal the op-by-op run bit for
-  bit, each in one program; new values compile nothing."""
+  `malleability.trainability`), on digits (the features also on 37 channels), equal the
+  op-by-op run bit for bit, each in one program; new values compile nothing."""
   release, (low, high) = compiles._jaxlib_release(), compiles.OP_BY_OP_JAXLIB
   if not low <= release <= high:
     pytest.skip(f'jaxlib {release} is outside the releases op_by_op is measured on: it runs '
@@ -270,9 +272,9 @@ def test_op_by_op_gives_the_op_by_op_bits_in_one_program(tmp_path):
   got = dict(np.load(path))
   counts = {k[len('count/'):]: int(v) for k, v in got.items() if k.startswith('count/')}
   assert counts.pop('toy/float32/new values') == counts.pop('toy/float64/new values') == 0
-  assert len(counts) == 2 + 2 * 2 * 4 and all(c == 1 for c in counts.values()), counts
+  assert len(counts) == 2 + 2 * (2 * 2 + 2) and all(c == 1 for c in counts.values()), counts
   pairs = sorted(k[:-len('/program')] for k in got if k.endswith('/program'))
-  assert len(pairs) >= 2 * 2 * 2 + 2 * 2 * 4
+  assert len(pairs) >= 2 * 2 * 2 + 2 * (2 * 2 + 2)
   for key in pairs:
     np.testing.assert_array_equal(got[key + '/program'], got[key + '/eager'], err_msg=key)
 
