@@ -157,8 +157,9 @@ def _arccos_rows(z_rows, z, W_std, start):
 
 
 def _prefix_features(model, params, x_train, x_eval, dtype):
-  """The prefix's features `(N, d')` of `[x_train; x_eval]`, computed in `dtype`: one
-  program per (model, shapes) with the bits of the op-by-op run (`compiles.op_by_op`).
+  """The prefix's features `(N, d')` of `[x_train; x_eval]`, computed in `dtype`, with
+  `params[0]` (None: drawn from `PRNGKey(0)`): one program per (prefix, dtype, shapes) with
+  the bits of the op-by-op run (`compiles.op_by_op`).
   Plainly jitted, XLA's fused normalisation rounds the features differently in the last
   bit, and the influence's top-τ set, hence the flip rates, follows such bits
   (docs/method.md §16)."""

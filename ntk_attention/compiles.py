@@ -139,15 +139,17 @@ def jit(fun=None, **kwargs):
   call.plain, call.quick = plain, quick
   return call
 
+
 # Primitives that run op by op when called outside a trace (their inner operations are
 # dispatched one at a time); `pjit` (a jitted function) runs as one program, as it does alone.
 _OP_BY_OP_CALLS = ('custom_jvp_call', 'custom_vjp_call', 'custom_vjp_call_jaxpr')
 
 
 def _eval_op_by_op(jaxpr, consts, args):
-  """Evaluates `jaxpr` with every operation's outputs behind `lax.optimization_barrier`:
-  XLA may neither fuse an operation with the next nor rewrite a pair of them (e.g.
-  `a / sqrt(b)` into `a * rsqrt(b)`), so each computes what it computes alone."""
+  """Evaluates `jaxpr` (its `consts`, its flat `args`) with every operation's outputs behind
+  `lax.optimization_barrier`, so that XLA keeps them apart (e.g. does not rewrite
+  `a / sqrt(b)` into `a * rsqrt(b)`); a custom-JVP/VJP call is evaluated the same way inside,
+  as it runs op by op. Returns the flat outputs. With XLA's fusion pass off (`op_by_op`)."""
   import jax
   from jax.extend import core as jcore
   env = {}

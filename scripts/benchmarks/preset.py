@@ -5,10 +5,10 @@ a cold JAX cache, without a persistent compilation cache and into a fresh folder
 the previous paths that `benchmarks.compiles` keeps (a training program per lr, epochs and
 init_std; an attack program per ε, PGD step count and τ; a model's probe, its head plan, the
 accuracies, their labels and each seed's parameters op by op; XLA's default LLVM level, as
-`jax.jit` compiles), then with the library's (`compiles.jit`: level 1 on a CPU; `compiles.op_by_op`: one program
-where the previous path ran op by op). It
-prints the programs each path compiled, XLA's seconds compiling them, the wall time, and how
-many JSON numbers of the two result folders are bit-equal (`study.compare.numbers`).
+`jax.jit` compiles), then with the library's (`compiles.jit`: level 1 on a CPU;
+`compiles.op_by_op`: one program where the previous path ran op by op). It prints the
+programs each path compiled, XLA's seconds compiling them, the wall time, and how many JSON
+numbers of the two result folders are bit-equal (`study.compare.numbers`).
 
 --quick: the quick preset's parts on the digits proxy at toy sizes (about a minute a path);
 full: `presets.quick()` itself, as README's main job runs it (minutes a path).
