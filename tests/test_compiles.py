@@ -195,6 +195,24 @@ def test_a_new_shape_compiles_one_program_per_stage_and_model(small):
   assert again.programs == 0, dict(again.by_name)
 
 
+
+def _run_probe(code: str, tmp_path, releases, why: str) -> dict:
+  """Runs `code` (which saves an npz to its argument) in a child with the scripts' XLA flags
+  (none) and no compilation cache; its arrays. Skips with `why` when jaxlib is outside
+  `releases`."""
+  release, (low, high) = compiles._jaxlib_release(), releases
+  if not low <= release <= high:
+    pytest.skip(f'jaxlib {release} is {why}')
+  import subprocess
+  import sys
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('JAX_COMPILATION_CACHE_DIR', 'XLA_FLAGS')}
+  path = tmp_path / 'probe.npz'
+  proc = subprocess.run([sys.executable, '-c', code, str(path)], capture_output=True,
+                        text=True, timeout=300, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return dict(np.load(path))
+
 _OP_BY_OP_PROBE = '''
 import sys, jax, jax.numpy as jnp, numpy as np
 jax.config.update('jax_enable_x64', True)
@@ -257,19 +275,8 @@ def test_op_by_op_gives_the_op_by_op_bits_in_one_program(tmp_path):
   features, float32 and float64; the analytic kernel; the trained features of
   `malleability.trainability`), on digits (the features also on 37 channels), equal the
   op-by-op run bit for bit, each in one program; new values compile nothing."""
-  release, (low, high) = compiles._jaxlib_release(), compiles.OP_BY_OP_JAXLIB
-  if not low <= release <= high:
-    pytest.skip(f'jaxlib {release} is outside the releases op_by_op is measured on: it runs '
-                'op by op there')
-  import subprocess
-  import sys
-  env = {k: v for k, v in os.environ.items()
-         if k not in ('JAX_COMPILATION_CACHE_DIR', 'XLA_FLAGS')}
-  path = tmp_path / 'op_by_op.npz'
-  proc = subprocess.run([sys.executable, '-c', _OP_BY_OP_PROBE, str(path)], capture_output=True,
-                        text=True, timeout=300, env=env)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  got = dict(np.load(path))
+  got = _run_probe(_OP_BY_OP_PROBE, tmp_path, compiles.OP_BY_OP_JAXLIB,
+                   'outside the releases op_by_op is measured on: it runs op by op there')
   counts = {k[len('count/'):]: int(v) for k, v in got.items() if k.startswith('count/')}
   assert counts.pop('toy/float32/new values') == counts.pop('toy/float64/new values') == 0
   assert len(counts) == 2 + 2 * (2 * 2 + 2) and all(c == 1 for c in counts.values()), counts
@@ -374,19 +381,9 @@ def test_quick_compile_gives_the_bits_of_xlas_default_level(tmp_path):
   the scripts' XLA flags: initialisation, training (its chunks keep `jax.jit`), a PGD attack,
   the float64 influence and the accuracies of MLP-Attn, bit for bit (docs/method.md §16;
   level 0 fails this)."""
-  release, (low, high) = compiles._jaxlib_release(), compiles.QUICK_COMPILE_JAXLIB
-  if not low <= release <= high:
-    pytest.skip(f'jaxlib {release} is outside the releases measured to keep the bits at '
-                'level 1: compiles.jit compiles at XLA\'s level there')
-  import subprocess
-  import sys
-  env = {k: v for k, v in os.environ.items()
-         if k not in ('JAX_COMPILATION_CACHE_DIR', 'XLA_FLAGS')}
-  path = tmp_path / 'levels.npz'
-  proc = subprocess.run([sys.executable, '-c', _LEVEL_PROBE, str(path)], capture_output=True,
-                        text=True, timeout=300, env=env)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  got = dict(np.load(path))
+  got = _run_probe(_LEVEL_PROBE, tmp_path, compiles.QUICK_COMPILE_JAXLIB,
+                   "outside the releases measured to keep the bits at level 1: compiles.jit "
+                   "compiles at XLA's level there")
   assert not got.pop('quick/False') and got.pop('quick/True')   # the child ran both levels
   keys = sorted({k.rsplit('/', 1)[0] for k in got})
   assert len(keys) == 6
