@@ -334,9 +334,10 @@ def protocol(model, params, points: Points, attack_names, epsilons, setup: Setup
   set first (`--retrain`). `arrays` holds the targets, `I`, `I'` per attack × ε and, with
   `keep_kernels`, copies of the clean kernel blocks (n² more doubles), for `--save_arrays`.
   `memo` (`ntk_attention.memo`): what depends only on the trained model and its clean data
-  — accuracies, `trainability`, the kernel distance, the KRR accuracy (per ridge) and the
-  clean influence `I` (per kernel and ridge) — is taken from it when a call with the same
-  inputs (by content) stored it, and stored there otherwise; the numbers are the same.
+  — accuracies, `trainability`, the kernel distance, the KRR accuracy (per ridge), the
+  clean influence `I` (per kernel and ridge) and each attack's pixels (per attack, ε in
+  pixels, attack settings, top-τ subset and key) — is taken from it when a call with the
+  same inputs (by content) stored it, and stored there otherwise; the numbers are the same.
   """
   x_train = jnp.asarray(points.x_train, jnp.float32)
   x_eval = jnp.asarray(points.x_eval, jnp.float32)
@@ -400,8 +401,18 @@ def protocol(model, params, points: Points, attack_names, epsilons, setup: Setup
       if skip(name, eps):
         continue
       k_attack = jax.random.fold_in(jax.random.fold_in(key, a_i), e_i)
-      subset, x_adv = attack_one(model, params, x_train, y_train, x_eval, y_eval, before,
-                                 name, eps, setup, k_attack, kind)
+      # A loss attack depends on the scores only through the top-τ subset: a variation that
+      # keeps the subset (a ridge, the score, the kernel) reuses the attack.
+      subset = influence_lib.top_fraction(np.asarray(before.scores), setup.tau)
+      attack_key = None if memo is None else memo_key(
+          'attack', name, kind, eps_pixels(setup, eps), setup.attack._replace(eps=0.0),
+          memo_lib.digest(subset), memo_lib.digest(k_attack),
+          # the influence attack also reads the clean scores and the influence's settings
+          (memo_lib.digest(before.scores), setup) if name == 'influence' else None)
+      subset, x_adv = memo_lib.get(
+          memo, attack_key,
+          lambda: attack_one(model, params, x_train, y_train, x_eval, y_eval, before, name,
+                             eps, setup, k_attack, kind))
       p_after = params if retrain_fn is None else retrain_fn(x_adv)
       after = influence(model, p_after, x_adv, y_train, x_eval, y_eval, setup)
       rec = dict(common, attack=name, eps=float(eps), eps_pixels=eps_pixels(setup, eps),

@@ -175,28 +175,45 @@ def test_variations_reuse_the_baselines_clean_side_and_change_no_number(monkeypa
   """The memo (`malleability.sweep`'s, filled by the baseline) against the same run with
   every memo lookup recomputed: equal records, bit for bit; with the memo, each trained
   model's feature SVD (`trainability`) runs once across the variations that keep the
-  trained model (ε, τ, ridge, kernel), instead of once per variation."""
+  trained model (ε, τ, ridge, kernel), instead of once per variation, and an attack runs
+  once per distinct input (model, parameters, attack, ε, top-τ subset, key: counted in the
+  run without the memo)."""
   from ntk_attention import data
+  from ntk_attention import influence
   from ntk_attention import malleability
   from ntk_attention import memo
   from ntk_attention import training
   small = data.load('digits', n_train=40, n_test=20, seed=3)
   base = sensitivity.Baseline(eps=0.3, tau=0.25, width=16, n_train=40, epochs=5, pgd_steps=3)
   variations = [('eps', 0.1), ('tau', 0.5), ('ridge', 0.01), ('kernel', 'analytic')]
-  calls = []
-  real = malleability.trainability
+  calls, attacks = [], []
+  real, real_attack = malleability.trainability, malleability.attack_one
   monkeypatch.setattr(malleability, 'trainability', lambda *a: calls.append(1) or real(*a))
+
+  def attack_one(model, params, *args):
+    before, name, eps, setup, key = args[4:9]
+    subset = influence.top_fraction(np.asarray(before.scores), setup.tau)
+    attacks.append((model.name, memo.tree_digest(params), name, eps, memo.digest(subset),
+                    memo.digest(key)))
+    return real_attack(model, params, *args)
+
+  monkeypatch.setattr(malleability, 'attack_one', attack_one)
 
   def run():
     calls.clear()
+    attacks.clear()
     recs = sensitivity.run(lambda task, n: small, ['all'], base, variations, ['fgsm', 'pgd'],
                            [0, 1], training.TrainConfig(batch_size=16))
-    return {tuple(r[k] for k in sensitivity.KEY_FIELDS): r for r in recs}, len(calls)
+    return ({tuple(r[k] for k in sensitivity.KEY_FIELDS): r for r in recs}, len(calls),
+            list(attacks))
 
-  with_memo, svds = run()
+  with_memo, svds, attacked = run()
   monkeypatch.setattr(memo, 'get', lambda m, key, compute: compute())
-  without, svds_without = run()
+  without, svds_without, attacked_without = run()
   assert svds == 2 * 2 and svds_without == 2 * 2 * (1 + len(variations))   # models × seeds
+  assert len(attacked_without) == 2 * 2 * 2 * (1 + len(variations))   # models, seeds, attacks
+  assert len(attacked) == len(set(attacked_without)) == len(set(attacked))
+  assert len(attacked) >= 2 * 2 * 2 * 3      # the baseline's, and ε's and τ's are new
   assert len(with_memo) == (1 + len(variations)) * 2 * 2 * 2
   assert with_memo.keys() == without.keys()
   for k, rec in with_memo.items():
