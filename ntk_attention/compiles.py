@@ -109,10 +109,8 @@ def quick_compile() -> bool:
   """Whether `jit` passes `QUICK_COMPILE`: on the CPU backend only (GPU kernels keep
   XLA's level), with a jaxlib in `QUICK_COMPILE_JAXLIB`, unless XLA_FLAGS names the level
   (the user's, or the tests' 0, stands)."""
-  if not quick_compile_enabled[0] or QUICK_COMPILE_FLAG in os.environ.get('XLA_FLAGS', ''):
-    return False
-  release, (low, high) = _jaxlib_release(), QUICK_COMPILE_JAXLIB
-  if release is None or not low <= release <= high:
+  if (not quick_compile_enabled[0] or QUICK_COMPILE_FLAG in os.environ.get('XLA_FLAGS', '')
+      or not jaxlib_within(QUICK_COMPILE_JAXLIB)):
     return False
   import jax
   return jax.default_backend() == 'cpu'
@@ -140,8 +138,8 @@ def jit(fun=None, **kwargs):
   return call
 
 
-# Primitives that run op by op when called outside a trace (their inner operations are
-# dispatched one at a time); `pjit` (a jitted function) runs as one program, as it does alone.
+# Primitives whose inner operations run one at a time when called outside a trace: they are
+# evaluated operation by operation inside too. Any other call (`pjit`) is bound as it is.
 _OP_BY_OP_CALLS = ('custom_jvp_call', 'custom_vjp_call', 'custom_vjp_call_jaxpr')
 
 
@@ -229,7 +227,6 @@ def op_by_op(fun=None, *, static_argnums=()):
       return fused(*args)
     return separate(*args) if op_by_op_compiles() else fun(*args)
 
-  call.separate = separate
   return call
 
 
@@ -238,10 +235,8 @@ def op_by_op_compiles() -> bool:
   each (jaxlib in `OP_BY_OP_JAXLIB`, XLA_FLAGS naming none of `OP_BY_OP_UNMEASURED_FLAGS`,
   `op_by_op_enabled`) rather than run op by op."""
   flags = os.environ.get('XLA_FLAGS', '')
-  if not op_by_op_enabled[0] or any(name in flags for name in OP_BY_OP_UNMEASURED_FLAGS):
-    return False
-  release, (low, high) = _jaxlib_release(), OP_BY_OP_JAXLIB
-  return release is not None and low <= release <= high
+  return (op_by_op_enabled[0] and not any(name in flags for name in OP_BY_OP_UNMEASURED_FLAGS)
+          and jaxlib_within(OP_BY_OP_JAXLIB))
 
 
 def _top_level(args, kw) -> bool:
@@ -276,6 +271,13 @@ def _jaxlib_release() -> Optional[tuple]:
     return None
 
 
+def jaxlib_within(releases) -> bool:
+  """Whether the installed jaxlib is within `releases = (oldest, newest)`, both included
+  (False when jaxlib is not installed)."""
+  release, (low, high) = _jaxlib_release(), releases
+  return release is not None and low <= release <= high
+
+
 def _backend_started() -> bool:
   """Whether JAX has created a backend in this process (then XLA_FLAGS was already read)."""
   bridge = sys.modules.get('jax._src.xla_bridge')
@@ -298,14 +300,13 @@ def fast_cpu_compile(environ: Optional[dict] = None) -> bool:
   rates moved by up to 3.7 points (docs/method.md §16). GPU and TPU backends ignore the flag."""
   environ = os.environ if environ is None else environ
   flags = environ.get('XLA_FLAGS', '')
-  release = _jaxlib_release()
-  low, high = FUSION_EMITTERS_FLAG_JAXLIB
-  if ('xla_cpu_use_fusion_emitters' in flags or release is None
-      or not low <= release <= high or _backend_started()):
+  if ('xla_cpu_use_fusion_emitters' in flags or not jaxlib_within(FUSION_EMITTERS_FLAG_JAXLIB)
+      or _backend_started()):
     return False
   environ['XLA_FLAGS'] = f'{flags} {FUSION_EMITTERS_OFF}'.strip()
   return True
 
 
 __all__ = ['Count', 'count', 'BACKEND_COMPILE', 'CACHE_HIT', 'QUICK_COMPILE', 'quick_compile',
-           'jit', 'op_by_op', 'op_by_op_compiles', 'FUSION_EMITTERS_OFF', 'fast_cpu_compile']
+           'jit', 'op_by_op', 'op_by_op_compiles', 'jaxlib_within', 'FUSION_EMITTERS_OFF',
+           'fast_cpu_compile']

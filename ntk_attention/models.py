@@ -373,25 +373,24 @@ def build(name: str, width: int, out_dim: int = 1, W_std: float = 1.0,
   recompiled.
   """
   _check_width(width)
+  return _memoised(_build, name, int(width), int(out_dim), float(W_std), float(init_std),
+                   tuple(sorted(options.items())))
+
+
+def _memoised(fn, *args):
+  """`fn(*args)` through its `functools.lru_cache`, or without the memo when an argument
+  (an option value) is unhashable."""
   try:
-    return _build(name, int(width), int(out_dim), float(W_std), float(init_std),
-                  tuple(sorted(options.items())))
-  except TypeError as e:      # an unhashable option value: build without the memo
+    return fn(*args)
+  except TypeError as e:
     if 'unhashable' not in str(e):
       raise
-    return _build.__wrapped__(name, int(width), int(out_dim), float(W_std), float(init_std),
-                              tuple(sorted(options.items())))
+    return fn.__wrapped__(*args)
 
 
 @functools.lru_cache(maxsize=256)
 def _build(name, width, out_dim, W_std, init_std, options) -> Model:
-  args = (name, width if name == 'mlp_attn_qkv' else None, options)
-  try:
-    prefix = _study_prefix(*args)
-  except TypeError as e:      # an unhashable option value: without the memo, as `build`
-    if 'unhashable' not in str(e):
-      raise
-    prefix = _study_prefix.__wrapped__(*args)
+  prefix = _memoised(_study_prefix, name, width if name == 'mlp_attn_qkv' else None, options)
   return Model(name, width, out_dim, W_std, prefix, relu_head(width, out_dim, W_std, init_std),
                options=options, init_std=init_std)
 

@@ -200,9 +200,8 @@ def _run_probe(code: str, tmp_path, releases, why: str) -> dict:
   """Runs `code` (which saves an npz to its argument) in a child with the scripts' XLA flags
   (none) and no compilation cache; its arrays. Skips with `why` when jaxlib is outside
   `releases`."""
-  release, (low, high) = compiles._jaxlib_release(), releases
-  if not low <= release <= high:
-    pytest.skip(f'jaxlib {release} is {why}')
+  if not compiles.jaxlib_within(releases):
+    pytest.skip(f'jaxlib {compiles._jaxlib_release()} is {why}')
   import subprocess
   import sys
   env = {k: v for k, v in os.environ.items()
@@ -445,9 +444,9 @@ def test_fusion_emitters_off_gives_the_same_numbers_to_rounding(tmp_path):
   analytic kernel's ill-conditioned diagonal (measured: bit-identical at this size on one
   host, 8 diagonal entries 4e-9 apart on another; the quick preset's attacks and influences
   differ at rounding, docs/method.md §16)."""
-  release, (low, high) = compiles._jaxlib_release(), compiles.FUSION_EMITTERS_FLAG_JAXLIB
-  if not low <= release <= high:
-    pytest.skip(f'jaxlib {release} is outside the releases tested to know the flag')
+  if not compiles.jaxlib_within(compiles.FUSION_EMITTERS_FLAG_JAXLIB):
+    pytest.skip(f'jaxlib {compiles._jaxlib_release()} is outside the releases tested to know '
+                'the flag')
   import os
   import subprocess
   import sys
