@@ -20,7 +20,6 @@ import numpy as np
 from ntk_attention import compiles
 from ntk_attention import devices as devices_lib
 from ntk_attention import kernels
-from ntk_attention import layers
 from ntk_attention import models as models_lib
 from ntk_attention import ntk_closed_form
 
@@ -157,34 +156,14 @@ def _arccos_rows(z_rows, z, W_std, start):
 
 
 def _prefix_features(model, params, x_train, x_eval, dtype):
-  """The prefix's features `(N, d')` of `[x_train; x_eval]`, computed in `dtype`, with
-  `params[0]` (None: drawn from `PRNGKey(0)`): one program per (prefix, dtype, shapes) with
-  the bits of the op-by-op run (`compiles.op_by_op`).
-  Plainly jitted, XLA's fused normalisation rounds the features differently in the last
-  bit, and the influence's top-τ set, hence the flip rates, follows such bits
-  (docs/method.md §16)."""
+  """The prefix's features `(N, d')` of `[x_train; x_eval]` in `dtype`, with `params[0]`
+  (None: drawn from `PRNGKey(0)`): `models.prefix_features`, one program per (prefix, dtype,
+  shapes) with the bits of the op-by-op run."""
   if model.prefix_kind != 'fixed':
     raise ValueError(f'blocked kernels need a parameter-free prefix; {model.name} has a '
                      'trainable one: use empirical_ntk.')
-  # The prefix is the static argument: the study's models of every width and init_std share
-  # one (`models.build`), hence one program per shape.
-  return models_lib.compiled_or_eager(_prefix_program, _prefix_eager, model.prefix,
-                                      None if params is None else params[0], x_train, x_eval,
-                                      dtype)
-
-
-def _prefix_eager(prefix, prefix_params, x_train, x_eval, dtype):
-  """`_prefix_features` of the stax triple `prefix` and its parameters (None: drawn from
-  `PRNGKey(0)`; a fixed prefix's parameters, if any, do not train)."""
-  x_train = jnp.asarray(x_train, dtype)
-  x_eval = None if x_eval is None else jnp.asarray(x_eval, dtype)
-  seq, context = layers.as_sequence(x_train, x_eval)
-  if prefix_params is None:
-    prefix_params = prefix[0](jax.random.PRNGKey(0), seq.shape)[1]
-  return prefix[1](prefix_params, seq, context=context)[0]
-
-
-_prefix_program = compiles.op_by_op(_prefix_eager, static_argnums=(0, 4))
+  return models_lib.prefix_features(model.prefix, None if params is None else params[0],
+                                    x_train, x_eval, dtype)
 
 
 @functools.partial(compiles.jit, static_argnums=(0,))

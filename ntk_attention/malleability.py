@@ -34,7 +34,6 @@ from ntk_attention import attacks as attacks_lib
 from ntk_attention import blocked
 from ntk_attention import influence as influence_lib
 from ntk_attention import kernels
-from ntk_attention import layers
 from ntk_attention import memo as memo_lib
 from ntk_attention import models as models_lib
 from ntk_attention import ridge as ridge_lib
@@ -444,21 +443,13 @@ def trainability(model, params, x_train, x_eval) -> dict:
   """Why a model does or does not train: how concentrated the training features that the
   ReLU head sees are (`spectral.feature_concentration` of the prefix output)."""
   # Not in `_accuracies`' program: XLA's fused prefix rounds the features differently in
-  # the last bit (docs/method.md §16); `compiles.op_by_op` keeps the op-by-op bits.
-  z = models_lib.compiled_or_eager(_train_features_program, _train_features, model.prefix,
-                                   params[0], x_train, x_eval)
-  top, eff = spectral.feature_concentration(np.asarray(z, np.float64))
+  # the last bit (docs/method.md §16); `models.prefix_features` keeps the op-by-op bits (and
+  # shares its program with the blocked kernels' features).
+  z = models_lib.prefix_features(model.prefix, params[0], x_train, x_eval,
+                                 jnp.result_type(x_train))
+  z = np.asarray(z, np.float64)[:np.shape(x_train)[0]]    # the training rows
+  top, eff = spectral.feature_concentration(z)
   return {'feature_top_share': top, 'feature_effective_rank': eff}
-
-
-def _train_features(prefix, prefix_params, x_train, x_eval):
-  """The features of the training rows `(n, d')` under the stax triple `prefix` with its
-  parameters, the test rows in their context."""
-  seq, context = layers.as_sequence(x_train, x_eval)
-  return prefix[1](prefix_params, seq, context=context)[0, :jnp.shape(x_train)[0]]
-
-
-_train_features_program = compiles.op_by_op(_train_features, static_argnums=0)
 
 
 def _accuracies_eager(model, params, x_train, x_eval, y_train, y_eval):

@@ -549,6 +549,31 @@ def features(model: Model, params, seq, context=None):
   return model.prefix[1](params[0], seq, context=context)
 
 
+def prefix_features(prefix, prefix_params, x_train, x_eval, dtype):
+  """The features `(N, d')` of the sequence `[x_train; x_eval]` in `dtype` under the stax
+  triple `prefix` with its parameters (None: drawn from `PRNGKey(0)`; a fixed prefix's
+  parameters, if any, do not train), the evaluation rows in their context. One program per
+  (prefix, dtype, shapes) with the bits of the op-by-op run (`compiles.op_by_op`; plainly
+  jitted, XLA's fused normalisation rounds the features differently in the last bit, and the
+  influence's top-τ set follows such bits: docs/method.md §16). The prefix is the static
+  argument: the study's models of every width and init_std share one (`build`)."""
+  return compiled_or_eager(_prefix_features_program, _prefix_features_eager, prefix,
+                           prefix_params, x_train, x_eval, np.dtype(dtype))
+
+
+def _prefix_features_eager(prefix, prefix_params, x_train, x_eval, dtype):
+  """`prefix_features` op by op."""
+  x_train = jnp.asarray(x_train, dtype)
+  x_eval = None if x_eval is None else jnp.asarray(x_eval, dtype)
+  seq, context = layers.as_sequence(x_train, x_eval)
+  if prefix_params is None:
+    prefix_params = prefix[0](jax.random.PRNGKey(0), seq.shape)[1]
+  return prefix[1](prefix_params, seq, context=context)[0]
+
+
+_prefix_features_program = compiles.op_by_op(_prefix_features_eager, static_argnums=(0, 4))
+
+
 def head_apply(model: Model, head_params, feats):
   """Head output `(n, C)` on prefix features `(n, d')` (per token). Parameters made for
   sequences `(1, n, d')` may broadcast a leading axis (NT's Dense shapes its bias by the

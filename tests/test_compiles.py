@@ -254,16 +254,17 @@ for name in ('mlp_attn', 'relu_mlp'):
                                  ('odd', odd[:30], odd[30:])):
     for dtype in (jnp.float32, jnp.float64):
       check(f'{name}/{label}/features/{dtype.__name__}', blocked._prefix_features,
-            lambda m, *a: blocked._prefix_eager(m.prefix, *a), model, None, x_train, x_test,
-            dtype)
+            lambda m, *a: models._prefix_features_eager(m.prefix, *a), model, None, x_train,
+            x_test, dtype)
     if label == 'odd':   # the features' reductions over channels are what 37 is for
       continue
     x64, e64 = jnp.asarray(x_train, jnp.float64), jnp.asarray(x_test, jnp.float64)
     check(f'{name}/{label}/analytic', lambda m, a, b: kernels._analytic_program(m, a, b, 'ntk'),
           lambda m, a, b: kernels._analytic_eager(m, a, b, 'ntk'), model, x64, e64)
     params = models.init_params(model, jax.random.PRNGKey(1), x_train.shape[1])
-    check(f'{name}/{label}/train features', malleability._train_features_program,
-          malleability._train_features, model.prefix, params[0], x_train, x_test)
+    check(f'{name}/{label}/train features', models._prefix_features_program,
+          models._prefix_features_eager, model.prefix, params[0], x_train, x_test,
+          np.dtype(jnp.result_type(x_train)))
 np.savez(sys.argv[1], **out, **{f'count/{k}': v for k, v in counts.items()})
 '''
 
