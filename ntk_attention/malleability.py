@@ -296,10 +296,12 @@ def pgd_training_perturbation(model, y_train, kind: str, attack: attacks_lib.Att
 
 
 def attack_one(model, params, x_train, y_train, x_eval, y_eval, before, attack_name, eps,
-               setup: Setup, key, kind: str):
+               setup: Setup, key, kind: str, subset=None):
   """Steps 2–3 of the protocol for one attack and ε (in `setup.eps_units`):
-  `(subset, x_adv)`."""
-  subset = influence_lib.top_fraction(np.asarray(before.scores), setup.tau)
+  `(subset, x_adv)`; `subset`: the top-τ rows of `before.scores` when the caller has them
+  (`influence.top_fraction`), computed here otherwise."""
+  if subset is None:
+    subset = influence_lib.top_fraction(np.asarray(before.scores), setup.tau)
   setup = setup._replace(attack=setup.attack._replace(eps=eps_pixels(setup, eps)))
   return subset, perturb(model, params, attack_name, x_train, y_train, subset, setup, key, kind,
                          x_eval, y_eval, before.scores)
@@ -411,7 +413,7 @@ def protocol(model, params, points: Points, attack_names, epsilons, setup: Setup
       subset, x_adv = memo_lib.get(
           memo, attack_key,
           lambda: attack_one(model, params, x_train, y_train, x_eval, y_eval, before, name,
-                             eps, setup, k_attack, kind))
+                             eps, setup, k_attack, kind, subset))
       p_after = params if retrain_fn is None else retrain_fn(x_adv)
       after = influence(model, p_after, x_adv, y_train, x_eval, y_eval, setup)
       rec = dict(common, attack=name, eps=float(eps), eps_pixels=eps_pixels(setup, eps),

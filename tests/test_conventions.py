@@ -120,6 +120,12 @@ def test_eps_in_std_units_scales_the_budget_and_stays_in_the_box(digits):
     assert np.asarray(x_adv).min() >= 0 and np.asarray(x_adv).max() <= 1
     rows = np.setdiff1d(np.arange(len(x)), subset)
     assert delta[rows].max() == 0                           # only S moves
+    # the caller's top-τ subset (as `protocol` passes it) gives the same attack
+    given, again = malleability.attack_one(model, params, x, y, digits.x_test, y_eval, before,
+                                           attack, 0.3, setup, jax.random.PRNGKey(1), 'xent',
+                                           subset)
+    assert given is subset
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(x_adv))
 
 
 def test_eps_units_is_validated():
