@@ -240,6 +240,9 @@ def plot_scatter(path, x, y, xlabel, ylabel, title, diagonal=True) -> str:
   if diagonal and x.size:
     lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
     ax.plot([lo, hi], [lo, hi], label='y = x (unchanged)', **REFERENCE_STYLE)
+  # A common power of ten beside each axis: influence scores (~1e-4) written out in full
+  # ran into each other along the x axis.
+  ax.ticklabel_format(axis='both', style='sci', scilimits=(-2, 3))
   ax.set_title(title, fontsize=10)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
